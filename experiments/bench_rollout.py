@@ -1,0 +1,120 @@
+r"""Rollout benchmark: KV-cached text decoding and SDE image denoising, as one JSON object.
+
+  python experiments/bench_rollout.py --config=configs/bench.py [--config.batch_size=32]
+
+Measures, in one process on this machine: a jitted float32 matmul's throughput (the peak MFU is
+relative to), the whole rollout's compile time and run time, and the prefill, decode and
+denoising phases separately (each its own jitted function built from the rollout's own
+`Phases`, so what is timed is the code the rollout runs). Times are medians over
+`bench.repeats` runs after a warm-up.
+"""
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+
+from unigrpo_jax.model import ModelSpec, UnifiedTransformer, flops, init_params
+from unigrpo_jax.sampling.rollout import Phases, pad_prompts, rollout
+from unigrpo_jax.sampling.spec import RolloutSpec
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py", "Benchmark config.")
+
+
+def timed(fn, *args, repeats: int):
+  """Median wall time of fn(*args) over `repeats` runs (after one warm-up run)."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def matmul_peak_gflops(n: int, repeats: int) -> float:
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  mm = jax.jit(jnp.matmul)
+  return 2 * n**3 / timed(mm, a, b, repeats=max(repeats, 10)) / 1e9
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value
+  reps = cfg.bench.repeats
+  ms = ModelSpec(**cfg.model)
+  spec = RolloutSpec.from_config(cfg.rollout, cfg.tokens)
+  model = UnifiedTransformer(ms)
+  params = init_params(ms, jax.random.key(cfg.seed))
+  b = cfg.batch_size
+  prompts = jax.random.randint(jax.random.key(1), (b, spec.prompt_len), 5, ms.vocab_size)
+  mask = jnp.ones(prompts.shape, bool)
+  key = jax.random.key(2)
+
+  peak = matmul_peak_gflops(cfg.bench.matmul_size, reps)
+
+  t0 = time.perf_counter()
+  compiled = jax.jit(functools.partial(rollout, model=model, spec=spec)).lower(
+      params, prompts, mask, key).compile()
+  compile_s = time.perf_counter() - t0
+  rollout_s = timed(compiled, params, prompts, mask, key, repeats=reps)
+
+  prompts, mask = pad_prompts(prompts, mask, spec)
+  phases = lambda p, m: Phases(p, m, model=model, spec=spec)  # noqa: E731
+  prefill = jax.jit(lambda p, m, toks: phases(p, m).prefill(toks))
+  decode = jax.jit(lambda p, m, state, k: phases(p, m).decode(state, 0, k))
+  draw = jax.jit(lambda p, m, state, k: phases(p, m).draw(state, 0, k, k))
+  state = prefill(params, mask, prompts)
+  prefill_s = timed(prefill, params, mask, prompts, repeats=reps)
+  decode_s = timed(decode, params, mask, state, key, repeats=reps)
+  state, _ = decode(params, mask, state, key)
+  image_s = timed(draw, params, mask, state, key, repeats=reps)
+
+  # Keys each call attends over: decoding reads the cache up to its segment's end (the window
+  # `Phases.decode` uses); prefill, image steps and the clean write read the whole cache.
+  layout = spec.layout(ms)
+  t, n, img = spec.max_text_tokens, spec.num_steps, ms.image_tokens
+  decode_flops = t * (flops.stack_flops(ms, b, layout.text_start(0) + t)
+                      + flops.text_head_flops(ms, b))
+  image_flops = n * (flops.stack_flops(ms, b * img, layout.length)
+                     + 2 * flops.image_embed_flops(ms, b * img))
+  prefill_flops = (flops.stack_flops(ms, b * spec.prompt_len, layout.length)
+                   + flops.text_head_flops(ms, b))
+  write_flops = flops.stack_flops(ms, b * img, layout.length) + flops.image_embed_flops(ms, b * img)
+  total_flops = prefill_flops + decode_flops + image_flops + write_flops
+  gflops = lambda f, s: f / s / 1e9  # noqa: E731
+  result = dict(
+      decode_tokens_per_s=b * t / decode_s,
+      decode_ms_per_step=1e3 * decode_s / t,
+      image_steps_per_s=b * n / image_s,
+      image_ms_per_step=1e3 * image_s / n,
+      compile_s=compile_s,
+      rollout_s=rollout_s,
+      prefill_s=prefill_s,
+      decode_s=decode_s,
+      image_s=image_s,
+      matmul_peak_gflops=peak,
+      decode_gflops=gflops(decode_flops, decode_s),
+      image_gflops=gflops(image_flops, image_s),
+      rollout_gflops=gflops(total_flops, rollout_s),
+      mfu=gflops(total_flops, rollout_s) / peak,
+      decode_mfu=gflops(decode_flops, decode_s) / peak,
+      image_mfu=gflops(image_flops, image_s) / peak,
+      batch=b, prompt_len=spec.prompt_len, new_tokens=t, sde_steps=n, image_tokens=img,
+      cache_len=layout.length,
+      params=sum(x.size for x in jax.tree.leaves(params)),
+      model=dict(cfg.model),
+      jax=jax.__version__, cpu_count=os.cpu_count(), machine=platform.machine(),
+  )
+  print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

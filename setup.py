@@ -1,0 +1,31 @@
+"""unigrpo_jax: UniGRPO and Interleaved GRPO for unified text + flow-image models, in JAX."""
+import setuptools
+
+setuptools.setup(
+    name="unigrpo_jax",
+    version="0.1.0",
+    description="RL post-training (UniGRPO, Interleaved GRPO) of unified multimodal models in JAX",
+    packages=setuptools.find_packages(include=["unigrpo_jax", "unigrpo_jax.*"]),
+    package_data={"unigrpo_jax": ["**/*.json"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "jax[cpu]>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "grain>=0.2.18,<0.3",
+        "transformers>=5.0,<6",
+        "tokenizers>=0.22,<1",
+        "tensorflow-datasets>=4.9.10,<5",
+        "ml-collections>=1.1,<2",
+        "absl-py>=2.0",
+        "numpy>=2.0,<3",
+        "pillow>=10",
+        "jinja2>=3",
+        "tensorboardX>=2.6",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+    },
+)

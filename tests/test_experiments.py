@@ -1,0 +1,35 @@
+"""Benchmarks and the entry point keep running (tiny overrides; no timing is asserted)."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args):
+  out = subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-4000:]
+  return out.stdout
+
+
+def test_bench_rollout_prints_its_json():
+  stdout = _run(["experiments/bench_rollout.py", "--config=configs/bench.py",
+                 "--config.batch_size=2", "--config.model.width=32", "--config.model.depth=2",
+                 "--config.model.head_dim=8", "--config.model.mlp_dim=64",
+                 "--config.model.vocab_size=64", "--config.model.image_size=8",
+                 "--config.rollout.prompt_len=4", "--config.rollout.max_text_tokens=4",
+                 "--config.rollout.num_steps=2", "--config.bench.repeats=1",
+                 "--config.bench.matmul_size=128"])
+  result = json.loads(stdout[stdout.index("{"):])
+  for key in ("decode_tokens_per_s", "decode_ms_per_step", "image_steps_per_s", "compile_s",
+              "matmul_peak_gflops", "mfu"):
+    assert result[key] > 0, key
+
+
+def test_main_rollout_stage_writes_outputs(tmp_path):
+  _run(["-m", "unigrpo_jax.main", "--config=configs/demo.py:tiny", f"--workdir={tmp_path}"])
+  summary = json.loads((tmp_path / "summary.json").read_text())["rollout"]
+  assert summary["max_abs_log_ratio"] < 1e-5
+  assert (tmp_path / "rollout.png").stat().st_size > 0

@@ -1,0 +1,137 @@
+"""The jitted rollout: on-policy identity, stopping rules, determinism, ODE mode, bad input."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import TOKENS, lively_params, tiny_rollout, tiny_spec
+from unigrpo_jax.model import UnifiedTransformer
+from unigrpo_jax.sampling import make_rollout, score_trajectory, sde
+
+
+def _prompts(b=4, p=5, vocab=48, seed=2):
+  tokens = jax.random.randint(jax.random.key(seed), (b, p), 4, vocab)
+  mask = jnp.ones((b, p), bool).at[0, :2].set(False).at[1, :1].set(False)
+  return tokens, mask
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(rounds=1, sde_window=None, top_k=5)])
+def test_recomputed_log_probs_equal_the_rollout(tiny, overrides):
+  """Ratio = 1 on-policy: teacher-forced scoring reproduces every recorded log-prob."""
+  model, params = tiny
+  spec = tiny_rollout(**overrides)
+  tokens, mask = _prompts()
+  traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(7))
+  score = jax.jit(lambda p, t: score_trajectory(p, t, model=model, spec=spec))(params, traj)
+  tm, sm = np.asarray(traj.token_mask), np.asarray(traj.step_mask)
+  assert tm.sum() > 0 and sm.sum() > 0
+  np.testing.assert_allclose(np.asarray(score["token_logp"])[tm], np.asarray(traj.token_logp)[tm],
+                             atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(score["step_logp"])[sm], np.asarray(traj.step_logp)[sm],
+                             atol=1e-5, rtol=1e-5)
+  ratio = np.exp(np.asarray(score["step_logp"]) - np.asarray(traj.step_logp))[sm]
+  np.testing.assert_allclose(ratio, 1.0, atol=1e-5)
+  # Shapes of the trajectory pytree.
+  b, r, t, n = 4, spec.rounds, spec.max_text_tokens, spec.num_steps
+  assert traj.tokens.shape == (b, r, t) and traj.step_logp.shape == (b, r, n)
+  assert traj.latents.shape == (b, r, n + 1) + model.spec.image_shape
+  np.testing.assert_array_equal(np.asarray(traj.latents[:, :, -1]), np.asarray(traj.images))
+  assert score["velocity"].shape == (b, r, int(spec.stochastic_steps().sum())) + \
+      model.spec.image_shape
+
+
+def test_same_key_same_trajectory_different_key_different_samples(tiny):
+  model, params = tiny
+  spec = tiny_rollout()
+  fn = make_rollout(model, spec)
+  tokens, mask = _prompts()
+  a = fn(params, tokens, mask, jax.random.key(0))
+  b = fn(params, tokens, mask, jax.random.key(0))
+  c = fn(params, tokens, mask, jax.random.key(1))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert not np.array_equal(np.asarray(a.tokens), np.asarray(c.tokens))
+  assert not np.allclose(np.asarray(a.images), np.asarray(c.images))
+
+
+def _forcing(spec_model, token_id):
+  """Params whose text head always emits `token_id`.
+
+  Residual channel 0 is pinned to +100 for every text token (embedding column set, every
+  block's writes to it zeroed); the final norm and LM head read only that channel, and only
+  into `token_id`'s logit.
+  """
+  params = lively_params(spec_model)
+  params["embed"]["embedding"] = params["embed"]["embedding"].at[:, 0].set(100.0)
+  for expert in params["layers"].values():
+    expert["o"]["kernel"] = expert["o"]["kernel"].at[..., 0].set(0.0)
+    expert["mlp"]["down"]["kernel"] = expert["mlp"]["down"]["kernel"].at[..., 0].set(0.0)
+  params["text_norm"]["scale"] = jnp.zeros_like(params["text_norm"]["scale"]).at[0].set(1.0)
+  params["lm_head"]["kernel"] = jnp.zeros_like(params["lm_head"]["kernel"]).at[0, token_id].set(
+      1000.0)
+  return params
+
+
+def test_rows_stop_at_image_start_and_end_at_eos():
+  spec_m = tiny_spec()
+  model = UnifiedTransformer(spec_m)
+  spec = tiny_rollout()
+  fn = make_rollout(model, spec)
+  tokens, mask = _prompts()
+  for stop, ends in ((TOKENS["image_start_id"], False), (TOKENS["eos_id"], True)):
+    traj = fn(_forcing(spec_m, stop), tokens, mask, jax.random.key(0))
+    t, tm = np.asarray(traj.tokens), np.asarray(traj.token_mask)
+    assert (t[:, 0, 0] == stop).all()
+    assert tm[:, 0, 0].all() and not tm[:, 0, 1:].any()
+    assert (t[:, 0, 1:] == TOKENS["pad_id"]).all()
+    np.testing.assert_array_equal(np.asarray(traj.token_logp)[:, 0, 1:], 0.0)
+    if ends:  # EOS ends the trajectory: no image, no later round.
+      assert not np.asarray(traj.image_mask).any() and not np.asarray(traj.step_mask).any()
+      assert not tm[:, 1].any()
+    else:  # <img> stops the segment; the image is drawn and the next round starts.
+      assert np.asarray(traj.image_mask).all()
+      assert (t[:, 1, 0] == stop).all() and tm[:, 1, 0].all()
+      np.testing.assert_array_equal(np.asarray(traj.step_mask)[0, 0], spec.stochastic_steps())
+
+
+def test_top_k_draws_only_among_the_k_most_likely(tiny):
+  model, params = tiny
+  spec = tiny_rollout(rounds=1, top_k=1, temperature=1.0)
+  greedy = tiny_rollout(rounds=1, temperature=0.0)
+  tokens, mask = _prompts()
+  a = make_rollout(model, spec)(params, tokens, mask, jax.random.key(0))
+  b = make_rollout(model, greedy)(params, tokens, mask, jax.random.key(5))
+  np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+def test_ode_mode_is_deterministic_euler(tiny):
+  model, params = tiny
+  spec = tiny_rollout(mode="ode", temperature=0.0)
+  tokens, mask = _prompts()
+  traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(0))
+  assert not np.asarray(traj.step_mask).any()
+  np.testing.assert_array_equal(np.asarray(traj.step_logp), 0.0)
+  # Each recorded transition is the Euler step of the velocity the scorer recomputes.
+  sde_spec = tiny_rollout(temperature=0.0, sde_window=None, noise_level=0.0)
+  score = score_trajectory(params, traj, model=model, spec=sde_spec)
+  grid = traj.timesteps
+  for j in range(spec.num_steps):
+    want = sde.ode_step(traj.latents[:, 0, j], score["velocity"][:, 0, j], grid[j], grid[j + 1])
+    np.testing.assert_allclose(np.asarray(traj.latents[:, 0, j + 1]), np.asarray(want),
+                               atol=1e-5)
+
+
+def test_bad_input_raises_before_compiling(tiny):
+  model, params = tiny
+  spec = tiny_rollout()
+  fn = make_rollout(model, spec)
+  tokens = jnp.ones((2, spec.prompt_len + 1), jnp.int32)
+  with pytest.raises(ValueError, match=r"rollout\.prompt_len"):
+    fn(params, tokens, jnp.ones(tokens.shape, bool), jax.random.key(0))
+  with pytest.raises(ValueError, match=r"tokens\.eos_id"):
+    make_rollout(model, tiny_rollout(eos_id=999))(params, tokens[:, :3],
+                                                  jnp.ones((2, 3), bool), jax.random.key(0))
+  with pytest.raises(ValueError, match=r"rollout\.sde_window"):
+    tiny_rollout(sde_window=(2, 9))
+  with pytest.raises(ValueError, match=r"rollout\.mode"):
+    tiny_rollout(mode="cfg")

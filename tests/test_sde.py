@@ -1,0 +1,114 @@
+"""The flow math of design.md §2: time grid, Euler step, SDE step, log-probs, t = 1 guard."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unigrpo_jax.sampling import sde
+
+
+def reference_sde(x, v, t, t_next, a, t_max):
+  """design.md §2 in float64 numpy, written independently of the code under test."""
+  dt = t_next - t
+  denom = 1.0 - (t_max if t == 1.0 else t)
+  sigma = a * math.sqrt(t / denom)
+  mean = x * (1 + sigma**2 / (2 * t) * dt) + v * (1 + sigma**2 * (1 - t) / (2 * t)) * dt
+  return mean, sigma * math.sqrt(-dt)
+
+
+def test_time_grid_is_shifted_linspace():
+  grid = np.asarray(sde.time_grid(10, 3.0))
+  t = np.linspace(1, 0, 11)
+  np.testing.assert_allclose(grid, 3 * t / (1 + 2 * t), rtol=1e-6)
+  assert grid[0] == 1.0 and grid[-1] == 0.0 and np.all(np.diff(grid) < 0)
+  np.testing.assert_allclose(np.asarray(sde.time_grid(4, 1.0)), [1, .75, .5, .25, 0])
+
+
+def test_zero_noise_is_exactly_the_euler_step():
+  kx, kv = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (4, 8, 8, 3))
+  v = jax.random.normal(kv, (4, 8, 8, 3))
+  grid = sde.time_grid(10)
+  for j in range(10):
+    nxt, logp, mean, std = sde.sde_step(x, v, grid[j], grid[j + 1], 0.0,
+                                        key=jax.random.key(j), t_max=grid[1])
+    euler = sde.ode_step(x, v, grid[j], grid[j + 1])
+    np.testing.assert_array_equal(np.asarray(nxt), np.asarray(euler))
+    np.testing.assert_array_equal(np.asarray(mean), np.asarray(euler))
+    assert float(jnp.max(std)) == 0.0
+    np.testing.assert_array_equal(np.asarray(logp), 0.0)
+    # Same through jit, where XLA is free to fuse differently.
+    jitted = jax.jit(lambda x, v, t0, t1: sde.sde_step(x, v, t0, t1, 0.0, key=jax.random.key(0),
+                                                         t_max=grid[1])[0])
+    np.testing.assert_array_equal(np.asarray(jitted(x, v, grid[j], grid[j + 1])),
+                                  np.asarray(jax.jit(sde.ode_step)(x, v, grid[j], grid[j + 1])))
+
+
+@pytest.mark.parametrize("j", [0, 3, 8])
+def test_sampled_step_has_stated_mean_and_std(j):
+  grid = np.asarray(sde.time_grid(10, 3.0), np.float64)
+  a = 0.7
+  x = np.array([0.5, -1.0, 2.0], np.float32)
+  v = np.array([1.0, 0.3, -0.5], np.float32)
+  draws = 40_000
+  xb = jnp.broadcast_to(x, (draws, 3))
+  vb = jnp.broadcast_to(v, (draws, 3))
+  nxt, _, mean, std = sde.sde_step(xb, vb, grid[j], grid[j + 1], a, key=jax.random.key(j),
+                                   t_max=grid[1])
+  want_mean, want_std = reference_sde(x.astype(np.float64), v.astype(np.float64), grid[j],
+                                      grid[j + 1], a, grid[1])
+  np.testing.assert_allclose(np.asarray(mean[0]), want_mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(np.asarray(std).max()), want_std, rtol=1e-5)
+  sample = np.asarray(nxt, np.float64)
+  # 40k draws: the standard error of the mean is std/200, of the std about std/280.
+  np.testing.assert_allclose(sample.mean(0), want_mean, atol=5 * want_std / 200)
+  np.testing.assert_allclose(sample.std(0), want_std, rtol=0.02)
+
+
+def test_log_prob_is_mean_over_elements_of_the_gaussian_density():
+  grid = np.asarray(sde.time_grid(6, 3.0), np.float64)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+  v = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+  prev = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+  j, a = 2, 0.9
+  _, logp, _, _ = sde.sde_step(x, v, grid[j], grid[j + 1], a, prev_sample=prev, t_max=grid[1])
+  mean, std = reference_sde(x.astype(np.float64), v.astype(np.float64), grid[j], grid[j + 1],
+                            a, grid[1])
+  dens = -(prev - mean) ** 2 / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)
+  np.testing.assert_allclose(np.asarray(logp), dens.reshape(2, -1).mean(1), rtol=1e-5)
+  assert logp.dtype == jnp.float32
+
+
+def test_t_equal_one_guard():
+  grid = sde.time_grid(10, 3.0)
+  x = jnp.ones((1, 3))
+  v = jnp.zeros((1, 3))
+  _, _, _, std = sde.sde_step(x, v, grid[0], grid[1], 0.7, key=jax.random.key(0),
+                              t_max=grid[1])
+  t1 = float(grid[1])
+  want = 0.7 * math.sqrt(1.0 / (1.0 - t1)) * math.sqrt(1.0 - t1)
+  np.testing.assert_allclose(float(np.max(std)), want, rtol=1e-5)
+  # Interior times are untouched by the guard.
+  _, _, _, std2 = sde.sde_step(x, v, grid[2], grid[3], 0.7, key=jax.random.key(0),
+                               t_max=grid[1])
+  t2, t3 = float(grid[2]), float(grid[3])
+  np.testing.assert_allclose(float(np.max(std2)),
+                             0.7 * math.sqrt(t2 / (1 - t2)) * math.sqrt(t2 - t3), rtol=1e-5)
+  # Without the guard, t = 1 divides by zero.
+  _, _, _, std3 = sde.sde_step(x, v, grid[0], grid[1], 0.7, key=jax.random.key(0))
+  assert not np.isfinite(float(np.max(std3)))
+
+
+def test_window_mask():
+  np.testing.assert_array_equal(sde.window_mask(5), [True] * 5)
+  np.testing.assert_array_equal(sde.window_mask(5, (1, 3)), [False, True, True, False, False])
+  with pytest.raises(ValueError, match="sde window"):
+    sde.window_mask(5, (3, 7))
+
+
+def test_sampling_needs_a_key():
+  with pytest.raises(ValueError, match="PRNG key"):
+    sde.sde_step(jnp.ones((1, 2)), jnp.ones((1, 2)), 0.5, 0.4, 0.7)

@@ -1,0 +1,104 @@
+"""Qwen2 building blocks: RMSNorm, rotary position embedding, SwiGLU MLP, and partitioned inits.
+
+Every parameter is created through `param_init`, which attaches logical axis names
+(`embed`, `heads`, `kv_heads`, `head_dim`, `mlp`, `vocab`, `patch`) so `sharding.py` can place it
+by rules without knowing the model.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Qwen2 initialises linear and embedding weights from N(0, 0.02²).
+DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def param_init(init, axes: tuple[str | None, ...]):
+  """Wraps an initializer so the parameter carries logical axis names."""
+  return nn.with_logical_partitioning(init, axes)
+
+
+class RMSNorm(nn.Module):
+  """x · rsqrt(mean(x²) + eps) · w, computed in float32 as Qwen2 does."""
+  eps: float
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", param_init(nn.initializers.ones, ("embed",)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (scale.astype(jnp.float32) * x32).astype(self.dtype)
+
+
+def rope(x, positions, theta: float):
+  """Rotary embedding in Qwen2's (rotate-half) layout.
+
+  x: (B, T, N, D); positions: (B, T) int. Returns x rotated, same dtype.
+  """
+  d = x.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # (B, T, D/2)
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  x32 = x.astype(jnp.float32)
+  half = d // 2
+  rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+  return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+class Weights(nn.Module):
+  """A projection's parameters (kernel, and bias if asked), returned rather than applied.
+
+  Projections that read the same input (q/k/v; gate/up) are concatenated and applied as one
+  matmul: one large matmul beats several small ones, above all when decoding one token, while
+  the parameters keep Qwen2's separate names and shapes.
+  """
+  shape: tuple[int, ...]
+  axes: tuple[str | None, ...]
+  use_bias: bool
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self):
+    kernel = self.param("kernel", param_init(DEFAULT_INIT, self.axes), self.shape,
+                        self.param_dtype)
+    bias = None
+    if self.use_bias:
+      bias = self.param("bias", param_init(nn.initializers.zeros, self.axes[1:]),
+                        self.shape[1:], self.param_dtype)
+    return kernel, bias
+
+
+def fused_projection(x, weights, dtype):
+  """Applies several projections of x (…, width) as one matmul; returns their outputs.
+
+  weights: list of (kernel (width, *out_i), bias or None), with equal trailing dims past the
+  first output axis (q/k/v: (heads_i, head_dim); gate/up: (mlp,)).
+  """
+  kernel = jnp.concatenate([k.astype(dtype) for k, _ in weights], axis=1)
+  y = jnp.einsum("...w,wo->...o", x, kernel.reshape(kernel.shape[0], -1))
+  y = y.reshape(x.shape[:-1] + kernel.shape[1:])
+  if weights[0][1] is not None:
+    y = y + jnp.concatenate([b.astype(dtype) for _, b in weights], axis=0)
+  splits = np.cumsum([k.shape[1] for k, _ in weights])[:-1]
+  return jnp.split(y, splits, axis=x.ndim - 1)
+
+
+class MLP(nn.Module):
+  """SwiGLU: down(silu(gate(x)) · up(x)), no biases (Qwen2); gate and up as one matmul."""
+  mlp_dim: int
+  dtype: jnp.dtype
+  param_dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    weights = [Weights((width, self.mlp_dim), ("embed", "mlp"), False, self.param_dtype,
+                       name=name)() for name in ("gate", "up")]
+    gate, up = fused_projection(x, weights, self.dtype)
+    down, _ = Weights((self.mlp_dim, width), ("mlp", "embed"), False, self.param_dtype,
+                      name="down")()
+    return jnp.einsum("...m,mw->...w", nn.silu(gate) * up, down.astype(self.dtype))

@@ -1,0 +1,80 @@
+"""The model's hyper-parameters as one frozen, hashable record, validated on creation.
+
+`ModelSpec(**config.model)` is the only way configs reach the model, so every shape error is
+caught here, before anything is traced, with the offending `model.<field>` named.
+"""
+import dataclasses
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """Qwen2-shaped unified transformer with a flow-matching image head.
+
+  Text part (as Qwen2): `vocab_size`, `width` (hidden size), `depth` (layers), `num_heads`,
+  `num_kv_heads` (grouped-query attention), `head_dim`, `mlp_dim` (SwiGLU intermediate),
+  `rope_theta`, `norm_eps`, `qkv_bias`, `tie_embeddings`.
+  Image part: square `image_size`×`image_size`×`image_channels` inputs (pixels or latents) cut
+  into `patch_size`² patches. `mot`: Bagel-style mixture of transformers (a second weight set
+  per block for noised image tokens). `dtype` is the activation dtype, `param_dtype` the
+  storage dtype of parameters.
+  """
+  vocab_size: int
+  width: int
+  depth: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  image_size: int
+  patch_size: int
+  image_channels: int = 3
+  rope_theta: float = 1_000_000.0
+  norm_eps: float = 1e-6
+  qkv_bias: bool = True
+  tie_embeddings: bool = True
+  mot: bool = False
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    for name in ("vocab_size", "width", "depth", "num_heads", "num_kv_heads", "head_dim",
+                 "mlp_dim", "image_size", "patch_size", "image_channels"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"model.num_heads ({self.num_heads}) must be a multiple of "
+                       f"model.num_kv_heads ({self.num_kv_heads})")
+    if self.image_size % self.patch_size:
+      raise ValueError(f"model.image_size ({self.image_size}) is not divisible by "
+                       f"model.patch_size ({self.patch_size})")
+    for name in ("dtype", "param_dtype"):
+      try:
+        jnp.dtype(getattr(self, name))
+      except TypeError as e:
+        raise ValueError(f"model.{name}: unknown dtype {getattr(self, name)!r}") from e
+
+  @property
+  def grid(self) -> int:
+    """Patches per image side."""
+    return self.image_size // self.patch_size
+
+  @property
+  def image_tokens(self) -> int:
+    """Tokens per image block."""
+    return self.grid * self.grid
+
+  @property
+  def patch_dim(self) -> int:
+    """Values per patch (p·p·C)."""
+    return self.patch_size * self.patch_size * self.image_channels
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return (self.image_size, self.image_size, self.image_channels)
+
+  @property
+  def num_experts(self) -> int:
+    return 2 if self.mot else 1

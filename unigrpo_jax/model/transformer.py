@@ -1,0 +1,234 @@
+"""The unified transformer: Qwen2 blocks over one text+image sequence, with optional MoT routing.
+
+Pure functional Linen: `init_params(spec, key)` gives the parameter pytree and every call is
+`model.apply({"params": params}, ..., method=...)`. The pieces a caller composes:
+
+  * `embed_tokens(tokens)`, `embed_image(x, t)` — inputs to hidden states (B, T, width);
+  * `__call__(h, positions, mask, cache, cache_index, ...)` — the block stack (scanned over
+    layers), attending over a fixed-length KV cache; returns the new hidden states and the
+    per-layer keys/values of the T inputs, which the caller may write into the cache;
+  * `logits(h)` (text expert's final norm + LM head) and `velocity(h)` (image expert's final
+    norm + zero-initialised velocity head).
+
+Mixture of transformers (Bagel): with `spec.mot`, each block holds a `text` and an `image`
+weight set. Text and clean-image context tokens use `text`, noised image tokens use `image`,
+attention is shared. `route=TEXT|IMAGE` picks one set statically (the rollout knows which
+kind each call holds, so it pays for one set); `route=None` routes per token by `modality`.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from unigrpo_jax.model import attention
+from unigrpo_jax.model.image import ImageEmbed, VelocityHead
+from unigrpo_jax.model.layers import (DEFAULT_INIT, MLP, RMSNorm, Weights, fused_projection,
+                                      param_init, rope)
+from unigrpo_jax.model.spec import ModelSpec
+
+TEXT, IMAGE = 0, 1  # modality ids; clean image context counts as TEXT (it uses the text expert)
+
+
+def _dtypes(spec: ModelSpec):
+  return jnp.dtype(spec.dtype), jnp.dtype(spec.param_dtype)
+
+
+class Expert(nn.Module):
+  """One weight set of a block: norms, q/k/v/o projections (Qwen2: bias on q/k/v), SwiGLU."""
+  spec: ModelSpec
+
+  def setup(self):
+    s = self.spec
+    dtype, param_dtype = _dtypes(s)
+
+    self.attn_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
+    self.q = Weights((s.width, s.num_heads, s.head_dim), ("embed", "heads", "head_dim"),
+                     s.qkv_bias, param_dtype)
+    self.k = Weights((s.width, s.num_kv_heads, s.head_dim), ("embed", "kv_heads", "head_dim"),
+                     s.qkv_bias, param_dtype)
+    self.v = Weights((s.width, s.num_kv_heads, s.head_dim), ("embed", "kv_heads", "head_dim"),
+                     s.qkv_bias, param_dtype)
+    self.o = nn.DenseGeneral(s.width, axis=(-2, -1), use_bias=False, dtype=dtype,
+                             param_dtype=param_dtype,
+                             kernel_init=param_init(DEFAULT_INIT, ("heads", "head_dim", "embed")))
+    self.mlp_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
+    self.mlp = MLP(s.mlp_dim, dtype, param_dtype)
+
+  def qkv(self, h):
+    """(B, T, width) → q (B, T, H, D), k and v (B, T, K, D), one matmul."""
+    return tuple(fused_projection(self.attn_norm(h), [self.q(), self.k(), self.v()],
+                                  jnp.dtype(self.spec.dtype)))
+
+  def out(self, a):
+    return self.o(a)
+
+  def ffn(self, h):
+    return self.mlp(self.mlp_norm(h))
+
+
+def _route(experts, route, modality, fn):
+  """Applies `fn` with the expert chosen statically by `route`, or per token by `modality`."""
+  if len(experts) == 1:
+    return fn(experts[0])
+  if route is not None:
+    return fn(experts[route])
+  is_image = modality == IMAGE
+
+  def pick(text, image):
+    return jnp.where(is_image.reshape(is_image.shape + (1,) * (text.ndim - 2)), image, text)
+
+  return jax.tree.map(pick, fn(experts[TEXT]), fn(experts[IMAGE]))
+
+
+class Block(nn.Module):
+  """Pre-norm attention + SwiGLU block over a KV cache; `nn.scan`ned over layers."""
+  spec: ModelSpec
+
+  @nn.compact
+  def __call__(self, h, kv, positions, mask, cache_index, modality, route):
+    """h: (B, T, width); kv: this layer's cache, two (B, K, L, D), or None (then the T inputs
+    are the whole sequence); mask: (B, T, L), or (B, T, T) without a cache.
+
+    Returns (h, kv): the cache with the inputs' keys/values written at `cache_index`, or
+    without a cache the inputs' own keys/values in cache layout (B, K, T, D).
+    """
+    s = self.spec
+    experts = [Expert(s, name="text")] + ([Expert(s, name="image")] if s.mot else [])
+    routed = lambda fn: _route(experts, route, modality, fn)  # noqa: E731
+    q, k, v = routed(lambda e: e.qkv(h))
+    q = rope(q, positions, s.rope_theta)
+    k = rope(k, positions, s.rope_theta)
+    if kv is None:
+      kv = (jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2))
+    else:
+      kv = (attention.write(kv[0], k, cache_index), attention.write(kv[1], v, cache_index))
+    a = attention.attend(q, kv[0], kv[1], mask)
+    h = h + routed(lambda e: e.out(a))
+    h = h + routed(lambda e: e.ffn(h))
+    return h, kv
+
+
+class UnifiedTransformer(nn.Module):
+  """Text + flow-image transformer; see the module docstring for the call protocol."""
+  spec: ModelSpec
+
+  def setup(self):
+    s = self.spec
+    dtype, param_dtype = _dtypes(s)
+    self.embed = nn.Embed(s.vocab_size, s.width, dtype=dtype, param_dtype=param_dtype,
+                          embedding_init=param_init(DEFAULT_INIT, ("vocab", "embed")))
+    self.image_in = ImageEmbed(s.width, s.patch_size, dtype, param_dtype)
+    self.image_out = VelocityHead(s.patch_size, s.image_size, s.image_channels, dtype,
+                                  param_dtype)
+    broadcast = (nn.broadcast,) * 5
+    self.layers = nn.scan(
+        Block, variable_axes={"params": 0}, split_rngs={"params": True},
+        in_axes=(0,) + broadcast, length=s.depth,
+        metadata_params={nn.PARTITION_NAME: "layers"})(s)
+    self.text_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
+    if s.mot:
+      self.image_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
+    if not s.tie_embeddings:
+      self.lm_head = nn.Dense(s.vocab_size, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+                              kernel_init=param_init(DEFAULT_INIT, ("embed", "vocab")))
+
+  def embed_tokens(self, tokens):
+    """(B, T) int → (B, T, width)."""
+    return self.embed(tokens)
+
+  def embed_image(self, x, t):
+    """(B, S, S, C) image at flow time t (B,) → (B, (S/p)², width)."""
+    return self.image_in(x, t)
+
+  def __call__(self, h, positions, mask, cache=None, cache_index=0, modality=None, route=TEXT):
+    """Runs the block stack.
+
+    h: (B, T, width); positions: (B, T) int. Without a cache, the inputs are the whole
+    sequence and mask is (B, T, T). With a cache (k, v), each (depth, B, K, L, D), the inputs
+    sit at slots [cache_index, cache_index + T) and mask is (B, T, L) over all slots.
+    `route`: TEXT, IMAGE, or None to route per token by `modality` (B, T).
+    Returns (h, cache): the cache with the inputs written (the caller keeps it or drops it),
+    or without a cache the inputs' keys/values as a (depth, B, K, T, D) cache.
+    """
+    return self.layers(h, cache, positions, mask, cache_index, modality, route)
+
+  def logits(self, h):
+    """(…, width) → (…, vocab) float32 text logits."""
+    h = self.text_norm(h)
+    out = self.embed.attend(h) if self.spec.tie_embeddings else self.lm_head(h)
+    return out.astype(jnp.float32)
+
+  def velocity(self, h):
+    """(B, (S/p)², width) hidden states of an image block → (B, S, S, C) float32 velocity."""
+    h = (self.image_norm if self.spec.mot else self.text_norm)(h)
+    return self.image_out(h).astype(jnp.float32)
+
+  def init_all(self, tokens, image):
+    """Touches every parameter once (text tokens followed by a noised image, routed per token)."""
+    b, t = tokens.shape
+    h_img = self.embed_image(image, jnp.ones((b,)))
+    h = jnp.concatenate([self.embed_tokens(tokens), h_img], axis=1)
+    n = h.shape[1]
+    modality = jnp.concatenate([jnp.full((b, t), TEXT), jnp.full((b, n - t), IMAGE)], axis=1)
+    mask = jnp.ones((b, n, n), bool)
+    pos = jnp.broadcast_to(jnp.arange(n), (b, n))
+    h, _ = self(h, pos, mask, modality=modality, route=None)
+    return self.logits(h[:, :t]), self.velocity(h[:, t:])
+
+
+def unstack_layers(params):
+  """Params whose `layers` is a tuple of per-layer trees instead of one stacked tree.
+
+  For decoding: a scanned stack slices every layer's weights out of the stacked arrays on every
+  call, which for one token costs as much as the matmuls. Unstacked once per rollout, the
+  weights are separate buffers the decode loop reads in place (MaxText's unscanned inference
+  checkpoints, done on the fly). Checkpoints, sharding rules and training keep the stacked form.
+  """
+  depth = jax.tree.leaves(params["layers"])[0].shape[0]
+  layers = tuple(jax.tree.map(lambda x, i=i: x[i], params["layers"]) for i in range(depth))
+  return {**params, "layers": layers}
+
+
+def run_blocks(model: UnifiedTransformer, params, h, positions, mask, cache=None,
+               cache_index=0, modality=None, route=TEXT):
+  """The block stack over stacked params (`model.__call__`, scanned) or unstacked params
+  (`unstack_layers`, a Python loop over layers with a per-layer cache); same arguments and
+  results as `UnifiedTransformer.__call__`, in the cache form of `empty_cache`."""
+  if not isinstance(params["layers"], tuple):
+    return model.apply({"params": params}, h, positions, mask, cache, cache_index, modality,
+                       route)
+  block = Block(model.spec)
+  new = []
+  for i, layer in enumerate(params["layers"]):
+    h, kv = block.apply({"params": layer}, h, None if cache is None else cache[i], positions,
+                        mask, cache_index, modality, route)
+    new.append(kv)
+  return h, tuple(new)
+
+
+def empty_cache(spec: ModelSpec, batch: int, length: int, per_layer: bool = False):
+  """Zeroed KV cache in the model dtype: (k, v), each (depth, B, num_kv_heads, L, head_dim)
+  for stacked params, or with `per_layer` a tuple of depth (k, v) pairs of (B, K, L, D)."""
+  shape = (batch, spec.num_kv_heads, length, spec.head_dim)
+  if per_layer:
+    return tuple((jnp.zeros(shape, spec.dtype), jnp.zeros(shape, spec.dtype))
+                 for _ in range(spec.depth))
+  shape = (spec.depth,) + shape
+  return (jnp.zeros(shape, spec.dtype), jnp.zeros(shape, spec.dtype))
+
+
+def _init_variables(spec: ModelSpec, key):
+  model = UnifiedTransformer(spec)
+  tokens = jnp.zeros((1, 2), jnp.int32)
+  image = jnp.zeros((1,) + spec.image_shape, jnp.float32)
+  return model.init(key, tokens, image, method=UnifiedTransformer.init_all)
+
+
+def init_params(spec: ModelSpec, key):
+  """Fresh parameters (plain arrays) for `spec`."""
+  return nn.meta.unbox(_init_variables(spec, key)["params"])
+
+
+def param_logical_axes(spec: ModelSpec):
+  """Pytree of `PartitionSpec`s of logical axis names, matching `init_params` (no allocation)."""
+  boxed = jax.eval_shape(lambda: _init_variables(spec, jax.random.key(0)))
+  return nn.get_partition_spec(boxed)["params"]

@@ -1,0 +1,42 @@
+"""Model calls placed at layout slots: the one place that turns slots into masks and positions.
+
+Rollout, teacher-forced scoring and training all go through these two functions, so the
+attention each token sees is built the same way everywhere (which is what makes recomputed
+log-probs equal the rollout's).
+"""
+import jax
+import jax.numpy as jnp
+
+from unigrpo_jax.model import IMAGE, TEXT, run_blocks
+from unigrpo_jax.model.masks import attention_mask, positions
+
+
+def run_slots(model, params, h, start, valid, block_ids, prompt_mask, cache=None, route=TEXT):
+  """Runs the block stack on inputs h (B, T, width) placed at slots [start, start + T).
+
+  valid: (B, L) slot visibility (the inputs' own slots included); block_ids: (L,) int32;
+  prompt_mask: (B, P) for positions; cache: read-only, in the form matching `params` (see
+  `run_blocks`), or None when the inputs are the whole sequence (start = 0, T = L). Returns (h, (k, v)) with the inputs' keys/values.
+  """
+  slots = start + jnp.arange(h.shape[1])
+  mask = attention_mask(slots, valid, block_ids)
+  if cache is None:
+    mask = jax.lax.dynamic_slice_in_dim(mask, start, h.shape[1], axis=2)
+  return run_blocks(model, params, h, positions(slots, prompt_mask), mask, cache, start,
+                    route=route)
+
+
+def image_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, cache):
+  """Velocity of the noised image x (B, S, S, C) at flow time t (scalar), its block at `start`.
+
+  The block sees the cached context before it and itself (bidirectionally); the cache with the
+  block written in is dropped, so nothing else ever sees a noised image. Returns (B, S, S, C) float32.
+  """
+  b = x.shape[0]
+  h = model.apply({"params": params}, x, jnp.full((b,), t, jnp.float32),
+                  method=model.embed_image)
+  n = h.shape[1]
+  block_valid = jax.lax.dynamic_update_slice(valid, jnp.ones((b, n), bool), (0, start))
+  h, _ = run_slots(model, params, h, start, block_valid, block_ids, prompt_mask, cache,
+                   route=IMAGE)
+  return model.apply({"params": params}, h, method=model.velocity)

@@ -1,0 +1,205 @@
+"""The jitted rollout: R rounds of (text segment by KV-cached decoding, image by SDE/ODE steps).
+
+One compiled function per shape. Each round:
+  1. decodes `max_text_tokens` tokens with `lax.scan` (temperature, top-k); a row stops at
+     `<img>` or EOS and its later slots are masked, not branched;
+  2. draws an image with `lax.scan` over the flow steps — one conditional forward per step, no
+     classifier-free guidance — recording every visited x_{t_j} and each step's log-prob;
+  3. writes the clean image (t = 0) into the KV cache, then `</img>`, so the next round's text
+     conditions on it.
+A row that emits EOS ends its trajectory: its later rounds are fully masked. A row that runs out
+of text slots without `<img>` still gets its image (the structural reward judges it).
+Rewards are computed outside, from the returned `Trajectory`.
+"""
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unigrpo_jax.model import TEXT, UnifiedTransformer, empty_cache, unstack_layers
+from unigrpo_jax.sampling import sde
+from unigrpo_jax.sampling.forward import image_velocity, run_slots
+from unigrpo_jax.sampling.spec import RolloutSpec
+from unigrpo_jax.sampling.text import sample_tokens
+
+
+@flax.struct.dataclass
+class Trajectory:
+  """Everything a rollout produced, as a pytree (B rows, R rounds, T text slots, N steps).
+
+  prompt_tokens, prompt_mask: (B, P) left-padded prompts;
+  tokens, token_logp, token_mask: (B, R, T) sampled text, its log-probs, and which are real;
+  latents: (B, R, N+1, S, S, C) every visited state x_{t_0}=noise … x_{t_N}=image;
+  step_logp, step_mask: (B, R, N) SDE-step log-probs and which steps are trained
+  (stochastic and in a drawn image); timesteps: (N+1,); images: (B, R, S, S, C);
+  image_mask: (B, R) which images belong to a live trajectory; valid: (B, L) slot visibility.
+  """
+  prompt_tokens: jax.Array
+  prompt_mask: jax.Array
+  tokens: jax.Array
+  token_logp: jax.Array
+  token_mask: jax.Array
+  latents: jax.Array
+  step_logp: jax.Array
+  step_mask: jax.Array
+  timesteps: jax.Array
+  images: jax.Array
+  image_mask: jax.Array
+  valid: jax.Array
+
+
+def pad_prompts(prompt_tokens, prompt_mask, spec: RolloutSpec):
+  """Left-pads prompts (B, P') to `rollout.prompt_len`; a longer prompt is an error."""
+  b, p = prompt_tokens.shape
+  if prompt_mask.shape != (b, p):
+    raise ValueError(f"prompt_mask has shape {prompt_mask.shape}, prompt_tokens {(b, p)}")
+  if p > spec.prompt_len:
+    raise ValueError(f"prompt_tokens has {p} tokens but rollout.prompt_len is "
+                     f"{spec.prompt_len}: raise rollout.prompt_len or shorten the prompts")
+  extra = spec.prompt_len - p
+  tokens = jnp.pad(prompt_tokens.astype(jnp.int32), ((0, 0), (extra, 0)),
+                   constant_values=spec.pad_id)
+  return tokens, jnp.pad(prompt_mask.astype(bool), ((0, 0), (extra, 0)))
+
+
+class Phases:
+  """The rollout's phases over one batch, built inside a traced function (not a pytree).
+
+  `rollout` chains them; benchmarks jit them one by one. The decoding state is the tuple
+  (cache, valid, logits, ended): KV cache (k, v), (B, L) slot visibility, (B, V) next-token
+  logits, (B,) rows whose trajectory ended with EOS.
+  """
+
+  def __init__(self, params, prompt_mask, *, model: UnifiedTransformer, spec: RolloutSpec):
+    self.model, self.params, self.spec = model, unstack_layers(params), spec
+    self.prompt_mask = prompt_mask
+    self.layout = spec.layout(model.spec)
+    self.blocks = jnp.asarray(self.layout.block_ids())
+    self.grid = sde.time_grid(spec.num_steps, spec.shift)
+    self.levels = jnp.asarray(np.where(spec.stochastic_steps(), spec.noise_level, 0.0),
+                              jnp.float32)
+
+  def _apply(self, *args, method):
+    return self.model.apply({"params": self.params}, *args, method=method)
+
+  def _write(self, h, start, valid, cache, route=TEXT):
+    """Runs h at `start` and writes it into the cache, which may be a prefix window of slots
+    (as long as `valid`)."""
+    return run_slots(self.model, self.params, h, start, valid, self.blocks[:valid.shape[1]],
+                     self.prompt_mask, cache, route)
+
+  def _feed(self, tokens, start, valid, cache):
+    """Writes tokens (B, T) at `start`; returns (logits after the last one, cache)."""
+    h, cache = self._write(self._apply(tokens, method=self.model.embed_tokens), start, valid,
+                           cache)
+    return self._apply(h[:, -1], method=self.model.logits), cache
+
+  def prefill(self, prompt_tokens):
+    """Writes the (left-padded) prompts into a fresh cache; returns the decoding state."""
+    b = prompt_tokens.shape[0]
+    cache = empty_cache(self.model.spec, b, self.layout.length, per_layer=True)
+    valid = jnp.zeros((b, self.layout.length), bool)
+    valid = valid.at[:, :self.spec.prompt_len].set(self.prompt_mask)
+    logits, cache = self._feed(prompt_tokens, 0, valid, cache)
+    return cache, valid, logits, jnp.zeros((b,), bool)
+
+  def decode(self, state, r: int, key):
+    """Decodes round r's text segment. Returns (state, (tokens, log-probs, live, eos)), each
+    (T, B): a row stops after `<img>` or EOS; EOS also ends its trajectory."""
+    spec = self.spec
+    start = self.layout.text_start(r)
+
+    def step(carry, k):
+      cache, valid, logits, done = carry
+      token, logp = sample_tokens(jax.random.fold_in(key, k), logits, spec.temperature,
+                                  spec.top_k)
+      live = ~done
+      token = jnp.where(live, token, spec.pad_id)
+      logp = jnp.where(live, logp, 0.0)
+      eos = live & (token == spec.eos_id)
+      done = done | eos | (live & (token == spec.image_start_id))
+      valid = jax.lax.dynamic_update_slice(valid, live[:, None], (0, start + k))
+      logits, cache = self._feed(token[:, None], start + k, valid, cache)
+      return (cache, valid, logits, done), (token, logp, live, eos)
+
+    # Text attends only to the slots before its segment ends: decode over that prefix window of
+    # the cache (copied out and back once per round) instead of the whole trajectory's length.
+    cache, valid, logits, ended = state
+    end = start + spec.max_text_tokens
+    window = jax.tree.map(lambda c: c[:, :, :end], cache)
+    (window, valid_window, logits, _), out = jax.lax.scan(
+        step, (window, valid[:, :end], logits, ended), jnp.arange(spec.max_text_tokens))
+    cache = jax.tree.map(lambda c, w: c.at[:, :, :end].set(w), cache, window)
+    valid = valid.at[:, :end].set(valid_window)
+    return (cache, valid, logits, ended | jnp.any(out[3], axis=0)), out
+
+  def draw(self, state, r: int, noise_key, sde_key):
+    """Draws round r's image from noise, one conditional forward per step (no CFG).
+
+    Returns (image (B, S, S, C), visited x_{t_0..t_{N−1}} (N, B, S, S, C), log-probs (N, B)).
+    """
+    cache, valid, _, _ = state
+    start = self.layout.image_start(r)
+    grid = self.grid
+
+    def step(x, xs):
+      t, t_next, level, j = xs
+      v = image_velocity(self.model, self.params, x, t, start, valid, self.blocks,
+                         self.prompt_mask, cache)
+      x_next, logp, _, _ = sde.sde_step(x, v, t, t_next, level,
+                                        key=jax.random.fold_in(sde_key, j), t_max=grid[1])
+      return x_next, (x, logp)
+
+    b = valid.shape[0]
+    noise = jax.random.normal(noise_key, (b,) + self.model.spec.image_shape, jnp.float32)
+    image, (visited, logp) = jax.lax.scan(
+        step, noise, (grid[:-1], grid[1:], self.levels, jnp.arange(self.spec.num_steps)))
+    return image, visited, logp
+
+  def close(self, state, r: int, image):
+    """Writes round r's clean image (t = 0) into the cache, then `</img>` unless r is last."""
+    cache, valid, logits, ended = state
+    b = valid.shape[0]
+    drawn = ~ended
+    start = self.layout.image_start(r)
+    valid = valid.at[:, start:start + self.model.spec.image_tokens].set(drawn[:, None])
+    clean = self._apply(image, jnp.zeros((b,), jnp.float32), method=self.model.embed_image)
+    _, cache = self._write(clean, start, valid, cache)
+    if r < self.spec.rounds - 1:
+      slot = self.layout.image_end_slot(r)
+      valid = valid.at[:, slot].set(drawn)
+      closing = jnp.full((b, 1), self.spec.image_end_id, jnp.int32)
+      logits, cache = self._feed(closing, slot, valid, cache)
+    return cache, valid, logits, ended
+
+
+def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransformer,
+            spec: RolloutSpec) -> Trajectory:
+  """Samples one trajectory per prompt row. prompt_tokens/mask: (B, P' ≤ prompt_len)."""
+  spec.check_model(model.spec)
+  prompt_tokens, prompt_mask = pad_prompts(prompt_tokens, prompt_mask, spec)
+  phases = Phases(params, prompt_mask, model=model, spec=spec)
+  trained = jnp.asarray(spec.stochastic_steps())
+  state = phases.prefill(prompt_tokens)
+  rounds = []
+  for r in range(spec.rounds):
+    text_key, noise_key, sde_key = jax.random.split(jax.random.fold_in(key, r), 3)
+    state, (tokens, logp, live, _) = phases.decode(state, r, text_key)
+    drawn = ~state[3]
+    image, visited, step_logp = phases.draw(state, r, noise_key, sde_key)
+    state = phases.close(state, r, image)
+    latents = jnp.concatenate([visited, image[None]], axis=0)  # (N+1, B, S, S, C)
+    rounds.append(dict(
+        tokens=tokens.T, token_logp=logp.T, token_mask=live.T,
+        latents=jnp.moveaxis(latents, 0, 1), step_logp=step_logp.T,
+        step_mask=drawn[:, None] & trained[None], images=image, image_mask=drawn))
+  stacked = {k: jnp.stack([rd[k] for rd in rounds], axis=1) for k in rounds[0]}
+  return Trajectory(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
+                    timesteps=phases.grid, valid=state[1], **stacked)
+
+
+def make_rollout(model: UnifiedTransformer, spec: RolloutSpec):
+  """The compiled rollout: fn(params, prompt_tokens, prompt_mask, key) → Trajectory."""
+  return jax.jit(functools.partial(rollout, model=model, spec=spec))

@@ -1,0 +1,86 @@
+"""Teacher-forced scoring of a recorded trajectory: token log-probs, step log-probs, velocities.
+
+This is the policy side of the GRPO ratio. The clean sequence (prompt, text, clean images,
+`</img>`) goes through the model once; its keys/values are the shared context every noised image
+block then attends to, so the context is computed once, not once per SDE step. With the
+parameters that produced the rollout, every log-prob equals the recorded one (ratio = 1).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unigrpo_jax.model import SequenceLayout, UnifiedTransformer
+from unigrpo_jax.sampling import sde
+from unigrpo_jax.sampling.forward import image_velocity, run_slots
+from unigrpo_jax.sampling.rollout import Trajectory
+from unigrpo_jax.sampling.spec import RolloutSpec
+from unigrpo_jax.sampling.text import token_log_probs
+
+
+def sequence_tokens(traj: Trajectory, spec: RolloutSpec, layout: SequenceLayout):
+  """(B, L) token ids of the whole sequence (pad on image slots, which hold embeddings)."""
+  b = traj.tokens.shape[0]
+  seq = jnp.full((b, layout.length), spec.pad_id, jnp.int32)
+  seq = seq.at[:, :spec.prompt_len].set(traj.prompt_tokens)
+  for r in range(spec.rounds):
+    start = layout.text_start(r)
+    seq = seq.at[:, start:start + spec.max_text_tokens].set(traj.tokens[:, r])
+    if r < spec.rounds - 1:
+      seq = seq.at[:, layout.image_end_slot(r)].set(spec.image_end_id)
+  return seq
+
+
+def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spec: RolloutSpec):
+  """Recomputes a trajectory's log-probs under `params`.
+
+  Returns a dict: token_logp (B, R, T) (0 on masked tokens); step_logp (B, R, N) (0 on
+  deterministic steps); velocity (B, R, S_n, S, S, C) at the S_n stochastic steps
+  (`spec.stochastic_steps()`), as the velocity-MSE regulariser needs.
+  """
+  ms = model.spec
+  layout = spec.layout(ms)
+  b = traj.tokens.shape[0]
+  blocks = jnp.asarray(layout.block_ids())
+
+  def apply(*args, method):
+    return model.apply({"params": params}, *args, method=method)
+
+  h = apply(sequence_tokens(traj, spec, layout), method=model.embed_tokens)
+  clean = jnp.zeros((b,), jnp.float32)
+  for r in range(spec.rounds):
+    start = layout.image_start(r)
+    h = h.at[:, start:start + ms.image_tokens].set(
+        apply(traj.images[:, r], clean, method=model.embed_image))
+  hidden, context = run_slots(model, params, h, 0, traj.valid, blocks, traj.prompt_mask)
+
+  token_logp = []
+  for r in range(spec.rounds):
+    start = layout.text_start(r)
+    logits = apply(hidden[:, start - 1:start - 1 + spec.max_text_tokens], method=model.logits)
+    token_logp.append(token_log_probs(logits, traj.tokens[:, r], spec.temperature))
+  token_logp = jnp.where(traj.token_mask, jnp.stack(token_logp, axis=1), 0.0)
+
+  grid = traj.timesteps
+  steps = np.flatnonzero(spec.stochastic_steps())
+  step_logp = jnp.zeros(traj.step_logp.shape, jnp.float32)
+  velocities = []
+  for r in range(spec.rounds):
+    start = layout.image_start(r)
+    latents = traj.latents[:, r]
+
+    def one_step(j, start=start, latents=latents):
+      x = latents[:, j]
+      v = image_velocity(model, params, x, grid[j], start, traj.valid, blocks,
+                         traj.prompt_mask, context)
+      _, logp, _, _ = sde.sde_step(x, v, grid[j], grid[j + 1], spec.noise_level,
+                                   prev_sample=latents[:, j + 1], t_max=grid[1])
+      return logp, v
+
+    if steps.size:
+      logp, v = jax.lax.map(one_step, jnp.asarray(steps))  # (S_n, B), (S_n, B, S, S, C)
+      step_logp = step_logp.at[:, r, steps].set(logp.T)
+      velocities.append(jnp.moveaxis(v, 0, 1))
+    else:
+      velocities.append(jnp.zeros((b, 0) + ms.image_shape, jnp.float32))
+  return dict(token_logp=token_logp, step_logp=step_logp,
+              velocity=jnp.stack(velocities, axis=1))

@@ -26,6 +26,6 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6"],
     },
 )

@@ -14,7 +14,7 @@ from unigrpo_jax.sampling import sde
 from unigrpo_jax.sampling.forward import image_velocity, run_slots
 from unigrpo_jax.sampling.rollout import Trajectory
 from unigrpo_jax.sampling.spec import RolloutSpec
-from unigrpo_jax.sampling.text import token_log_probs
+from unigrpo_jax.sampling.text import token_entropy, token_log_probs
 
 
 def sequence_tokens(traj: Trajectory, spec: RolloutSpec, layout: SequenceLayout):
@@ -33,9 +33,10 @@ def sequence_tokens(traj: Trajectory, spec: RolloutSpec, layout: SequenceLayout)
 def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spec: RolloutSpec):
   """Recomputes a trajectory's log-probs under `params`.
 
-  Returns a dict: token_logp (B, R, T) (0 on masked tokens); step_logp (B, R, N) (0 on
-  deterministic steps); velocity (B, R, S_n, S, S, C) at the S_n stochastic steps
-  (`spec.stochastic_steps()`), as the velocity-MSE regulariser needs.
+  Returns a dict: token_logp, token_entropy (B, R, T) (0 on masked tokens); step_logp
+  (B, R, N) (0 on deterministic steps); at the S_n stochastic steps
+  (`spec.stochastic_steps()`): velocity and SDE mean (B, R, S_n, S, S, C), as the
+  velocity-MSE and latent-KL regularisers need, and std (B, R, S_n).
   """
   ms = model.spec
   layout = spec.layout(ms)
@@ -53,17 +54,19 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
         apply(traj.images[:, r], clean, method=model.embed_image))
   hidden, context = run_slots(model, params, h, 0, traj.valid, blocks, traj.prompt_mask)
 
-  token_logp = []
+  token_logp, entropy = [], []
   for r in range(spec.rounds):
     start = layout.text_start(r)
     logits = apply(hidden[:, start - 1:start - 1 + spec.max_text_tokens], method=model.logits)
     token_logp.append(token_log_probs(logits, traj.tokens[:, r], spec.temperature))
+    entropy.append(token_entropy(logits, spec.temperature))
   token_logp = jnp.where(traj.token_mask, jnp.stack(token_logp, axis=1), 0.0)
+  entropy = jnp.where(traj.token_mask, jnp.stack(entropy, axis=1), 0.0)
 
   grid = traj.timesteps
   steps = np.flatnonzero(spec.stochastic_steps())
   step_logp = jnp.zeros(traj.step_logp.shape, jnp.float32)
-  velocities = []
+  per_round = []
   for r in range(spec.rounds):
     start = layout.image_start(r)
     latents = traj.latents[:, r]
@@ -72,15 +75,14 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
       x = latents[:, j]
       v = image_velocity(model, params, x, grid[j], start, traj.valid, blocks,
                          traj.prompt_mask, context)
-      _, logp, _, _ = sde.sde_step(x, v, grid[j], grid[j + 1], spec.noise_level,
-                                   prev_sample=latents[:, j + 1], t_max=grid[1])
-      return logp, v
+      _, logp, mean, std = sde.sde_step(x, v, grid[j], grid[j + 1], spec.noise_level,
+                                        prev_sample=latents[:, j + 1], t_max=grid[1])
+      return logp, v, mean, jnp.broadcast_to(std, x.shape).reshape(b, -1)[:, 0]
 
-    if steps.size:
-      logp, v = jax.lax.map(one_step, jnp.asarray(steps))  # (S_n, B), (S_n, B, S, S, C)
-      step_logp = step_logp.at[:, r, steps].set(logp.T)
-      velocities.append(jnp.moveaxis(v, 0, 1))
-    else:
-      velocities.append(jnp.zeros((b, 0) + ms.image_shape, jnp.float32))
-  return dict(token_logp=token_logp, step_logp=step_logp,
-              velocity=jnp.stack(velocities, axis=1))
+    # (S_n, B), (S_n, B, S, S, C) ×2, (S_n, B)
+    logp, v, mean, std = jax.lax.map(one_step, jnp.asarray(steps, jnp.int32))
+    step_logp = step_logp.at[:, r, steps].set(logp.T)
+    per_round.append((v, mean, std))
+  stack = lambda i: jnp.stack([jnp.moveaxis(x[i], 0, 1) for x in per_round], axis=1)  # noqa: E731
+  return dict(token_logp=token_logp, token_entropy=entropy, step_logp=step_logp,
+              velocity=stack(0), mean=stack(1), std=stack(2))

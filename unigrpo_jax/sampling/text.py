@@ -18,6 +18,12 @@ def token_log_probs(logits, tokens, temperature: float):
   return jnp.take_along_axis(logp, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
+def token_entropy(logits, temperature: float):
+  """Entropy of softmax(logits / temperature), (…, V) → (…) float32."""
+  logp = jax.nn.log_softmax(_scaled(logits, temperature), axis=-1)
+  return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
 def sample_tokens(key, logits, temperature: float, top_k: int):
   """Draws one token per row. logits (B, V) → (tokens (B,) int32, log-probs (B,) f32).
 

@@ -1,0 +1,77 @@
+"""Run by test_sharding.py in a subprocess with 8 fake CPU devices (XLA_FLAGS set before JAX
+starts): the same rollout and GRPO update on one device and on a data × fsdp × tensor mesh.
+Prints one JSON line of maximum absolute differences."""
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import lively_params, tiny_rollout, tiny_spec  # noqa: E402
+from unigrpo_jax import sharding  # noqa: E402
+from unigrpo_jax.model import UnifiedTransformer, param_logical_axes  # noqa: E402
+from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state,  # noqa: E402
+                            make_optimizer, make_update)
+from unigrpo_jax.rl.advantages import group_advantages  # noqa: E402
+from unigrpo_jax.sampling import make_rollout  # noqa: E402
+
+OPTIM = dict(learning_rate=1e-3, schedule="constant", warmup_steps=0, total_steps=10, b1=0.9,
+             b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip=1.0)
+
+
+def main():
+  mesh_config = json.loads(sys.argv[1])
+  assert jax.device_count() == 8, jax.devices()
+  spec = tiny_spec()
+  model = UnifiedTransformer(spec)
+  params = lively_params(spec)
+  rollout = tiny_rollout()
+  batch_size, group = 8, 4
+  prompts = jax.random.randint(jax.random.key(0), (batch_size, 6), 4, spec.vocab_size)
+  mask = jnp.ones(prompts.shape, bool)
+  key = jax.random.key(1)
+  optimizer = make_optimizer(OPTIM)
+  loss = LossSpec(beta=0.04)
+  update = make_update(model, rollout, loss, UpdateSpec(num_updates=2, num_minibatches=2),
+                       optimizer, donate=False)
+  sample = make_rollout(model, rollout)
+  rewards = jax.random.uniform(jax.random.key(2), (batch_size,))
+  adv = jnp.repeat(group_advantages(rewards, group)[:, None], rollout.rounds, axis=1)
+
+  def run(params, prompts, mask):
+    traj = sample(params, prompts, mask, key)
+    state = init_train_state(params, optimizer)
+    state, metrics = update(state, params, RLBatch(traj=traj, advantages=adv))
+    return traj, state, metrics
+
+  one = jax.devices()[0]
+  traj1, state1, metrics1 = run(*jax.device_put((params, prompts, mask), one))
+
+  mesh = sharding.make_mesh(mesh_config)
+  sharding.check_batch(mesh, batch_size, group)
+  shardings = sharding.param_shardings(param_logical_axes(spec), mesh, params)
+  params_sharded = jax.device_put(params, shardings)
+  prompts_s, mask_s = sharding.shard_batch((prompts, mask), mesh, batch_size)
+  traj2, state2, metrics2 = run(params_sharded, prompts_s, mask_s)
+
+  def max_diff(a, b):
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+  kernel = state2.params["layers"]["text"]["q"]["kernel"]
+  print(json.dumps(dict(
+      mesh=dict(mesh.shape), trajectory=max_diff(traj1, traj2),
+      params=max_diff(state1.params, state2.params),
+      update_size=max_diff(state1.params, params),
+      metrics=max_diff(metrics1, metrics2),
+      param_shards=len(kernel.sharding.device_set),
+      param_sharding=str(kernel.sharding.spec),
+      bytes_one=sharding.bytes_per_device(state1.params),
+      bytes_mesh=sharding.bytes_per_device(state2.params))))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,66 @@
+"""Sharded = unsharded, and the mesh / batch validation rules."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from conftest import tiny_spec
+from unigrpo_jax import sharding
+from unigrpo_jax.model import init_params, param_logical_axes
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.parametrize("mesh", [{"data": 2, "fsdp": 2, "tensor": 2}, {"fsdp": -1}])
+def test_sharded_rollout_and_update_equal_single_device(mesh):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, os.path.join(HERE, "sharded_check.py"),
+                        json.dumps(mesh)], capture_output=True, text=True, env=env,
+                       timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-4000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["param_shards"] == 8  # the parameters really are spread over the mesh
+  assert result["bytes_mesh"] < result["bytes_one"] / 2
+  assert result["update_size"] > 1e-4  # the update moved the parameters
+  assert result["trajectory"] < 1e-5
+  assert result["params"] < 1e-5
+  assert result["metrics"] < 1e-5
+
+
+@pytest.mark.parametrize("config,devices,message", [
+    ({"data": 4, "fsdp": 4}, 8, r"needs 16 devices but 8 are available"),
+    ({"data": 3, "fsdp": -1}, 8, r"do not divide the 8 available devices"),
+    ({"data": -1, "fsdp": -1}, 8, r"at most one axis may be -1"),
+    ({"pipeline": 2}, 8, r"unknown axes \['pipeline'\]"),
+    ({"tensor": 0}, 8, r"config\.mesh\.tensor must be positive"),
+])
+def test_mesh_that_does_not_fit_fails_clearly(config, devices, message):
+  with pytest.raises(ValueError, match=message):
+    sharding.mesh_shape(config, devices)
+
+
+def test_mesh_shape_fills_the_rest():
+  assert sharding.mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 8) == (2, 2, 2)
+  assert sharding.mesh_shape({"fsdp": -1}, 8) == (1, 8, 1)
+
+
+def test_batch_must_hold_whole_groups_and_split_over_data_axes():
+  mesh = sharding.make_mesh({"data": 1})
+  with pytest.raises(ValueError, match=r"batch_size 6 is not a multiple of rl\.group_size 4"):
+    sharding.check_batch(mesh, 6, 4)
+  sharding.check_batch(mesh, 8, 4)
+  mesh8 = jax.sharding.AbstractMesh((2, 2, 2), sharding.MESH_AXES)
+  with pytest.raises(ValueError, match=r"does not divide over the mesh's data axes"):
+    sharding.check_batch(mesh8, 6, 2)
+
+
+def test_parameter_that_does_not_divide_is_named():
+  spec = tiny_spec(vocab_size=47)
+  mesh = jax.sharding.AbstractMesh((1, 1, 2), sharding.MESH_AXES)
+  shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
+  with pytest.raises(ValueError, match=r"\['embed'\]\['embedding'\] of shape \(47, 32\)"):
+    sharding.param_shardings(param_logical_axes(spec), mesh, shapes)

@@ -1,0 +1,3 @@
+"""Rewards: pure functions registered by name (one family per module) and their checked,
+weighted evaluation. They know nothing of the model."""
+from unigrpo_jax.rewards.registry import REWARDS, evaluate, register

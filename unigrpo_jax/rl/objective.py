@@ -1,0 +1,108 @@
+"""The UniGRPO objective over a rollout batch: L = L_text + L_img + λ_v·L_vel (+ β_img·L_kl).
+
+Joins the trajectory, its advantages, and the current / reference scores (teacher-forced
+log-probs and velocities) into the registered losses of `losses.py`. Each term can be switched
+off, which gives text-only GRPO, image-only Flow-GRPO, or the joint UniGRPO objective; the
+latent KL is there for Flow-GRPO's ablation. Advantages are per round, (B, R): every token of
+round r and every SDE step of image r gets A[:, r] (outcome advantages repeat one value over
+the rounds; process-level ones differ per round).
+"""
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unigrpo_jax.rl import losses
+from unigrpo_jax.sampling.rollout import Trajectory
+
+
+@flax.struct.dataclass
+class RLBatch:
+  """A rollout batch ready for the update: trajectory and (B, R) advantages."""
+  traj: Trajectory
+  advantages: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """`config.loss`. text/image: switch the policy terms; loss_type, clip_low, clip_high, beta,
+  kl: the text loss (design.md §2); clip_image: ε_img; velocity_weight: λ_v of the
+  velocity MSE; latent_kl_weight: β of Flow-GRPO's latent KL (ablation; 0 = off)."""
+  text: bool = True
+  image: bool = True
+  loss_type: str = "grpo"
+  clip_low: float = 0.2
+  clip_high: float = 0.2
+  beta: float = 0.0
+  kl: str = "k3"
+  clip_image: float = 1e-4
+  velocity_weight: float = 1.5e-5
+  latent_kl_weight: float = 0.0
+
+  def __post_init__(self):
+    if self.loss_type not in losses.LOSS_TYPES:
+      raise ValueError(f"loss.loss_type {self.loss_type!r} is not one of {losses.LOSS_TYPES}")
+    if self.kl not in losses.KL_ESTIMATORS:
+      raise ValueError(f"loss.kl {self.kl!r} is not one of {losses.KL_ESTIMATORS}")
+    for name in ("clip_low", "clip_high", "clip_image", "beta", "velocity_weight",
+                 "latent_kl_weight"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+    if not (self.text or self.image):
+      raise ValueError("loss.text and loss.image are both off: nothing to train")
+
+  @property
+  def needs_reference(self) -> bool:
+    return bool(self.beta or self.velocity_weight or self.latent_kl_weight)
+
+
+def _flatten_rounds(x):
+  """(B, R, K, …) → (B, R·K, …)."""
+  return x.reshape((x.shape[0], x.shape[1] * x.shape[2]) + x.shape[3:])
+
+
+def _per_round(advantages, k):
+  """(B, R) → (B, R·k), each round's advantage repeated over its k tokens or steps."""
+  return jnp.repeat(advantages, k, axis=1)
+
+
+def unigrpo_objective(scores, ref_scores, batch: RLBatch, spec: LossSpec,
+                      stochastic_steps: np.ndarray):
+  """Returns (loss, metrics). scores / ref_scores: `score_trajectory` dicts (ref may be None
+  when `spec.needs_reference` is False); stochastic_steps: (N,) bool, the trained steps."""
+  traj, adv = batch.traj, jnp.asarray(batch.advantages, jnp.float32)
+  steps = np.flatnonzero(stochastic_steps)
+  total, metrics = 0.0, {}
+  if spec.text:
+    t = traj.tokens.shape[2]
+    loss, m = losses.text_policy_loss(
+        _flatten_rounds(scores["token_logp"]), _flatten_rounds(traj.token_logp),
+        _per_round(adv, t), _flatten_rounds(traj.token_mask), loss_type=spec.loss_type,
+        clip_low=spec.clip_low, clip_high=spec.clip_high,
+        ref_logp=None if not spec.beta else _flatten_rounds(ref_scores["token_logp"]),
+        beta=spec.beta, kl=spec.kl, entropy=_flatten_rounds(scores["token_entropy"]))
+    total = total + loss
+    metrics.update({f"text/{k}": v for k, v in m.items()}, **{"text/loss": loss})
+  step_mask = _flatten_rounds(traj.step_mask[:, :, steps])
+  if spec.image:
+    loss, m = losses.image_policy_loss(
+        _flatten_rounds(scores["step_logp"][:, :, steps]),
+        _flatten_rounds(traj.step_logp[:, :, steps]), _per_round(adv, steps.size), step_mask,
+        clip_range=spec.clip_image)
+    total = total + loss
+    metrics.update({f"image/{k}": v for k, v in m.items()}, **{"image/loss": loss})
+  if spec.velocity_weight:
+    loss, m = losses.velocity_mse(_flatten_rounds(scores["velocity"]),
+                                  _flatten_rounds(ref_scores["velocity"]), step_mask)
+    total = total + spec.velocity_weight * loss
+    metrics.update({f"image/{k}": v for k, v in m.items()})
+  if spec.latent_kl_weight:
+    std = _flatten_rounds(scores["std"])
+    loss, m = losses.latent_kl(_flatten_rounds(scores["mean"]), _flatten_rounds(
+        ref_scores["mean"]), std.reshape(std.shape + (1,) * 3), step_mask)
+    total = total + spec.latent_kl_weight * loss
+    metrics.update({f"image/{k}": v for k, v in m.items()})
+  metrics["loss"] = total
+  return total, metrics

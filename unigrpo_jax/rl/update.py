@@ -1,0 +1,127 @@
+"""The GRPO update: teacher-forced rescoring, reference scores, loss, gradients, Optax steps.
+
+One jitted function per shape (`make_update`). Given a rollout batch it
+  1. scores the batch once under the frozen reference parameters (only if the loss needs them:
+     β > 0, velocity MSE or latent KL) — gradients never reach them;
+  2. runs `num_updates` passes over `num_minibatches` minibatches (nested `lax.scan`s, no Python
+     loop over steps or tokens): rescore under the current parameters (the shared context once
+     per minibatch, then every trained SDE step against it), UniGRPO objective, gradient,
+     AdamW step with global-norm clipping. The very first minibatch is exactly on-policy.
+Minibatch m holds rows m, m + M, m + 2M, …: a strided split keeps every minibatch spread over
+the data-parallel devices.
+"""
+import dataclasses
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from unigrpo_jax.model import UnifiedTransformer
+from unigrpo_jax.rl.objective import LossSpec, RLBatch, unigrpo_objective
+from unigrpo_jax.sampling.scoring import score_trajectory
+from unigrpo_jax.sampling.spec import RolloutSpec
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # optimizer steps taken
+  params: dict
+  opt_state: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateSpec:
+  """`config.update`: passes over each rollout batch and minibatches per pass."""
+  num_updates: int = 1
+  num_minibatches: int = 1
+
+  def __post_init__(self):
+    for name in ("num_updates", "num_minibatches"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"update.{name} must be >= 1, got {getattr(self, name)}")
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping; `optim` is `config.optim`.
+
+  Fields: learning_rate, schedule ("constant" | "cosine"), warmup_steps, total_steps (cosine),
+  b1, b2, eps, weight_decay, grad_clip.
+  """
+  if optim["schedule"] == "constant":
+    lr = optax.join_schedules([optax.linear_schedule(0.0, optim["learning_rate"],
+                                                     optim["warmup_steps"]),
+                               optax.constant_schedule(optim["learning_rate"])],
+                              [optim["warmup_steps"]]) if optim["warmup_steps"] else \
+        optim["learning_rate"]
+  elif optim["schedule"] == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, optim["learning_rate"], optim["warmup_steps"],
+                                            optim["total_steps"])
+  else:
+    raise ValueError(f"optim.schedule {optim['schedule']!r} is not 'constant' or 'cosine'")
+  return optax.chain(
+      optax.clip_by_global_norm(optim["grad_clip"]),
+      optax.adamw(lr, b1=optim["b1"], b2=optim["b2"], eps=optim["eps"],
+                  weight_decay=optim["weight_decay"]))
+
+
+def init_train_state(params, optimizer) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params))
+
+
+def _minibatches(tree, m: int):
+  """Splits every leaf's batch axis into m strided minibatches: (B, …) → (m, B/m, …)."""
+  def split(x):
+    return jnp.swapaxes(x.reshape((x.shape[0] // m, m) + x.shape[1:]), 0, 1)
+  return jax.tree.map(split, tree)
+
+
+def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: UnifiedTransformer,
+                rollout: RolloutSpec, loss: LossSpec, update: UpdateSpec,
+                optimizer: optax.GradientTransformation):
+  """One rollout batch's worth of updates. Returns (state, metrics); metrics are stacked
+  (num_updates, num_minibatches) per name."""
+  batch_size = batch.advantages.shape[0]
+  if batch_size % update.num_minibatches:
+    raise ValueError(f"rollout batch of {batch_size} rows does not split into "
+                     f"update.num_minibatches = {update.num_minibatches}")
+  if batch.advantages.shape != (batch_size, rollout.rounds):
+    raise ValueError(f"advantages have shape {batch.advantages.shape}, expected "
+                     f"{(batch_size, rollout.rounds)} (batch, rounds)")
+  score = functools.partial(score_trajectory, model=model, spec=rollout)
+  stochastic = rollout.stochastic_steps()
+  ref = (jax.lax.stop_gradient(score(ref_params, batch.traj)) if loss.needs_reference
+         else None)
+
+  def loss_fn(params, minibatch, ref_minibatch):
+    return unigrpo_objective(score(params, minibatch.traj), ref_minibatch, minibatch, loss,
+                             stochastic)
+
+  def step(state, xs):
+    minibatch, ref_minibatch = xs
+    minibatch = minibatch.replace(traj=minibatch.traj.replace(timesteps=grid))
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, minibatch,
+                                                                   ref_minibatch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                      opt_state=opt_state), metrics
+
+  grid = batch.traj.timesteps  # shared by all rows: not split
+  parts = _minibatches((batch.replace(traj=batch.traj.replace(timesteps=None)), ref),
+                       update.num_minibatches)
+
+  def one_pass(state, _):
+    return jax.lax.scan(step, state, parts)
+
+  return jax.lax.scan(one_pass, state, None, length=update.num_updates)
+
+
+def make_update(model: UnifiedTransformer, rollout: RolloutSpec, loss: LossSpec,
+                update: UpdateSpec, optimizer, *, donate: bool = True):
+  """The compiled update: fn(state, ref_params, batch) → (state, metrics)."""
+  fn = functools.partial(grpo_update, model=model, rollout=rollout, loss=loss, update=update,
+                         optimizer=optimizer)
+  return jax.jit(fn, donate_argnums=(0,) if donate else ())

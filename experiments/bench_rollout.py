@@ -12,7 +12,6 @@ import functools
 import json
 import os
 import platform
-import statistics
 import time
 
 from absl import app, flags
@@ -20,29 +19,13 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from unigrpo_jax.model import ModelSpec, UnifiedTransformer, flops, init_params
+from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
+from unigrpo_jax.sampling import flops as sampling_flops
 from unigrpo_jax.sampling.rollout import Phases, pad_prompts, rollout
 from unigrpo_jax.sampling.spec import RolloutSpec
+from unigrpo_jax.timing import matmul_peak_gflops, timed
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py", "Benchmark config.")
-
-
-def timed(fn, *args, repeats: int):
-  """Median wall time of fn(*args) over `repeats` runs (after one warm-up run)."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
-def matmul_peak_gflops(n: int, repeats: int) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  mm = jax.jit(jnp.matmul)
-  return 2 * n**3 / timed(mm, a, b, repeats=max(repeats, 10)) / 1e9
 
 
 def main(argv):
@@ -77,18 +60,11 @@ def main(argv):
   state, _ = decode(params, mask, state, key)
   image_s = timed(draw, params, mask, state, key, repeats=reps)
 
-  # Keys each call attends over: decoding reads the cache up to its segment's end (the window
-  # `Phases.decode` uses); prefill, image steps and the clean write read the whole cache.
-  layout = spec.layout(ms)
   t, n, img = spec.max_text_tokens, spec.num_steps, ms.image_tokens
-  decode_flops = t * (flops.stack_flops(ms, b, layout.text_start(0) + t)
-                      + flops.text_head_flops(ms, b))
-  image_flops = n * (flops.stack_flops(ms, b * img, layout.length)
-                     + 2 * flops.image_embed_flops(ms, b * img))
-  prefill_flops = (flops.stack_flops(ms, b * spec.prompt_len, layout.length)
-                   + flops.text_head_flops(ms, b))
-  write_flops = flops.stack_flops(ms, b * img, layout.length) + flops.image_embed_flops(ms, b * img)
-  total_flops = prefill_flops + decode_flops + image_flops + write_flops
+  decode_flops = sampling_flops.decode_flops(ms, spec, b)
+  image_flops = sampling_flops.image_flops(ms, spec, b)
+  total_flops = sampling_flops.rollout_flops(ms, spec, b)
+  layout = spec.layout(ms)
   gflops = lambda f, s: f / s / 1e9  # noqa: E731
   result = dict(
       decode_tokens_per_s=b * t / decode_s,

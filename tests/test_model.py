@@ -1,4 +1,6 @@
 """The unified model: KV-cached decoding vs full forward, attention masks, MoT routing, shapes."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -183,3 +185,14 @@ def test_bad_model_spec_names_the_field(field, overrides):
   kw.update(overrides)
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):
     ModelSpec(**kw)
+
+
+def test_scanned_and_looped_layers_score_alike(tiny):
+  model, params = tiny
+  spec = tiny_rollout()
+  traj = _two_round_trajectory(model, params, spec)
+  scanned = UnifiedTransformer(dataclasses.replace(model.spec, scan_layers=True))
+  a = score_trajectory(params, traj, model=model, spec=spec)
+  b = score_trajectory(params, traj, model=scanned, spec=spec)
+  for key in ("token_logp", "step_logp", "velocity"):
+    np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), atol=2e-5, rtol=1e-5)

@@ -135,3 +135,19 @@ def test_bad_input_raises_before_compiling(tiny):
     tiny_rollout(sde_window=(2, 9))
   with pytest.raises(ValueError, match=r"rollout\.mode"):
     tiny_rollout(mode="cfg")
+
+
+def test_text_only_rollout(tiny):
+  model, params = tiny
+  spec = tiny_rollout(rounds=1, draw_images=False)
+  assert spec.layout(model.spec).length == spec.prompt_len + spec.max_text_tokens
+  tokens, mask = _prompts()
+  traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(7))
+  assert not np.asarray(traj.image_mask).any() and not np.asarray(traj.step_mask).any()
+  score = jax.jit(lambda p, t: score_trajectory(p, t, model=model, spec=spec))(params, traj)
+  tm = np.asarray(traj.token_mask)
+  np.testing.assert_allclose(np.asarray(score["token_logp"])[tm], np.asarray(traj.token_logp)[tm],
+                             atol=1e-5, rtol=1e-5)
+  assert score["velocity"].shape[2] == 0
+  with pytest.raises(ValueError, match=r"rollout\.rounds must be 1 when rollout\.draw_images"):
+    tiny_rollout(rounds=2, draw_images=False)

@@ -16,16 +16,19 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class SequenceLayout:
-  """Static slot arithmetic for `rounds` rounds of (text, image)."""
+  """Static slot arithmetic for `rounds` rounds of (text, image); image_tokens = 0 for text
+  alone."""
   prompt_len: int
   text_len: int
   image_tokens: int
   rounds: int
 
   def __post_init__(self):
-    for name in ("prompt_len", "text_len", "image_tokens", "rounds"):
+    for name in ("prompt_len", "text_len", "rounds"):
       if getattr(self, name) <= 0:
         raise ValueError(f"layout.{name} must be positive, got {getattr(self, name)}")
+    if self.image_tokens < 0:
+      raise ValueError(f"layout.image_tokens must be >= 0, got {self.image_tokens}")
 
   @property
   def round_len(self) -> int:

@@ -18,7 +18,10 @@ class ModelSpec:
   Image part: square `image_size`×`image_size`×`image_channels` inputs (pixels or latents) cut
   into `patch_size`² patches. `mot`: Bagel-style mixture of transformers (a second weight set
   per block for noised image tokens). `dtype` is the activation dtype, `param_dtype` the
-  storage dtype of parameters.
+  storage dtype of parameters. `scan_layers`: training passes run the blocks as one
+  `lax.scan` (compile time independent of depth: deep models, pods) instead of a loop over
+  per-layer weights (faster for shallow models on CPU). Parameters are stacked either way; the
+  rollout always loops.
   """
   vocab_size: int
   width: int
@@ -35,6 +38,7 @@ class ModelSpec:
   qkv_bias: bool = True
   tie_embeddings: bool = True
   mot: bool = False
+  scan_layers: bool = False
   dtype: str = "float32"
   param_dtype: str = "float32"
 

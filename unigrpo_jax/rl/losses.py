@@ -51,8 +51,8 @@ def _clipped_surrogate(logp, old_logp, advantages, mask, clip_low, clip_high):
   metrics = dict(
       clip_fraction=_masked_mean(was_clipped.astype(jnp.float32), mask_f),
       ratio_mean=_masked_mean(ratio, mask_f),
-      ratio_min=jnp.min(jnp.where(mask, ratio, big)),
-      ratio_max=jnp.max(jnp.where(mask, ratio, -big)),
+      ratio_min=jnp.min(jnp.where(mask, ratio, big), initial=big),
+      ratio_max=jnp.max(jnp.where(mask, ratio, -big), initial=-big),
       approx_kl=_masked_mean(kl_estimate(logp, old_logp, "k3"), mask_f),  # KL(θ ‖ old)
       unclipped_objective=_masked_mean(-unclipped, mask_f),
       clipped_objective=_masked_mean(-per, mask_f))

@@ -16,6 +16,7 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import optax
 
 from unigrpo_jax.model import UnifiedTransformer
@@ -33,7 +34,8 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class UpdateSpec:
-  """`config.update`: passes over each rollout batch and minibatches per pass."""
+  """`config.rl.num_updates` passes over each rollout batch, `config.rl.num_minibatches` per
+  pass."""
   num_updates: int = 1
   num_minibatches: int = 1
 
@@ -71,6 +73,16 @@ def init_train_state(params, optimizer) -> TrainState:
                     opt_state=optimizer.init(params))
 
 
+def train_state_shardings(optimizer, params_shapes, param_shardings, mesh) -> TrainState:
+  """Shardings of a TrainState: optimizer moments sharded like their parameters, counters
+  replicated. params_shapes may be ShapeDtypeStructs (nothing is allocated)."""
+  replicated = NamedSharding(mesh, P())
+  opt_shapes = jax.eval_shape(optimizer.init, params_shapes)
+  opt = optax.tree_map_params(optimizer, lambda _, sharding: sharding, opt_shapes,
+                              param_shardings, transform_non_params=lambda _: replicated)
+  return TrainState(step=replicated, params=param_shardings, opt_state=opt)
+
+
 def _minibatches(tree, m: int):
   """Splits every leaf's batch axis into m strided minibatches: (B, …) → (m, B/m, …)."""
   def split(x):
@@ -92,6 +104,10 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
                      f"{(batch_size, rollout.rounds)} (batch, rounds)")
   score = functools.partial(score_trajectory, model=model, spec=rollout)
   stochastic = rollout.stochastic_steps()
+  if (loss.image or loss.velocity_weight or loss.latent_kl_weight) and not stochastic.any():
+    raise ValueError("the loss has image terms (loss.image, loss.velocity_weight or "
+                     "loss.latent_kl_weight) but the rollout trains no SDE step "
+                     "(rollout.mode 'ode', rollout.draw_images off, or an empty sde_window)")
   ref = (jax.lax.stop_gradient(score(ref_params, batch.traj)) if loss.needs_reference
          else None)
 

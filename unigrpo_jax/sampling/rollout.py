@@ -188,8 +188,14 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
     text_key, noise_key, sde_key = jax.random.split(jax.random.fold_in(key, r), 3)
     state, (tokens, logp, live, _) = phases.decode(state, r, text_key)
     drawn = ~state[3]
-    image, visited, step_logp = phases.draw(state, r, noise_key, sde_key)
-    state = phases.close(state, r, image)
+    if spec.draw_images:
+      image, visited, step_logp = phases.draw(state, r, noise_key, sde_key)
+      state = phases.close(state, r, image)
+    else:  # text-only: image fields keep their shapes, hold zeros, and are masked out
+      drawn = jnp.zeros_like(drawn)
+      image = jnp.zeros((drawn.shape[0],) + model.spec.image_shape, jnp.float32)
+      visited = jnp.zeros((spec.num_steps,) + image.shape, jnp.float32)
+      step_logp = jnp.zeros((spec.num_steps, drawn.shape[0]), jnp.float32)
     latents = jnp.concatenate([visited, image[None]], axis=0)  # (N+1, B, S, S, C)
     rounds.append(dict(
         tokens=tokens.T, token_logp=logp.T, token_mask=live.T,

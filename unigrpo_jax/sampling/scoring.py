@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unigrpo_jax.model import SequenceLayout, UnifiedTransformer
+from unigrpo_jax.model import SequenceLayout, UnifiedTransformer, unstack_layers
 from unigrpo_jax.sampling import sde
 from unigrpo_jax.sampling.forward import image_velocity, run_slots
 from unigrpo_jax.sampling.rollout import Trajectory
@@ -48,10 +48,12 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
 
   h = apply(sequence_tokens(traj, spec, layout), method=model.embed_tokens)
   clean = jnp.zeros((b,), jnp.float32)
-  for r in range(spec.rounds):
+  for r in range(spec.rounds if spec.draw_images else 0):
     start = layout.image_start(r)
     h = h.at[:, start:start + ms.image_tokens].set(
         apply(traj.images[:, r], clean, method=model.embed_image))
+  if not ms.scan_layers:
+    params = unstack_layers(params)
   hidden, context = run_slots(model, params, h, 0, traj.valid, blocks, traj.prompt_mask)
 
   token_logp, entropy = [], []

@@ -17,7 +17,8 @@ class RolloutSpec:
   segment; rounds: text+image rounds (1 for UniGRPO, K for interleaved); num_steps, shift:
   the flow time grid; noise_level: the SDE's `a`; sde_window: (start, stop) step indices that
   are stochastic (None: all); mode: "sde" for training rollouts, "ode" for evaluation;
-  temperature, top_k: text sampling. Token ids come from the tokenizer.
+  temperature, top_k: text sampling; draw_images: False samples text only (one round, no
+  image block: plain LLM GRPO on the same code path). Token ids come from the tokenizer.
   """
   prompt_len: int
   max_text_tokens: int
@@ -33,6 +34,7 @@ class RolloutSpec:
   mode: str = "sde"
   temperature: float = 1.0
   top_k: int = 0
+  draw_images: bool = True
 
   def __post_init__(self):
     for name in ("prompt_len", "max_text_tokens", "rounds", "num_steps"):
@@ -44,6 +46,9 @@ class RolloutSpec:
       raise ValueError(f"rollout.noise_level must be >= 0, got {self.noise_level}")
     if self.top_k < 0:
       raise ValueError(f"rollout.top_k must be >= 0, got {self.top_k}")
+    if not self.draw_images and self.rounds != 1:
+      raise ValueError(f"rollout.rounds must be 1 when rollout.draw_images is off, got "
+                       f"{self.rounds}")
     if self.sde_window is not None:
       object.__setattr__(self, "sde_window", tuple(self.sde_window))
     try:
@@ -61,11 +66,12 @@ class RolloutSpec:
     return cls(**kw)
 
   def layout(self, model: ModelSpec) -> SequenceLayout:
-    return SequenceLayout(self.prompt_len, self.max_text_tokens, model.image_tokens, self.rounds)
+    image_tokens = model.image_tokens if self.draw_images else 0
+    return SequenceLayout(self.prompt_len, self.max_text_tokens, image_tokens, self.rounds)
 
   def stochastic_steps(self) -> np.ndarray:
-    """(N,) bool: steps sampled with noise (and trained); none in ODE mode."""
-    if self.mode == "ode":
+    """(N,) bool: steps sampled with noise (and trained); none in ODE or text-only mode."""
+    if self.mode == "ode" or not self.draw_images:
       return np.zeros((self.num_steps,), bool)
     return sde.window_mask(self.num_steps, self.sde_window)
 

@@ -1,0 +1,52 @@
+"""FLOP counts of a rollout and of a teacher-forced scoring pass, for benchmarks' MFU.
+
+Built from `model.flops` and the static layout, so they follow exactly what the code runs:
+decoding attends over its segment's prefix window, image blocks and full passes over the whole
+cache (masked slots included).
+"""
+import numpy as np
+
+from unigrpo_jax.model import flops
+from unigrpo_jax.model.spec import ModelSpec
+from unigrpo_jax.sampling.spec import RolloutSpec
+
+
+def decode_flops(model: ModelSpec, spec: RolloutSpec, batch: int, r: int = 0) -> int:
+  """Round r's text segment: T one-token steps over the prefix window, with the LM head."""
+  window = spec.layout(model).text_start(r) + spec.max_text_tokens
+  return spec.max_text_tokens * (flops.stack_flops(model, batch, window)
+                                 + flops.text_head_flops(model, batch))
+
+
+def image_flops(model: ModelSpec, spec: RolloutSpec, batch: int) -> int:
+  """One image's N denoising steps (patch embedding, stack, velocity head)."""
+  tokens = batch * model.image_tokens
+  return spec.num_steps * (flops.stack_flops(model, tokens, spec.layout(model).length)
+                           + 2 * flops.image_embed_flops(model, tokens))
+
+
+def rollout_flops(model: ModelSpec, spec: RolloutSpec, batch: int) -> int:
+  layout = spec.layout(model)
+  length, tokens = layout.length, batch * model.image_tokens
+  total = (flops.stack_flops(model, batch * spec.prompt_len, length)
+           + flops.text_head_flops(model, batch))
+  for r in range(spec.rounds):
+    total += decode_flops(model, spec, batch, r)
+    if spec.draw_images:
+      total += image_flops(model, spec, batch)
+      total += flops.stack_flops(model, tokens, length) + flops.image_embed_flops(model, tokens)
+    if r < spec.rounds - 1:
+      total += flops.stack_flops(model, batch, length) + flops.text_head_flops(model, batch)
+  return total
+
+
+def score_flops(model: ModelSpec, spec: RolloutSpec, batch: int) -> int:
+  """One `score_trajectory` forward: the clean sequence once, then every trained SDE step."""
+  layout = spec.layout(model)
+  length, tokens = layout.length, batch * layout.image_tokens
+  total = (flops.stack_flops(model, batch * length, length)
+           + flops.text_head_flops(model, batch * spec.rounds * spec.max_text_tokens)
+           + spec.rounds * flops.image_embed_flops(model, tokens))
+  trained = int(np.sum(spec.stochastic_steps()))
+  return total + spec.rounds * trained * (flops.stack_flops(model, tokens, length)
+                                          + 2 * flops.image_embed_flops(model, tokens))

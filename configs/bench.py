@@ -1,16 +1,26 @@
-r"""Benchmark model and rollout (issue #2): the size Tunix's peer benchmark uses.
+r"""Benchmarks (issues #2, #3): the model and batch Tunix's peer benchmark uses.
 
-4 layers, width 256, 4 heads × 64 (4 KV heads), SwiGLU 1024, vocab 1024, float32; batch 16,
-prompt 32, 64 new tokens at temperature 1; a 32×32×3 image in 4×4 patches (64 tokens), 10 SDE
-steps. Launch (≈1 min on the 2-core CPU):
+4 layers, width 256, 4 heads × 64 (4 KV heads), SwiGLU 1024, vocab 1024, float32; prompt 32,
+64 new tokens at temperature 1; a 32×32×3 image in 4×4 patches (64 tokens), 10 SDE steps.
 
-  python experiments/bench_rollout.py --config=configs/bench.py
+Variants and launch commands (each ~1–2 min on the 2-core CPU):
+  ""             rollout, batch 16:
+                   python experiments/bench_rollout.py --config=configs/bench.py
+  "update_text"  text-only GRPO step, 4 prompts × G = 4, no image block, β = 0.04 k3 KL (as
+                 the Tunix peer):
+                   python experiments/bench_update.py --config=configs/bench.py:update_text
+  "update_joint" UniGRPO step, 4 prompts × G = 4: text + SDE image, text and image policy
+                 losses and the velocity MSE:
+                   python experiments/bench_update.py --config=configs/bench.py:update_joint
 """
 import ml_collections
 
+VARIANTS = ("", "update_text", "update_joint")
+
 
 def get_config(arg: str = ""):
-  del arg
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown configs/bench.py variant {arg!r}; known: {VARIANTS}")
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.batch_size = 16
@@ -22,6 +32,15 @@ def get_config(arg: str = ""):
   # Rows that stop early are masked, not skipped: every row costs all 64 decode steps, as in
   # the peer's benchmark (which never stops).
   c.rollout = dict(prompt_len=32, max_text_tokens=64, rounds=1, num_steps=10, shift=3.0,
-                   noise_level=0.7, sde_window=None, mode="sde", temperature=1.0, top_k=0)
-  c.bench = dict(repeats=5, matmul_size=2048)
+                   noise_level=0.7, sde_window=None, mode="sde", temperature=1.0, top_k=0,
+                   draw_images=arg != "update_text")
+  c.bench = dict(repeats=5, steps=6, matmul_size=2048, fsdp_devices=8)
+  if arg.startswith("update"):
+    joint = arg == "update_joint"
+    c.rl = dict(group_size=4, num_updates=1, num_minibatches=1)
+    c.loss = dict(text=True, image=joint, loss_type="grpo", clip_low=0.2, clip_high=0.2,
+                  beta=0.0 if joint else 0.04, kl="k3", clip_image=1e-4,
+                  velocity_weight=1.5e-5 if joint else 0.0, latent_kl_weight=0.0)
+    c.optim = dict(learning_rate=1e-5, schedule="constant", warmup_steps=0, total_steps=1000,
+                   b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
   return ml_collections.ConfigDict(c)

@@ -1,7 +1,7 @@
 r"""GRPO step benchmark: rollout + rewards + reference + update, as one JSON object.
 
-  python experiments/bench_update.py --config=configs/bench_update.py:text
-  python experiments/bench_update.py --config=configs/bench_update.py:joint
+  python experiments/bench_update.py --config=configs/bench.py:update_text
+  python experiments/bench_update.py --config=configs/bench.py:update_joint
 
 A step is what a training loop does per batch: the jitted rollout, a toy reward on the host
 (fraction of even token ids, as the Tunix peer; for `joint` plus mean image brightness), group
@@ -32,7 +32,7 @@ from unigrpo_jax.sampling import RolloutSpec, make_rollout
 from unigrpo_jax.sampling import flops as sampling_flops
 from unigrpo_jax.timing import matmul_peak_gflops
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/bench_update.py",
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:update_text",
                                           "Benchmark config.")
 
 
@@ -66,15 +66,15 @@ def main(argv):
   model = UnifiedTransformer(ms)
   optimizer = make_optimizer(cfg.optim)
   group = cfg.rl.group_size
-  batch = cfg.prompts_per_batch * group
+  batch = cfg.batch_size
+  sharding.check_batch(sharding.make_mesh({"data": 1}), batch, group)
   params = init_params(ms, jax.random.key(cfg.seed))
   ref_params = jax.tree.map(jnp.copy, params)
-  prompts = jnp.repeat(jax.random.randint(jax.random.key(1), (cfg.prompts_per_batch,
-                                                               spec.prompt_len), 5,
-                                          ms.vocab_size), group, axis=0)
+  prompts = jnp.repeat(jax.random.randint(jax.random.key(1), (batch // group, spec.prompt_len),
+                                          5, ms.vocab_size), group, axis=0)
   mask = jnp.ones(prompts.shape, bool)
 
-  peak = matmul_peak_gflops(cfg.bench.matmul_size)
+  peak = matmul_peak_gflops(cfg.bench.matmul_size, cfg.bench.repeats)
   sample = make_rollout(model, spec)
   update = make_update(model, spec, loss, update_spec, optimizer)
   state = init_train_state(params, optimizer)

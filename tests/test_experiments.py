@@ -14,18 +14,30 @@ def _run(args):
   return out.stdout
 
 
+TINY = ["--config.model.width=32", "--config.model.depth=2", "--config.model.head_dim=8",
+        "--config.model.mlp_dim=64", "--config.model.vocab_size=64",
+        "--config.model.image_size=8", "--config.rollout.prompt_len=4",
+        "--config.rollout.max_text_tokens=4", "--config.rollout.num_steps=2",
+        "--config.bench.repeats=1", "--config.bench.steps=1", "--config.bench.matmul_size=128"]
+
+
 def test_bench_rollout_prints_its_json():
   stdout = _run(["experiments/bench_rollout.py", "--config=configs/bench.py",
-                 "--config.batch_size=2", "--config.model.width=32", "--config.model.depth=2",
-                 "--config.model.head_dim=8", "--config.model.mlp_dim=64",
-                 "--config.model.vocab_size=64", "--config.model.image_size=8",
-                 "--config.rollout.prompt_len=4", "--config.rollout.max_text_tokens=4",
-                 "--config.rollout.num_steps=2", "--config.bench.repeats=1",
-                 "--config.bench.matmul_size=128"])
+                 "--config.batch_size=2"] + TINY)
   result = json.loads(stdout[stdout.index("{"):])
   for key in ("decode_tokens_per_s", "decode_ms_per_step", "image_steps_per_s", "compile_s",
               "matmul_peak_gflops", "mfu"):
     assert result[key] > 0, key
+
+
+def test_bench_update_prints_its_json():
+  stdout = _run(["experiments/bench_update.py", "--config=configs/bench.py:update_joint",
+                 "--config.batch_size=4", "--config.rl.group_size=2"] + TINY)
+  result = json.loads(stdout[stdout.index("{"):])
+  for key in ("step_s", "compile_s", "tokens_per_s", "mfu"):
+    assert result[key] > 0, key
+  # The 8-way FSDP mesh holds well under a quarter of the parameters and optimizer state.
+  assert result["bytes_per_device"]["8"] < result["bytes_per_device"]["1"] / 4
 
 
 def test_main_rollout_stage_writes_outputs(tmp_path):

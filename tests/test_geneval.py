@@ -1,0 +1,90 @@
+"""Mini-GenEval: GenEval's position rule, strict verdicts and partial credit on hand-built
+scenes, prompts with target scenes, and the registered rewards."""
+import numpy as np
+import pytest
+
+from unigrpo_jax.data import geneval, prompts, shapeworld
+from unigrpo_jax.data.detector import detect
+from unigrpo_jax.data.prompts import Clause, Prompt
+from unigrpo_jax.rewards import REWARDS, evaluate
+
+O = shapeworld.Object
+
+
+def _score(objects, prompt):
+  dets = detect(shapeworld.render(shapeworld.Scene(tuple(objects))))
+  return geneval.strict(dets, prompt), geneval.partial(dets, prompt)
+
+
+def test_relative_position_rule():
+  # Same row, one cell apart: clearly left of; diagonal one cell: both relations.
+  assert geneval.relative_position((1, 1, 6, 6), (9, 1, 14, 6)) == {"left of"}
+  assert geneval.relative_position((9, 9, 14, 14), (1, 1, 6, 6)) == {"right of", "below"}
+  # Two rows down, one column right: dx = (8 − 0.1·10) / |(8, 16)| = 0.39 < 0.5: "below" only.
+  assert geneval.relative_position((9, 17, 14, 22), (1, 1, 6, 6)) == {"below"}
+  # Overlapping centres within the 0.1 × size shrink: no relation.
+  assert geneval.relative_position((0, 0, 10, 10), (0.5, 0, 10.5, 10)) == set()
+
+
+def test_strict_and_partial_on_hand_built_scenes():
+  two_circles = Prompt("a photo of two circles", "counting", (Clause("circle", 2),),
+                       (Clause("circle", 3),))
+  assert _score([O("circle", "red", 0, 0), O("circle", "blue", 2, 2)], two_circles) == (True, 1.0)
+  strict, part = _score([O("circle", "red", 0, 0)], two_circles)
+  assert not strict and part == pytest.approx(0.5)
+  strict, part = _score([O("circle", "red", 0, 0), O("circle", "red", 0, 2),
+                         O("circle", "red", 2, 2)], two_circles)
+  assert not strict and part == pytest.approx(0.5)  # three is one too many
+
+  red_square = Prompt("a photo of a red square", "colors", (Clause("square", color="red"),))
+  assert _score([O("square", "red", 1, 1)], red_square) == (True, 1.0)
+  strict, part = _score([O("square", "blue", 1, 1)], red_square)
+  assert not strict and part == pytest.approx(0.5)  # the square is there, the colour is not
+  assert _score([O("circle", "red", 1, 1)], red_square) == (False, 0.0)
+
+  left = Prompt("a photo of a circle left of a square", "position",
+                (Clause("square"), Clause("circle", position=("left of", 0))))
+  assert _score([O("circle", "red", 1, 0), O("square", "blue", 1, 2)], left) == (True, 1.0)
+  strict, part = _score([O("circle", "red", 1, 3), O("square", "blue", 1, 0)], left)
+  assert not strict and part == pytest.approx(0.75)  # both present, relation wrong
+  # At-least semantics outside counting: an extra object does not cost credit.
+  single = Prompt("a photo of a triangle", "single_object", (Clause("triangle"),))
+  assert _score([O("triangle", "red", 0, 0), O("triangle", "cyan", 3, 3)], single) == (True, 1.0)
+
+
+@pytest.mark.parametrize("family", prompts.FAMILIES)
+def test_target_scenes_satisfy_their_prompts(family):
+  rng = np.random.default_rng(0)
+  for _ in range(30):
+    prompt = prompts.sample_prompt(rng, family)
+    assert Prompt.from_json(prompt.to_json()) == prompt
+    scene = prompts.target_scene(rng, prompt, large_prob=0.2)
+    dets = detect(shapeworld.render(scene))
+    assert geneval.strict(dets, prompt) and geneval.partial(dets, prompt) == 1.0
+    plan = prompts.plan_text(scene)
+    assert plan.count(";") == len(scene.objects) - 1
+    for obj in scene.objects:
+      assert f"{obj.color} {obj.shape} at {obj.row} {obj.col}" in plan
+
+
+def test_splits_share_no_prompt():
+  rng = np.random.default_rng(0)
+  texts = {prompts.sample_prompt(rng, f).text for f in prompts.FAMILIES for _ in range(200)}
+  splits = {t: prompts.split_of(t, 0.2) for t in texts}
+  assert {"train", "heldout"} == set(splits.values())
+  assert all(prompts.split_of(t, 0.2) == s for t, s in splits.items())  # stable
+
+
+def test_registered_geneval_rewards():
+  rng = np.random.default_rng(3)
+  batch = [prompts.sample_prompt(rng, f) for f in prompts.FAMILIES]
+  scenes = [prompts.target_scene(rng, p) for p in batch]
+  images = np.stack([shapeworld.render(s) for s in scenes])[:, None]  # (B, R=1, S, S, C)
+  images[0, 0] = shapeworld.render(shapeworld.Scene(()))  # an empty image fails its prompt
+  meta = [{"prompt": p.to_json()} for p in batch]
+  total, scores = evaluate({"geneval_strict": 1.0, "geneval_partial": 0.5}, images,
+                           [""] * len(batch), meta)
+  np.testing.assert_array_equal(scores["geneval_strict"], [0] + [1] * (len(batch) - 1))
+  assert scores["geneval_partial"][0] == 0.0 and (scores["geneval_partial"][1:] == 1).all()
+  np.testing.assert_allclose(total, scores["geneval_strict"] + 0.5 * scores["geneval_partial"])
+  assert {"geneval_strict", "geneval_partial"} <= set(REWARDS)

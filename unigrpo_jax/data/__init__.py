@@ -1,0 +1,1 @@
+"""Data: the built-in ShapeWorld domain (scenes, renderer, detector, prompts)."""

@@ -1,0 +1,29 @@
+"""Mini-GenEval rewards: the final image of each trajectory, detected and scored against its
+prompt's clauses (`data/geneval.py`). `metadata[i]["prompt"]` is the prompt's JSON
+(`Prompt.to_json()`); images are (B, R, S, S, C) in [−1, 1]."""
+import numpy as np
+
+from unigrpo_jax.data import geneval
+from unigrpo_jax.data.detector import detect
+from unigrpo_jax.data.prompts import Prompt
+from unigrpo_jax.rewards.registry import register
+
+
+def _score(images, metadata, rule):
+  images = np.asarray(images)
+  return np.array([rule(detect(images[i, -1]), Prompt.from_json(metadata[i]["prompt"]))
+                   for i in range(images.shape[0])], np.float32)
+
+
+@register("geneval_strict")
+def geneval_strict(images, texts, metadata):
+  """1 when the final image passes GenEval's rules for its prompt, else 0."""
+  del texts
+  return _score(images, metadata, geneval.strict)
+
+
+@register("geneval_partial")
+def geneval_partial(images, texts, metadata):
+  """Per-clause partial credit (Flow-GRPO's training reward), in [0, 1]."""
+  del texts
+  return _score(images, metadata, geneval.partial)

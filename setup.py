@@ -6,7 +6,7 @@ setuptools.setup(
     version="0.1.0",
     description="RL post-training (UniGRPO, Interleaved GRPO) of unified multimodal models in JAX",
     packages=setuptools.find_packages(include=["unigrpo_jax", "unigrpo_jax.*"]),
-    package_data={"unigrpo_jax": ["**/*.json"]},
+    package_data={"unigrpo_jax": ["data/tokenizer/tokenizer.json"]},
     python_requires=">=3.11",
     install_requires=[
         "jax[cpu]>=0.10.2,<0.11",

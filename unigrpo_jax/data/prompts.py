@@ -118,3 +118,12 @@ def plan_text(scene: shapeworld.Scene) -> str:
     size = "large " if o.extent > 1 else ""
     parts.append(f"{size}{o.color} {o.shape} at {o.row} {o.col}")
   return " ; ".join(parts)
+
+
+def caption(scene: shapeworld.Scene) -> str:
+  """What an image shows, for understanding data (image → text): every object, raster order."""
+  parts = []
+  for o in sorted(scene.objects, key=lambda o: (o.row, o.col)):
+    size = "large " if o.extent > 1 else ""
+    parts.append(f"a {size}{o.color} {o.shape} at {o.row} {o.col}")
+  return "there is " + " and ".join(parts) if parts else "there is nothing"

@@ -17,6 +17,8 @@ setuptools.setup(
         "transformers>=5.0,<6",
         "tokenizers>=0.22,<1",
         "tensorflow-datasets>=4.9.10,<5",
+        "importlib_resources>=6",  # tfds imports it on the array_record path, undeclared
+        "array_record>=0.5",
         "ml-collections>=1.1,<2",
         "absl-py>=2.0",
         "numpy>=2.0,<3",

@@ -67,12 +67,17 @@ def test_target_scenes_satisfy_their_prompts(family):
       assert f"{obj.color} {obj.shape} at {obj.row} {obj.col}" in plan
 
 
-def test_splits_share_no_prompt():
-  rng = np.random.default_rng(0)
-  texts = {prompts.sample_prompt(rng, f).text for f in prompts.FAMILIES for _ in range(200)}
-  splits = {t: prompts.split_of(t, 0.2) for t in texts}
-  assert {"train", "heldout"} == set(splits.values())
-  assert all(prompts.split_of(t, 0.2) == s for t, s in splits.items())  # stable
+def test_prompt_space_and_splits():
+  sizes = {f: len(prompts.all_prompts(f)) for f in prompts.FAMILIES}
+  assert sizes == dict(single_object=3, two_object=6, counting=9, colors=18, position=24,
+                       color_attr=180)
+  for family in prompts.FAMILIES:
+    train = {p.text for p in prompts.split_prompts(family, "train", 0.2)}
+    heldout = {p.text for p in prompts.split_prompts(family, "heldout", 0.2)}
+    assert heldout and not train & heldout  # every family evaluated, no prompt shared
+    assert train | heldout == {p.text for p in prompts.all_prompts(family)}
+    rng = np.random.default_rng(0)
+    assert all(prompts.sample_prompt(rng, family, "heldout").text in heldout for _ in range(20))
 
 
 def test_registered_geneval_rewards():

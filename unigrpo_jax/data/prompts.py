@@ -5,10 +5,13 @@ must contain, as GenEval's `include` / `exclude` clauses with shapes as classes.
 returns a *target scene* that satisfies the prompt — the image and plan of supervised data —
 and the plan text, which names every object's colour, shape, size and cell: the detail the
 prompt leaves open and the model decides in text before it draws.
-Train and held-out prompts are split by a hash of the prompt text, so they share none.
+The prompt space is finite and enumerated; train and held-out prompts are split per family by
+a hash of the prompt text, so they share none.
 """
 import dataclasses
+import functools
 import hashlib
+import math
 
 import numpy as np
 
@@ -49,42 +52,56 @@ class Prompt:
     return cls(d["text"], d["family"], clauses(d["include"]), clauses(d.get("exclude", ())))
 
 
-def split_of(text: str, heldout_fraction: float) -> str:
-  """'heldout' or 'train', decided by a hash of the prompt text (stable across runs)."""
-  h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-  return "heldout" if h < heldout_fraction else "train"
+def _hash(text: str) -> int:
+  return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
 
-def _pick(rng, items, k=1):
-  return [str(x) for x in rng.choice(list(items), size=k, replace=False)]
-
-
-def sample_prompt(rng: np.random.Generator, family: str) -> Prompt:
-  """A random prompt of `family`."""
+@functools.lru_cache(maxsize=None)
+def all_prompts(family: str) -> tuple[Prompt, ...]:
+  """Every prompt of a family (the space is finite: 3 to 180 prompts a family)."""
   shapes, colors = shapeworld.SHAPES, tuple(shapeworld.PALETTE)
+  pairs = [(a, b) for a in shapes for b in shapes if a != b]
   if family == "single_object":
-    (s,) = _pick(rng, shapes)
-    return Prompt(f"a photo of a {s}", family, (Clause(s),))
+    return tuple(Prompt(f"a photo of a {s}", family, (Clause(s),)) for s in shapes)
   if family == "two_object":
-    s1, s2 = _pick(rng, shapes, 2)
-    return Prompt(f"a photo of a {s1} and a {s2}", family, (Clause(s1), Clause(s2)))
+    return tuple(Prompt(f"a photo of a {a} and a {b}", family, (Clause(a), Clause(b)))
+                 for a, b in pairs)
   if family == "counting":
-    (s,), n = _pick(rng, shapes), int(rng.integers(2, 5))
-    return Prompt(f"a photo of {NUMBERS[n]} {s}s", family, (Clause(s, n),), (Clause(s, n + 1),))
+    return tuple(Prompt(f"a photo of {NUMBERS[n]} {s}s", family, (Clause(s, n),),
+                        (Clause(s, n + 1),)) for s in shapes for n in NUMBERS)
   if family == "colors":
-    (s,), (c,) = _pick(rng, shapes), _pick(rng, colors)
-    return Prompt(f"a photo of a {c} {s}", family, (Clause(s, color=c),))
+    return tuple(Prompt(f"a photo of a {c} {s}", family, (Clause(s, color=c),))
+                 for s in shapes for c in colors)
   if family == "position":
-    s1, s2 = _pick(rng, shapes, 2)
-    (rel,) = _pick(rng, geneval.RELATIONS)
-    return Prompt(f"a photo of a {s1} {rel} a {s2}", family,
-                  (Clause(s2), Clause(s1, position=(rel, 0))))
+    return tuple(Prompt(f"a photo of a {a} {rel} a {b}", family,
+                        (Clause(b), Clause(a, position=(rel, 0))))
+                 for a, b in pairs for rel in geneval.RELATIONS)
   if family == "color_attr":
-    s1, s2 = _pick(rng, shapes, 2)
-    c1, c2 = _pick(rng, colors, 2)
-    return Prompt(f"a photo of a {c1} {s1} and a {c2} {s2}", family,
-                  (Clause(s1, color=c1), Clause(s2, color=c2)))
+    return tuple(Prompt(f"a photo of a {c1} {a} and a {c2} {b}", family,
+                        (Clause(a, color=c1), Clause(b, color=c2)))
+                 for a, b in pairs for c1 in colors for c2 in colors if c1 != c2)
   raise ValueError(f"unknown prompt family {family!r}; known: {FAMILIES}")
+
+
+@functools.lru_cache(maxsize=None)
+def split_prompts(family: str, split: str, heldout_fraction: float) -> tuple[Prompt, ...]:
+  """The family's prompts in `split` ("train" or "heldout"). Per family, the
+  ceil(fraction × n) prompts with the smallest text hash are held out (at least one, so
+  every family is evaluated): stable across runs, and the splits share no prompt."""
+  if split not in ("train", "heldout"):
+    raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+  ranked = sorted(all_prompts(family), key=lambda p: _hash(p.text))
+  cut = max(1, math.ceil(heldout_fraction * len(ranked)))
+  chosen = set(p.text for p in (ranked[:cut] if split == "heldout" else ranked[cut:]))
+  return tuple(p for p in all_prompts(family) if p.text in chosen)
+
+
+def sample_prompt(rng: np.random.Generator, family: str, split: str | None = None,
+                  heldout_fraction: float = 0.2) -> Prompt:
+  """A uniformly random prompt of `family` (within `split` if given)."""
+  pool = all_prompts(family) if split is None else split_prompts(family, split,
+                                                                 heldout_fraction)
+  return pool[rng.integers(len(pool))]
 
 
 def target_scene(rng: np.random.Generator, prompt: Prompt, *, size: int = 32, grid: int = 4,

@@ -40,7 +40,8 @@ def test_build_is_deterministic_and_splits_are_disjoint(builder, tmp_path):
 def test_rl_prompt_batches_and_exact_resume(builder):
   tok = tokenizer.load()
   make = lambda: pipeline.rl_prompts(builder.as_data_source("train"), tokenizer=tok,  # noqa
-                                     prompt_len=16, prompts_per_batch=3, group_size=4, seed=7)
+                                     prompt_len=16, prompts_per_batch=3, group_size=4, seed=7,
+                                     grid=4)
   it = iter(make())
   first = next(it)
   assert first["tokens"].shape == (12, 16) and first["mask"].shape == (12, 16)

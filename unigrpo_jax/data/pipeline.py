@@ -28,13 +28,15 @@ def _text(value) -> str:
 
 
 def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
-               group_size: int, seed: int) -> grain.IterDataset:
-  """Batches of dict(tokens (B, P) int32, mask (B, P) bool, metadata: B JSON dicts with the
-  prompt, family and GenEval clauses), B = prompts_per_batch × group_size."""
+               group_size: int, seed: int, grid: int) -> grain.IterDataset:
+  """Batches of dict(tokens (B, P) int32, mask (B, P) bool, metadata: B dicts with the
+  prompt's JSON, its family and the scene grid — what rewards read), B = prompts_per_batch ×
+  group_size."""
   def encode(example):
     text = _text(example["prompt"])
     tokens, mask = encode_prompt(text, tokenizer, prompt_len)
-    meta = dict(prompt=json.loads(_text(example["metadata"])), family=_text(example["family"]))
+    meta = dict(prompt=json.loads(_text(example["metadata"])), family=_text(example["family"]),
+                grid=grid)
     return dict(tokens=tokens, mask=mask, metadata=json.dumps(meta))
 
   def group(batch):

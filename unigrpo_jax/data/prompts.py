@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import re
 
 import numpy as np
 
@@ -144,3 +145,24 @@ def caption(scene: shapeworld.Scene) -> str:
     size = "large " if o.extent > 1 else ""
     parts.append(f"a {size}{o.color} {o.shape} at {o.row} {o.col}")
   return "there is " + " and ".join(parts) if parts else "there is nothing"
+
+
+_PLAN_OBJECT = re.compile(r"^(large )?(\w+) (\w+) at (\d+) (\d+)$")
+
+
+def parse_plan(text: str, grid: int = 4) -> list[shapeworld.Object] | None:
+  """Objects of a plan written as `plan_text` writes them, or None if any part is malformed
+  (unknown word, cell off the grid, overlapping objects)."""
+  objects = []
+  for part in text.split(";"):
+    m = _PLAN_OBJECT.match(part.strip())
+    if not m:
+      return None
+    large, color, shape, row, col = m.groups()
+    obj = shapeworld.Object(shape, color, int(row), int(col), 2 if large else 1)
+    objects.append(obj)
+  try:
+    shapeworld.Scene(tuple(objects), size=grid, grid=grid)  # validates cells and overlaps
+  except ValueError:
+    return None
+  return objects

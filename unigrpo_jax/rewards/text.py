@@ -1,0 +1,75 @@
+"""Rewards on the text the model writes: is its plan well formed, does it answer the prompt,
+does the image show it. `texts[i]` is the decoded generation with its special tokens, e.g.
+"<plan> red circle at 1 2 ; blue square at 3 0 </plan> <img>"; images (B, R, S, S, C);
+`metadata[i]` holds the prompt's JSON and the scene `grid` (cells per side).
+
+  * `structure` — the segment is exactly `<plan> PLAN </plan> <img>` with a parseable,
+    non-empty plan: 1, else 0;
+  * `text_relevance` — the plan, read as a scene, scored against the prompt by mini-GenEval's
+    partial credit (the plan states what the prompt asks);
+  * `visual_text_alignment` — F1 between the plan's objects and the final image's detected
+    objects, matched on (colour, shape, cell).
+"""
+import re
+
+import numpy as np
+
+from unigrpo_jax.data import geneval, shapeworld
+from unigrpo_jax.data.detector import Detection, detect
+from unigrpo_jax.data.prompts import Prompt, parse_plan
+from unigrpo_jax.rewards.registry import register
+
+_SEGMENT = re.compile(r"^\s*<plan>(.*)</plan>\s*<img>\s*$")
+
+
+def plan_of(text: str, grid: int):
+  """The plan's objects, or None when the segment is malformed."""
+  m = _SEGMENT.match(text)
+  if not m or any(tag in m.group(1) for tag in ("<plan>", "</plan>", "<img>", "</img>")):
+    return None
+  return parse_plan(m.group(1), grid) if m.group(1).strip() else None
+
+
+def _as_detection(obj: shapeworld.Object, size: int, grid: int) -> Detection:
+  """Where a planned object would be detected if drawn exactly."""
+  cell = size // grid
+  x0, y0 = obj.col * cell + 1, obj.row * cell + 1
+  side = obj.extent * cell - 2
+  return Detection(obj.color, obj.shape, (x0 + (side - 1) / 2, y0 + (side - 1) / 2),
+                   (x0, y0, x0 + side - 1, y0 + side - 1), side * side)
+
+
+@register("structure")
+def structure(images, texts, metadata):
+  del images
+  return np.array([plan_of(t, m["grid"]) is not None for t, m in zip(texts, metadata)],
+                  np.float32)
+
+
+@register("text_relevance")
+def text_relevance(images, texts, metadata):
+  size = np.shape(images)[2]
+  scores = []
+  for text, meta in zip(texts, metadata):
+    plan = plan_of(text, meta["grid"])
+    scores.append(0.0 if plan is None else geneval.partial(
+        [_as_detection(o, size, meta["grid"]) for o in plan], Prompt.from_json(meta["prompt"])))
+  return np.array(scores, np.float32)
+
+
+@register("visual_text_alignment")
+def visual_text_alignment(images, texts, metadata):
+  images = np.asarray(images)
+  cell_of = lambda d, cell: (d.box[1] // cell, d.box[0] // cell)  # noqa: E731  block's top-left
+  scores = []
+  for i, (text, meta) in enumerate(zip(texts, metadata)):
+    plan = plan_of(text, meta["grid"])
+    if not plan:
+      scores.append(0.0)
+      continue
+    cell = images.shape[2] // meta["grid"]
+    want = {(o.color, o.shape, o.row, o.col) for o in plan}
+    got = {(d.color, d.shape) + cell_of(d, cell) for d in detect(images[i, -1])}
+    hits = len(want & got)
+    scores.append(2.0 * hits / (len(want) + len(got)) if want or got else 0.0)
+  return np.array(scores, np.float32)

@@ -17,7 +17,7 @@ from unigrpo_jax.sampling.spec import RolloutSpec
 from unigrpo_jax.sampling.text import token_entropy, token_log_probs
 
 
-def sequence_tokens(traj: Trajectory, spec: RolloutSpec, layout: SequenceLayout):
+def sequence_tokens(traj, spec: RolloutSpec, layout: SequenceLayout):
   """(B, L) token ids of the whole sequence (pad on image slots, which hold embeddings)."""
   b = traj.tokens.shape[0]
   seq = jnp.full((b, layout.length), spec.pad_id, jnp.int32)
@@ -28,6 +28,41 @@ def sequence_tokens(traj: Trajectory, spec: RolloutSpec, layout: SequenceLayout)
     if r < spec.rounds - 1:
       seq = seq.at[:, layout.image_end_slot(r)].set(spec.image_end_id)
   return seq
+
+
+def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec):
+  """Teacher-forced pass over a sequence's clean slots (prompt, text, clean images, `</img>`).
+
+  seq: anything with a Trajectory's prompt_tokens, prompt_mask, tokens, token_mask, images
+  and valid (a Trajectory, or a supervised batch). Returns (token_logp, token_entropy —
+  (B, R, T), 0 on masked tokens — and the context: the KV cache of the whole sequence and the
+  parameters in the form that computed it, for noised image blocks to attend to).
+  """
+  ms = model.spec
+  layout = spec.layout(ms)
+  b = seq.tokens.shape[0]
+
+  def apply(*args, method):
+    return model.apply({"params": params}, *args, method=method)
+
+  h = apply(sequence_tokens(seq, spec, layout), method=model.embed_tokens)
+  clean = jnp.zeros((b,), jnp.float32)
+  for r in range(spec.rounds if spec.draw_images else 0):
+    start = layout.image_start(r)
+    h = h.at[:, start:start + ms.image_tokens].set(
+        apply(seq.images[:, r], clean, method=model.embed_image))
+  run_params = params if ms.scan_layers else unstack_layers(params)
+  hidden, cache = run_slots(model, run_params, h, 0, seq.valid,
+                            jnp.asarray(layout.block_ids()), seq.prompt_mask)
+  token_logp, entropy = [], []
+  for r in range(spec.rounds):
+    start = layout.text_start(r)
+    logits = apply(hidden[:, start - 1:start - 1 + spec.max_text_tokens], method=model.logits)
+    token_logp.append(token_log_probs(logits, seq.tokens[:, r], spec.temperature))
+    entropy.append(token_entropy(logits, spec.temperature))
+  token_logp = jnp.where(seq.token_mask, jnp.stack(token_logp, axis=1), 0.0)
+  entropy = jnp.where(seq.token_mask, jnp.stack(entropy, axis=1), 0.0)
+  return token_logp, entropy, (cache, run_params)
 
 
 def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spec: RolloutSpec):
@@ -42,28 +77,7 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
   layout = spec.layout(ms)
   b = traj.tokens.shape[0]
   blocks = jnp.asarray(layout.block_ids())
-
-  def apply(*args, method):
-    return model.apply({"params": params}, *args, method=method)
-
-  h = apply(sequence_tokens(traj, spec, layout), method=model.embed_tokens)
-  clean = jnp.zeros((b,), jnp.float32)
-  for r in range(spec.rounds if spec.draw_images else 0):
-    start = layout.image_start(r)
-    h = h.at[:, start:start + ms.image_tokens].set(
-        apply(traj.images[:, r], clean, method=model.embed_image))
-  if not ms.scan_layers:
-    params = unstack_layers(params)
-  hidden, context = run_slots(model, params, h, 0, traj.valid, blocks, traj.prompt_mask)
-
-  token_logp, entropy = [], []
-  for r in range(spec.rounds):
-    start = layout.text_start(r)
-    logits = apply(hidden[:, start - 1:start - 1 + spec.max_text_tokens], method=model.logits)
-    token_logp.append(token_log_probs(logits, traj.tokens[:, r], spec.temperature))
-    entropy.append(token_entropy(logits, spec.temperature))
-  token_logp = jnp.where(traj.token_mask, jnp.stack(token_logp, axis=1), 0.0)
-  entropy = jnp.where(traj.token_mask, jnp.stack(entropy, axis=1), 0.0)
+  token_logp, entropy, (context, params) = encode(params, traj, model=model, spec=spec)
 
   grid = traj.timesteps
   steps = np.flatnonzero(spec.stochastic_steps())

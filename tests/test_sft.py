@@ -1,0 +1,82 @@
+"""Warm-up SFT: the loss is what it says, a short run lowers both losses; the evaluator runs."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import TOKENS
+from unigrpo_jax import evaluate as evaluation
+from unigrpo_jax.data import prompts, shapeworld, tokenizer
+from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
+from unigrpo_jax.rl import init_train_state, make_optimizer
+from unigrpo_jax.sampling import RolloutSpec
+from unigrpo_jax.train.sft import SFTSpec, make_sft_step, sample_times, sft_loss, t2i_batch
+
+SPEC = ModelSpec(vocab_size=48, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                 mlp_dim=64, image_size=32, patch_size=8, mot=True)
+ROLLOUT = RolloutSpec(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=4, **TOKENS)
+OPTIM = dict(learning_rate=3e-3, schedule="constant", warmup_steps=0, total_steps=100, b1=0.9,
+             b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
+
+
+def _examples(n, seed=0):
+  rng = np.random.default_rng(seed)
+  out = []
+  for i in range(n):
+    prompt = prompts.sample_prompt(rng, prompts.FAMILIES[i % len(prompts.FAMILIES)])
+    scene = prompts.target_scene(rng, prompt)
+    image = np.round((shapeworld.render(scene) + 1) * 127.5).astype(np.uint8)
+    out.append(dict(prompt=prompt.text, plan=prompts.plan_text(scene), image=image,
+                    family=prompt.family, metadata=__import__("json").dumps(prompt.to_json())))
+  return out
+
+
+def test_times_are_shifted_logit_normal():
+  t = np.asarray(sample_times(jax.random.key(0), (50_000,), SFTSpec(shift=1.0)))
+  assert 0 < t.min() and t.max() < 1 and abs(np.median(t) - 0.5) < 0.01
+  shifted = np.asarray(sample_times(jax.random.key(0), (50_000,), SFTSpec(shift=3.0)))
+  np.testing.assert_allclose(shifted, 3 * t / (1 + 2 * t), rtol=1e-5)
+
+
+def test_text_loss_is_the_cross_entropy_of_the_target_tokens():
+  tok = tokenizer.load()
+  model = UnifiedTransformer(SPEC)
+  params = init_params(SPEC, jax.random.key(0))
+  batch = t2i_batch(_examples(4), tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
+  _, metrics = sft_loss(params, batch, jax.random.key(1), model=model, rollout=ROLLOUT,
+                        sft=SFTSpec())
+  # Fresh embeddings are N(0, 0.02²): the logits are nearly uniform, CE ≈ log V.
+  assert abs(float(metrics["text_ce"]) - np.log(SPEC.vocab_size)) < 0.05
+  # The flow target of a zero-velocity model: E‖x1 − x0‖² = 1 + E x0².
+  x0 = np.asarray(batch.images)
+  np.testing.assert_allclose(float(metrics["flow_mse"]), 1 + np.mean(x0**2), rtol=0.05)
+  with pytest.raises(ValueError, match=r"longer than rollout\.max_text_tokens = 3"):
+    t2i_batch(_examples(1), tokenizer=tok, rollout=RolloutSpec(prompt_len=12, max_text_tokens=3,
+                                                               **TOKENS), model_spec=SPEC)
+
+
+def test_short_sft_lowers_both_losses_and_evaluates():
+  tok = tokenizer.load()
+  model = UnifiedTransformer(SPEC)
+  optimizer = make_optimizer(OPTIM)
+  state = init_train_state(init_params(SPEC, jax.random.key(0)), optimizer)
+  step = make_sft_step(model, ROLLOUT, SFTSpec(), optimizer)
+  data = _examples(64)
+  rng = np.random.default_rng(0)
+  history = []
+  for _ in range(40):
+    batch = t2i_batch([data[i] for i in rng.integers(0, 64, 16)], tokenizer=tok,
+                      rollout=ROLLOUT, model_spec=SPEC)
+    state, metrics = step(state, batch, jax.random.key(3))
+    history.append((float(metrics["text_ce"]), float(metrics["flow_mse"])))
+  first, last = np.mean(history[:5], axis=0), np.mean(history[-5:], axis=0)
+  assert last[0] < 0.7 * first[0], history
+  assert last[1] < 0.9 * first[1], history
+  spec = RolloutSpec(prompt_len=12, max_text_tokens=28, mode="ode", temperature=0.0,
+                     num_steps=4, **TOKENS)
+  results = evaluation.evaluate(state.params, data[:12], model=model, spec=spec, tokenizer=tok,
+                                grid=4, batch_size=6)
+  assert set(results["per_family"]) == set(prompts.FAMILIES) and results["n"] == 12
+  for name in evaluation.REWARDS:
+    assert 0.0 <= results["overall"][name] <= 1.0
+  assert "| **overall** |" in evaluation.markdown_table(results)

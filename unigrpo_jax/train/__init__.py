@@ -1,0 +1,1 @@
+"""Training: the warm-up SFT (and, later, the GRPO loop)."""

@@ -1,0 +1,121 @@
+"""Warm-up SFT: next-token cross-entropy on text plus flow matching on images, one jitted step.
+
+A supervised example is laid out exactly like a rollout trajectory (`SequenceLayout`), so the
+same teacher-forced pass serves both: the clean sequence (prompt, target text, clean image)
+goes through the model once (`scoring.encode`), text log-probs give the cross-entropy, and each
+image's noised block x_t = (1−t)·x_0 + t·x_1 attends to that context to predict the velocity
+target x_1 − x_0. t is logit-normal, then shifted like the sampling grid (SD3 / Bagel).
+"""
+import dataclasses
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unigrpo_jax.model import UnifiedTransformer
+from unigrpo_jax.rl.update import TrainState
+from unigrpo_jax.sampling.forward import image_velocity
+from unigrpo_jax.sampling.scoring import encode
+from unigrpo_jax.sampling.spec import RolloutSpec
+
+
+@flax.struct.dataclass
+class SFTBatch:
+  """prompt_tokens, prompt_mask: (B, P); tokens, token_mask: (B, R, T) target text and which
+  tokens are trained; images: (B, R, S, S, C) clean targets in [−1, 1]; image_mask: (B, R)
+  which images are trained (flow loss); valid: (B, L) slot visibility."""
+  prompt_tokens: jax.Array
+  prompt_mask: jax.Array
+  tokens: jax.Array
+  token_mask: jax.Array
+  images: jax.Array
+  image_mask: jax.Array
+  valid: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTSpec:
+  """`config.sft`: loss weights and the training-time distribution of t."""
+  text_weight: float = 1.0
+  image_weight: float = 1.0
+  t_mean: float = 0.0
+  t_std: float = 1.0
+  shift: float = 3.0
+
+
+def sample_times(key, shape, spec: SFTSpec):
+  """Logit-normal t ∈ (0, 1), shifted by s·t / (1 + (s−1)·t)."""
+  t = jax.nn.sigmoid(spec.t_mean + spec.t_std * jax.random.normal(key, shape))
+  return spec.shift * t / (1.0 + (spec.shift - 1.0) * t)
+
+
+def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout: RolloutSpec,
+             sft: SFTSpec):
+  """Returns (loss, metrics): text cross-entropy per trained token, flow MSE per trained image."""
+  layout = rollout.layout(model.spec)
+  token_logp, _, (context, run_params) = encode(params, batch, model=model, spec=rollout)
+  mask = batch.token_mask.astype(jnp.float32)
+  text_ce = -jnp.sum(token_logp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  b = batch.tokens.shape[0]
+  flow = []
+  for r in range(rollout.rounds):
+    t_key, noise_key = jax.random.split(jax.random.fold_in(key, r))
+    x0 = batch.images[:, r].astype(jnp.float32)
+    x1 = jax.random.normal(noise_key, x0.shape, jnp.float32)
+    t = sample_times(t_key, (b,), sft)
+    tt = t[:, None, None, None]
+    v = image_velocity(model, run_params, (1.0 - tt) * x0 + tt * x1, t, layout.image_start(r),
+                       batch.valid, jnp.asarray(layout.block_ids()), batch.prompt_mask, context)
+    flow.append(jnp.mean((v - (x1 - x0)) ** 2, axis=(1, 2, 3)))
+  image_mask = batch.image_mask.astype(jnp.float32)
+  flow_mse = jnp.sum(jnp.stack(flow, axis=1) * image_mask) / jnp.maximum(jnp.sum(image_mask), 1.0)
+  loss = sft.text_weight * text_ce + sft.image_weight * flow_mse
+  return loss, dict(loss=loss, text_ce=text_ce, flow_mse=flow_mse)
+
+
+def sft_step(state: TrainState, batch: SFTBatch, key, *, model, rollout, sft, optimizer):
+  (_, metrics), grads = jax.value_and_grad(sft_loss, has_aux=True)(
+      state.params, batch, jax.random.fold_in(key, state.step), model=model, rollout=rollout,
+      sft=sft)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                    opt_state=opt_state), metrics
+
+
+def make_sft_step(model: UnifiedTransformer, rollout: RolloutSpec, sft: SFTSpec, optimizer):
+  """The compiled step: fn(state, batch, key) → (state, metrics); the step's PRNG key is
+  `key` folded with the step count, so a resumed run draws the same noise."""
+  return jax.jit(functools.partial(sft_step, model=model, rollout=rollout, sft=sft,
+                                   optimizer=optimizer), donate_argnums=(0,))
+
+
+def t2i_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec) -> SFTBatch:
+  """Text-to-image examples (prompt → `<plan> plan </plan> <img>` → image) as one batch in the
+  one-round layout. examples: dicts with prompt, plan (str) and image (S, S, 3) uint8."""
+  from unigrpo_jax.data.pipeline import encode_prompt  # data is upstream of training
+  t = rollout.max_text_tokens
+  prompts, prompt_masks, tokens, token_masks, images = [], [], [], [], []
+  for ex in examples:
+    p, pm = encode_prompt(ex["prompt"], tokenizer, rollout.prompt_len)
+    ids = tokenizer(f"<plan> {ex['plan']} </plan> <img>")["input_ids"]
+    if len(ids) > t:
+      raise ValueError(f"plan of {ex['prompt']!r} is {len(ids)} tokens, longer than "
+                       f"rollout.max_text_tokens = {t}")
+    prompts.append(p)
+    prompt_masks.append(pm)
+    tokens.append(ids + [tokenizer.pad_token_id] * (t - len(ids)))
+    token_masks.append(np.arange(t) < len(ids))
+    images.append(np.asarray(ex["image"], np.float32) / 127.5 - 1.0)
+  b = len(examples)
+  prompt_mask = np.stack(prompt_masks)
+  token_mask = np.stack(token_masks)[:, None]
+  valid = np.concatenate([prompt_mask, token_mask[:, 0],
+                          np.ones((b, model_spec.image_tokens), bool)], axis=1)
+  return SFTBatch(prompt_tokens=np.stack(prompts), prompt_mask=prompt_mask,
+                  tokens=np.asarray(tokens, np.int32)[:, None], token_mask=token_mask,
+                  images=np.stack(images)[:, None], image_mask=np.ones((b, 1), bool),
+                  valid=valid)

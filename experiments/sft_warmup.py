@@ -9,10 +9,14 @@ import time
 
 from absl import app, flags
 import jax
+import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
 from unigrpo_jax import evaluate as evaluation
+from unigrpo_jax import visualize
+from unigrpo_jax.data.pipeline import encode_prompt
+from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.data.tfds_shapeworld import prepare
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
@@ -26,6 +30,18 @@ _OUT = flags.DEFINE_string("out", "experiments/results/sft_warmup", "Output path
 
 def _text(v):
   return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _sample_grid(params, examples, model, spec, tok, path):
+  """A PNG of held-out samples (one per prompt), for a person to look at."""
+  encoded = [encode_prompt(ex["prompt"], tok, spec.prompt_len) for ex in examples]
+  traj = make_rollout(model, spec)(params, jnp.asarray(np.stack([t for t, _ in encoded])),
+                                   jnp.asarray(np.stack([m for _, m in encoded])),
+                                   jax.random.key(0))
+  images = np.asarray(traj.images[:, 0]).reshape((2, len(examples) // 2) + traj.images.shape[2:])
+  visualize.save_grid(images, path)
+  for ex, text in zip(examples, evaluation.decode_texts(traj, tok)):
+    print(f"{ex['prompt']!r} -> {text!r}")
 
 
 def main(argv):
@@ -53,20 +69,22 @@ def main(argv):
                                grid=cfg.data.grid, batch_size=cfg.eval.batch_size)
 
   before = run_eval(state.params)
+  # Encode the whole training split once; each step then only gathers rows.
+  everything = t2i_batch([dict(prompt=_text(train[j]["prompt"]), plan=_text(train[j]["plan"]),
+                               image=train[j]["image"]) for j in range(len(train))],
+                         tokenizer=tok, rollout=train_spec, model_spec=ms)
   rng = np.random.default_rng(cfg.seed)
   key = jax.random.key(cfg.seed + 1)
   curve, t_train = [], time.time()
   for i in range(cfg.sft_train.steps):
     idx = rng.integers(0, len(train), cfg.sft_train.batch_size)
-    batch = t2i_batch([dict(prompt=_text(train[int(j)]["prompt"]),
-                            plan=_text(train[int(j)]["plan"]), image=train[int(j)]["image"])
-                       for j in idx], tokenizer=tok, rollout=train_spec, model_spec=ms)
-    state, metrics = step(state, batch, key)
+    state, metrics = step(state, jax.tree.map(lambda x, idx=idx: x[idx], everything), key)
     if i % cfg.sft_train.log_every == 0 or i == cfg.sft_train.steps - 1:
       curve.append(dict(step=i, **{k: float(v) for k, v in metrics.items()}))
       print(json.dumps(curve[-1]), flush=True)
   train_s = time.time() - t_train
   after = run_eval(state.params)
+  _sample_grid(state.params, eval_examples[:16], model, eval_spec, tok, _OUT.value + ".png")
   result = dict(before=before, after=after, curve=curve, train_s=train_s,
                 wall_s=time.time() - t_start, steps=cfg.sft_train.steps,
                 batch_size=cfg.sft_train.batch_size, seed=cfg.seed,

@@ -45,3 +45,13 @@ def test_main_rollout_stage_writes_outputs(tmp_path):
   summary = json.loads((tmp_path / "summary.json").read_text())["rollout"]
   assert summary["max_abs_log_ratio"] < 1e-5
   assert (tmp_path / "rollout.png").stat().st_size > 0
+
+
+def test_sft_warmup_experiment_runs(tmp_path):
+  out = tmp_path / "sft"
+  _run(["experiments/sft_warmup.py", "--config=configs/shapeworld.py:tiny",
+        f"--config.data.data_dir={tmp_path / 'tfds'}", f"--out={out}"])
+  result = json.loads(out.with_suffix(".json").read_text())
+  assert result["curve"][-1]["text_ce"] < result["curve"][0]["text_ce"]
+  assert set(result["after"]["per_family"]) and (out.with_suffix(".png")).stat().st_size > 0
+  assert "| **overall** |" in out.with_suffix(".md").read_text()

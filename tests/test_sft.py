@@ -10,7 +10,8 @@ from unigrpo_jax.data import prompts, shapeworld, tokenizer
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
 from unigrpo_jax.rl import init_train_state, make_optimizer
 from unigrpo_jax.sampling import RolloutSpec
-from unigrpo_jax.train.sft import SFTSpec, make_sft_step, sample_times, sft_loss, t2i_batch
+from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sample_times, sft_loss, t2i_batch,
+                                   understanding_batch)
 
 SPEC = ModelSpec(vocab_size=48, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
                  mlp_dim=64, image_size=32, patch_size=8, mot=True)
@@ -80,3 +81,24 @@ def test_short_sft_lowers_both_losses_and_evaluates():
   for name in evaluation.REWARDS:
     assert 0.0 <= results["overall"][name] <= 1.0
   assert "| **overall** |" in evaluation.markdown_table(results)
+
+
+def test_understanding_batches_condition_the_caption_on_the_image():
+  tok = tokenizer.load()
+  rollout = RolloutSpec(prompt_len=12, max_text_tokens=28, rounds=2, num_steps=4, **TOKENS)
+  model = UnifiedTransformer(SPEC)
+  params = init_params(SPEC, jax.random.key(0))
+  data = _examples(4)
+  for ex in data:
+    ex["caption"] = "there is a red circle at 0 0"
+  batch = understanding_batch(data, tokenizer=tok, rollout=rollout, model_spec=SPEC)
+  assert not np.asarray(batch.token_mask)[:, 0].any() and np.asarray(batch.token_mask)[:, 1].any()
+  loss = lambda b: sft_loss(params, b, jax.random.key(0), model=model, rollout=rollout,  # noqa
+                            sft=SFTSpec())[1]
+  metrics = loss(batch)
+  assert float(metrics["flow_mse"]) == 0.0  # context image only: no flow loss
+  assert abs(float(metrics["text_ce"]) - np.log(SPEC.vocab_size)) < 0.05
+  other = batch.replace(images=-np.asarray(batch.images))
+  assert float(loss(other)["text_ce"]) != float(metrics["text_ce"])
+  with pytest.raises(ValueError, match=r"understanding SFT uses two rounds"):
+    understanding_batch(data, tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)

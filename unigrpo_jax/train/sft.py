@@ -93,22 +93,28 @@ def make_sft_step(model: UnifiedTransformer, rollout: RolloutSpec, sft: SFTSpec,
                                    optimizer=optimizer), donate_argnums=(0,))
 
 
+def _pad_text(ids, length: int, pad_id: int, what: str, field: str):
+  if len(ids) > length:
+    raise ValueError(f"{what} is {len(ids)} tokens, longer than {field} = {length}")
+  return ids + [pad_id] * (length - len(ids)), np.arange(length) < len(ids)
+
+
 def t2i_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec) -> SFTBatch:
-  """Text-to-image examples (prompt → `<plan> plan </plan> <img>` → image) as one batch in the
-  one-round layout. examples: dicts with prompt, plan (str) and image (S, S, 3) uint8."""
+  """Text-to-image examples (prompt → `<plan> plan </plan> <img>` → image) in the one-round
+  layout. examples: dicts with prompt, plan (str) and image (S, S, 3) uint8."""
   from unigrpo_jax.data.pipeline import encode_prompt  # data is upstream of training
-  t = rollout.max_text_tokens
+  if rollout.rounds != 1:
+    raise ValueError(f"text-to-image SFT uses one round, got rollout.rounds = {rollout.rounds}")
   prompts, prompt_masks, tokens, token_masks, images = [], [], [], [], []
   for ex in examples:
     p, pm = encode_prompt(ex["prompt"], tokenizer, rollout.prompt_len)
-    ids = tokenizer(f"<plan> {ex['plan']} </plan> <img>")["input_ids"]
-    if len(ids) > t:
-      raise ValueError(f"plan of {ex['prompt']!r} is {len(ids)} tokens, longer than "
-                       f"rollout.max_text_tokens = {t}")
+    ids, mask = _pad_text(tokenizer(f"<plan> {ex['plan']} </plan> <img>")["input_ids"],
+                          rollout.max_text_tokens, tokenizer.pad_token_id,
+                          f"plan of {ex['prompt']!r}", "rollout.max_text_tokens")
     prompts.append(p)
     prompt_masks.append(pm)
-    tokens.append(ids + [tokenizer.pad_token_id] * (t - len(ids)))
-    token_masks.append(np.arange(t) < len(ids))
+    tokens.append(ids)
+    token_masks.append(mask)
     images.append(np.asarray(ex["image"], np.float32) / 127.5 - 1.0)
   b = len(examples)
   prompt_mask = np.stack(prompt_masks)
@@ -119,3 +125,40 @@ def t2i_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec) -> SFTBa
                   tokens=np.asarray(tokens, np.int32)[:, None], token_mask=token_mask,
                   images=np.stack(images)[:, None], image_mask=np.ones((b, 1), bool),
                   valid=valid)
+
+
+def understanding_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec) -> SFTBatch:
+  """Understanding examples (image → caption) in the two-round layout:
+  `[BOS] | <img> | image | </img> | caption [EOS] | (no image)`. Only the caption is trained;
+  the image is clean context (no flow loss). examples: dicts with caption and image."""
+  if rollout.rounds != 2:
+    raise ValueError(f"understanding SFT uses two rounds, got rollout.rounds = "
+                     f"{rollout.rounds}")
+  layout = rollout.layout(model_spec)
+  b, t, p = len(examples), rollout.max_text_tokens, rollout.prompt_len
+  prompt = np.full((b, p), tokenizer.pad_token_id, np.int32)
+  prompt[:, -1] = tokenizer.bos_token_id
+  prompt_mask = np.arange(p)[None].repeat(b, 0) == p - 1
+  opening, opening_mask = _pad_text([rollout.image_start_id], t, tokenizer.pad_token_id,
+                                    "<img>", "rollout.max_text_tokens")
+  tokens, token_masks, images = [], [], []
+  for ex in examples:
+    ids, mask = _pad_text(tokenizer(ex["caption"])["input_ids"] + [rollout.eos_id], t,
+                          tokenizer.pad_token_id, f"caption {ex['caption']!r}",
+                          "rollout.max_text_tokens")
+    tokens.append([opening, ids])
+    token_masks.append([np.zeros(t, bool), mask])  # "<img>" is input, not a target
+    image = np.asarray(ex["image"], np.float32) / 127.5 - 1.0
+    images.append([image, np.zeros_like(image)])
+  token_masks = np.asarray(token_masks)
+  valid = np.zeros((b, layout.length), bool)
+  valid[:, :p] = prompt_mask
+  valid[:, layout.text_start(0):layout.text_start(0) + t] = opening_mask
+  start = layout.image_start(0)
+  valid[:, start:start + model_spec.image_tokens] = True
+  valid[:, layout.image_end_slot(0)] = True
+  valid[:, layout.text_start(1):layout.text_start(1) + t] = token_masks[:, 1]
+  return SFTBatch(prompt_tokens=prompt, prompt_mask=prompt_mask,
+                  tokens=np.asarray(tokens, np.int32), token_mask=token_masks,
+                  images=np.asarray(images, np.float32),
+                  image_mask=np.zeros((b, 2), bool), valid=valid)

@@ -22,11 +22,13 @@ def get_config(arg: str = ""):
   c.model = dict(vocab_size=48, width=128, depth=4, num_heads=4, num_kv_heads=2, head_dim=32,
                  mlp_dim=512, image_size=32, patch_size=8, image_channels=3,
                  rope_theta=10_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
-                 mot=True, scan_layers=False, dtype="float32", param_dtype="float32")
+                 mot=True, scan_layers=False, prediction="x0", x0_min_time=0.02,
+                 dtype="float32", param_dtype="float32")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
   c.rollout = dict(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=20, shift=3.0,
                    noise_level=0.7, sde_window=None, mode="sde", temperature=1.0, top_k=0)
-  c.sft = dict(text_weight=1.0, image_weight=1.0, t_mean=0.0, t_std=1.0, shift=3.0)
+  # x0 prediction weights the velocity loss by 1/t²: train on unshifted t (shift 1).
+  c.sft = dict(text_weight=1.0, image_weight=1.0, t_mean=0.0, t_std=1.0, shift=1.0)
   c.sft_train = dict(steps=1200, batch_size=32, log_every=100)
   c.optim = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=1200,
                  b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)

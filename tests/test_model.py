@@ -196,3 +196,27 @@ def test_scanned_and_looped_layers_score_alike(tiny):
   b = score_trajectory(params, traj, model=scanned, spec=spec)
   for key in ("token_logp", "step_logp", "velocity"):
     np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), atol=2e-5, rtol=1e-5)
+
+
+def test_x0_prediction_head_gives_the_velocity_of_its_clean_image():
+  spec = tiny_spec(prediction="x0", x0_min_time=0.05)
+  model = UnifiedTransformer(spec)
+  params = lively_params(spec)
+  b, n = 2, spec.image_tokens
+  h = jax.random.normal(jax.random.key(0), (b, n, spec.width))
+  x = jax.random.normal(jax.random.key(1), (b,) + spec.image_shape)
+  t = jnp.array([0.5, 0.01])
+  v = model.apply({"params": params}, h, x, t, method=model.velocity)
+  raw = UnifiedTransformer(dataclasses.replace(spec, prediction="velocity"))
+  head = raw.apply({"params": params}, h, x, t, method=model.velocity)
+  np.testing.assert_allclose(np.asarray(v[0]), np.asarray((x[0] - head[0]) / 0.5), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(v[1]), np.asarray((x[1] - head[1]) / 0.05), rtol=1e-5)
+  # The on-policy identity holds for this head too.
+  rollout = tiny_rollout()
+  traj = _two_round_trajectory(model, params, rollout)
+  score = score_trajectory(params, traj, model=model, spec=rollout)
+  sm = np.asarray(traj.step_mask)
+  np.testing.assert_allclose(np.asarray(score["step_logp"])[sm], np.asarray(traj.step_logp)[sm],
+                             atol=1e-5)
+  with pytest.raises(ValueError, match=r"model\.prediction must be"):
+    tiny_spec(prediction="eps")

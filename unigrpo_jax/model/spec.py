@@ -21,7 +21,10 @@ class ModelSpec:
   storage dtype of parameters. `scan_layers`: training passes run the blocks as one
   `lax.scan` (compile time independent of depth: deep models, pods) instead of a loop over
   per-layer weights (faster for shallow models on CPU). Parameters are stacked either way; the
-  rollout always loops.
+  rollout always loops. `prediction`: what the image head outputs — "velocity" (Bagel,
+  Flow-GRPO), or "x0", the clean image, turned into the velocity (x_t − x̂₀)/t (t floored at
+  `x0_min_time`): small pixel-space models draw clean images far sooner this way, since the
+  head need not carry per-pixel noise. Either way the model's interface is the velocity.
   """
   vocab_size: int
   width: int
@@ -39,6 +42,8 @@ class ModelSpec:
   tie_embeddings: bool = True
   mot: bool = False
   scan_layers: bool = False
+  prediction: str = "velocity"
+  x0_min_time: float = 0.02
   dtype: str = "float32"
   param_dtype: str = "float32"
 
@@ -54,6 +59,10 @@ class ModelSpec:
     if self.image_size % self.patch_size:
       raise ValueError(f"model.image_size ({self.image_size}) is not divisible by "
                        f"model.patch_size ({self.patch_size})")
+    if self.prediction not in ("velocity", "x0"):
+      raise ValueError(f"model.prediction must be 'velocity' or 'x0', got {self.prediction!r}")
+    if not 0 < self.x0_min_time < 1:
+      raise ValueError(f"model.x0_min_time must be in (0, 1), got {self.x0_min_time}")
     for name in ("dtype", "param_dtype"):
       try:
         jnp.dtype(getattr(self, name))

@@ -7,8 +7,8 @@ Pure functional Linen: `init_params(spec, key)` gives the parameter pytree and e
   * `__call__(h, positions, mask, cache, cache_index, ...)` — the block stack (scanned over
     layers), attending over a fixed-length KV cache; returns the new hidden states and the
     per-layer keys/values of the T inputs, which the caller may write into the cache;
-  * `logits(h)` (text expert's final norm + LM head) and `velocity(h)` (image expert's final
-    norm + zero-initialised velocity head).
+  * `logits(h)` (text expert's final norm + LM head) and `velocity(h, x, t)` (image expert's
+    final norm + zero-initialised image head, read as a velocity or a clean image).
 
 Mixture of transformers (Bagel): with `spec.mot`, each block holds a `text` and an `image`
 weight set. Text and clean-image context tokens use `text`, noised image tokens use `image`,
@@ -157,10 +157,15 @@ class UnifiedTransformer(nn.Module):
     out = self.embed.attend(h) if self.spec.tie_embeddings else self.lm_head(h)
     return out.astype(jnp.float32)
 
-  def velocity(self, h):
-    """(B, (S/p)², width) hidden states of an image block → (B, S, S, C) float32 velocity."""
+  def velocity(self, h, x, t):
+    """Hidden states (B, (S/p)², width) of the image block for x_t (B, S, S, C) at flow time
+    t (B,) → (B, S, S, C) float32 velocity (see `ModelSpec.prediction`)."""
     h = (self.image_norm if self.spec.mot else self.text_norm)(h)
-    return self.image_out(h).astype(jnp.float32)
+    out = self.image_out(h).astype(jnp.float32)
+    if self.spec.prediction == "velocity":
+      return out
+    t = jnp.maximum(jnp.asarray(t, jnp.float32), self.spec.x0_min_time).reshape(-1, 1, 1, 1)
+    return (x.astype(jnp.float32) - out) / t
 
   def init_all(self, tokens, image):
     """Touches every parameter once (text tokens followed by a noised image, routed per token)."""
@@ -172,7 +177,7 @@ class UnifiedTransformer(nn.Module):
     mask = jnp.ones((b, n, n), bool)
     pos = jnp.broadcast_to(jnp.arange(n), (b, n))
     h, _ = self(h, pos, mask, modality=modality, route=None)
-    return self.logits(h[:, :t]), self.velocity(h[:, t:])
+    return self.logits(h[:, :t]), self.velocity(h[:, t:], image, jnp.ones((b,)))
 
 
 def unstack_layers(params):

@@ -27,16 +27,17 @@ def run_slots(model, params, h, start, valid, block_ids, prompt_mask, cache=None
 
 
 def image_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, cache):
-  """Velocity of the noised image x (B, S, S, C) at flow time t (scalar), its block at `start`.
+  """Velocity of the noised image x (B, S, S, C) at flow time t (scalar or (B,)), its block at
+  `start`.
 
   The block sees the cached context before it and itself (bidirectionally); the cache with the
   block written in is dropped, so nothing else ever sees a noised image. Returns (B, S, S, C) float32.
   """
   b = x.shape[0]
-  h = model.apply({"params": params}, x, jnp.full((b,), t, jnp.float32),
-                  method=model.embed_image)
+  t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
+  h = model.apply({"params": params}, x, t, method=model.embed_image)
   n = h.shape[1]
   block_valid = jax.lax.dynamic_update_slice(valid, jnp.ones((b, n), bool), (0, start))
   h, _ = run_slots(model, params, h, start, block_valid, block_ids, prompt_mask, cache,
                    route=IMAGE)
-  return model.apply({"params": params}, h, method=model.velocity)
+  return model.apply({"params": params}, h, x, t, method=model.velocity)

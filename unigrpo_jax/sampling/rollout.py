@@ -8,7 +8,8 @@ One compiled function per shape. Each round:
   3. writes the clean image (t = 0) into the KV cache, then `</img>`, so the next round's text
      conditions on it.
 A row that emits EOS ends its trajectory: its later rounds are fully masked. A row that runs out
-of text slots without `<img>` still gets its image (the structural reward judges it).
+of text slots without `<img>` still gets its image (the structural reward judges it). With
+`rollout.draw_images` off, only the text segment runs (one round: plain LLM GRPO).
 Rewards are computed outside, from the returned `Trajectory`.
 """
 import functools

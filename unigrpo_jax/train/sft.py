@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from unigrpo_jax.data.pipeline import encode_prompt
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.rl.update import TrainState
 from unigrpo_jax.sampling.forward import image_velocity
@@ -102,7 +103,6 @@ def _pad_text(ids, length: int, pad_id: int, what: str, field: str):
 def t2i_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec) -> SFTBatch:
   """Text-to-image examples (prompt → `<plan> plan </plan> <img>` → image) in the one-round
   layout. examples: dicts with prompt, plan (str) and image (S, S, 3) uint8."""
-  from unigrpo_jax.data.pipeline import encode_prompt  # data is upstream of training
   if rollout.rounds != 1:
     raise ValueError(f"text-to-image SFT uses one round, got rollout.rounds = {rollout.rounds}")
   prompts, prompt_masks, tokens, token_masks, images = [], [], [], [], []

@@ -15,7 +15,7 @@ import numpy as np
 
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax import visualize
-from unigrpo_jax.data.pipeline import encode_prompt
+from unigrpo_jax.data.pipeline import as_text, encode_prompts
 from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.data.tfds_shapeworld import prepare
@@ -28,15 +28,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/shapeworld.py", "Co
 _OUT = flags.DEFINE_string("out", "experiments/results/sft_warmup", "Output path prefix.")
 
 
-def _text(v):
-  return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _sample_grid(params, examples, model, spec, tok, path):
   """A PNG of held-out samples (one per prompt), for a person to look at."""
-  encoded = [encode_prompt(ex["prompt"], tok, spec.prompt_len) for ex in examples]
-  traj = make_rollout(model, spec)(params, jnp.asarray(np.stack([t for t, _ in encoded])),
-                                   jnp.asarray(np.stack([m for _, m in encoded])),
+  tokens, mask = encode_prompts([ex["prompt"] for ex in examples], tok, spec.prompt_len)
+  traj = make_rollout(model, spec)(params, jnp.asarray(tokens), jnp.asarray(mask),
                                    jax.random.key(0))
   images = np.asarray(traj.images[:, 0]).reshape((2, len(examples) // 2) + traj.images.shape[2:])
   visualize.save_grid(images, path)
@@ -60,8 +55,9 @@ def main(argv):
   state = init_train_state(init_params(ms, jax.random.key(cfg.seed)), optimizer)
   step = make_sft_step(model, train_spec, SFTSpec(**cfg.sft), optimizer)
 
-  eval_examples = [dict(prompt=_text(heldout[i]["prompt"]), family=_text(heldout[i]["family"]),
-                        metadata=_text(heldout[i]["metadata"]))
+  eval_examples = [dict(prompt=as_text(heldout[i]["prompt"]),
+                        family=as_text(heldout[i]["family"]),
+                        metadata=as_text(heldout[i]["metadata"]))
                    for i in range(min(cfg.eval.num_prompts, len(heldout)))]
 
   def run_eval(params):
@@ -70,8 +66,9 @@ def main(argv):
 
   before = run_eval(state.params)
   # Encode the whole training split once; each step then only gathers rows.
-  everything = t2i_batch([dict(prompt=_text(train[j]["prompt"]), plan=_text(train[j]["plan"]),
-                               image=train[j]["image"]) for j in range(len(train))],
+  everything = t2i_batch([dict(prompt=as_text(train[j]["prompt"]),
+                               plan=as_text(train[j]["plan"]), image=train[j]["image"])
+                              for j in range(len(train))],
                          tokenizer=tok, rollout=train_spec, model_spec=ms)
   rng = np.random.default_rng(cfg.seed)
   key = jax.random.key(cfg.seed + 1)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unigrpo_jax.data.pipeline import encode_prompt
+from unigrpo_jax.data.pipeline import encode_prompts
 from unigrpo_jax.rewards import evaluate as evaluate_rewards
 from unigrpo_jax.sampling import make_rollout
 
@@ -35,10 +35,10 @@ def evaluate(params, examples, *, model, spec, tokenizer, grid: int, batch_size:
   rows = collections.defaultdict(lambda: collections.defaultdict(list))
   for start in range(0, len(examples), batch_size):
     chunk = examples[start:start + batch_size]
-    pad = batch_size - len(chunk)  # fixed batch shape: one compile
-    encoded = [encode_prompt(ex["prompt"], tokenizer, spec.prompt_len) for ex in chunk]
-    tokens = np.stack([t for t, _ in encoded] + [encoded[0][0]] * pad)
-    mask = np.stack([m for _, m in encoded] + [encoded[0][1]] * pad)
+    # A short last chunk repeats its first prompt: fixed batch shape, one compile.
+    texts = [ex["prompt"] for ex in chunk]
+    tokens, mask = encode_prompts(texts + texts[:1] * (batch_size - len(chunk)), tokenizer,
+                                  spec.prompt_len)
     traj = sample(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.fold_in(key, start))
     texts = decode_texts(traj, tokenizer)[:len(chunk)]
     meta = [dict(prompt=json.loads(ex["metadata"]), grid=grid) for ex in chunk]

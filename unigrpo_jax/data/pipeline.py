@@ -23,7 +23,14 @@ def encode_prompt(text: str, tokenizer, prompt_len: int):
   return tokens, np.arange(prompt_len) >= pad
 
 
-def _text(value) -> str:
+def encode_prompts(texts, tokenizer, prompt_len: int):
+  """`encode_prompt` over a list: (tokens (B, P) int32, mask (B, P) bool)."""
+  encoded = [encode_prompt(t, tokenizer, prompt_len) for t in texts]
+  return np.stack([t for t, _ in encoded]), np.stack([m for _, m in encoded])
+
+
+def as_text(value) -> str:
+  """A TFDS text field (bytes from an array_record data source) as str."""
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -33,9 +40,10 @@ def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
   prompt's JSON, its family and the scene grid — what rewards read), B = prompts_per_batch ×
   group_size."""
   def encode(example):
-    text = _text(example["prompt"])
+    text = as_text(example["prompt"])
     tokens, mask = encode_prompt(text, tokenizer, prompt_len)
-    meta = dict(prompt=json.loads(_text(example["metadata"])), family=_text(example["family"]),
+    meta = dict(prompt=json.loads(as_text(example["metadata"])),
+                family=as_text(example["family"]),
                 grid=grid)
     return dict(tokens=tokens, mask=mask, metadata=json.dumps(meta))
 

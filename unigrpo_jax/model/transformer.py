@@ -6,7 +6,7 @@ Pure functional Linen: `init_params(spec, key)` gives the parameter pytree and e
   * `embed_tokens(tokens)`, `embed_image(x, t)` — inputs to hidden states (B, T, width);
   * `__call__(h, positions, mask, cache, cache_index, ...)` — the block stack (scanned over
     layers), attending over a fixed-length KV cache; returns the new hidden states and the
-    per-layer keys/values of the T inputs, which the caller may write into the cache;
+    cache with the T inputs written in (the caller keeps it, or drops it for a noised image);
   * `logits(h)` (text expert's final norm + LM head) and `velocity(h, x, t)` (image expert's
     final norm + zero-initialised image head, read as a velocity or a clean image).
 

@@ -7,7 +7,7 @@ summary to the workdir. About 30 s on the 2-core CPU:
 
   python -m unigrpo_jax.main --config=configs/demo.py --workdir=workdir/demo
 
-Expected: `max_abs_log_ratio` below 1e-5 in summary.json; the images are noise-like (random
+Expected: `max_abs_log_ratio` below 1e-5 in results.json; the images are noise-like (random
 weights), the point is the plumbing. Variant `tiny` (a test-sized model): `configs/demo.py:tiny`.
 """
 import ml_collections

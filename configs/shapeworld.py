@@ -1,22 +1,28 @@
-r"""ShapeWorld: the built-in domain (mini-GenEval on grid-aligned coloured shapes).
+r"""ShapeWorld: the built-in domain (mini-GenEval on grid-aligned coloured shapes), end to end.
 
-Today this config drives the warm-up SFT experiment (issue #4); the full UniGRPO job (#5) will
-extend it. One image token per 8×8 cell (16 tokens for the 32×32 canvas), a 2.1 M-parameter
-MoT model. Launch (≈5 min on the 2-core CPU; variant `tiny`, ≈30 s):
+Warm-up SFT on the hybrid mix (text-to-image with a plan, a little image → caption
+understanding), then UniGRPO from the SFT checkpoint: plan text by GRPO, image denoising by
+Flow-GRPO on an SDE window, no CFG, velocity-MSE to the SFT model. One image token per 8×8
+cell (16 tokens for the 32×32 canvas), a 2.1 M-parameter MoT model. Launch:
 
-  python experiments/sft_warmup.py --config=configs/shapeworld.py
+  python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/shapeworld
 
-Expected today: both SFT losses fall, plans become well formed and relevant (structure 1.0,
-text relevance ~0.9), images are still too noisy for the detector (README, "warm-up SFT").
+Variants: `tiny` (a test-sized model, a few steps of each stage, ≈1 min), `sft` (the warm-up
+only, as experiments/sft_warmup.py runs it). Overrides: `--config.rl.group_size=16` etc.
+Runtime and result on the 2-core CPU: see README ("The main job").
 """
 import ml_collections
 
+VARIANTS = ("", "tiny", "sft")
+
 
 def get_config(arg: str = ""):
-  if arg not in ("", "tiny"):
-    raise ValueError(f"unknown configs/shapeworld.py variant {arg!r}; known: '', 'tiny'")
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown configs/shapeworld.py variant {arg!r}; known: {VARIANTS}")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.stages = ("sft", "grpo")
+  c.mesh = dict(data=1, fsdp=-1, tensor=1)
   c.data = dict(data_dir="workdir/tfds", num_train=4096, num_heldout=256, seed=0,
                 heldout_fraction=0.2, size=32, grid=4, large_prob=0.0)
   c.model = dict(vocab_size=48, width=128, depth=4, num_heads=4, num_kv_heads=2, head_dim=32,
@@ -26,17 +32,40 @@ def get_config(arg: str = ""):
                  dtype="float32", param_dtype="float32")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
   c.rollout = dict(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=20, shift=3.0,
-                   noise_level=0.7, sde_window=None, mode="sde", temperature=1.0, top_k=0)
-  # x0 prediction weights the velocity loss by 1/t²: train on unshifted t (shift 1).
+                   noise_level=0.7, sde_window=(0, 6), mode="sde", temperature=1.0, top_k=0)
+
+  # Warm-up SFT. x0 prediction weights the velocity loss by 1/t²: train on unshifted t.
   c.sft = dict(text_weight=1.0, image_weight=1.0, t_mean=0.0, t_std=1.0, shift=1.0)
-  c.sft_train = dict(steps=1200, batch_size=32, log_every=100)
-  c.optim = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=1200,
-                 b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
-  c.eval = dict(num_prompts=256, batch_size=64)
+  c.sft_data = dict(mix=dict(t2i=1.0, understanding=0.1), caption_tokens=32, batch_size=32)
+  c.sft_train = dict(steps=1200, log_every=50, eval_before=False)
+  c.sft_optim = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=1200,
+                     b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
+
+  # UniGRPO.
+  c.rl = dict(steps=300, prompts_per_batch=4, group_size=8, num_updates=1, num_minibatches=1,
+              log_every=10, init_params="")
+  c.rewards = dict(geneval_partial=1.0, text_relevance=0.5, visual_text_alignment=0.5)
+  c.advantages = dict(scale="group", eps=1e-4, clip=5.0, normalize_each=False)
+  c.loss = dict(text=True, image=True, loss_type="grpo", clip_low=0.2, clip_high=0.28,
+                beta=0.0, kl="k3", clip_image=1e-4, velocity_weight=1.5e-5,
+                latent_kl_weight=0.0)
+  c.rl_optim = dict(learning_rate=3e-5, schedule="constant", warmup_steps=0, total_steps=300,
+                    b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
+
+  c.eval = dict(num_prompts=256, batch_size=64, every=100, grid_prompts=16)
+  c.checkpoint = dict(every=100, max_to_keep=2)
+
+  if arg == "sft":
+    c.stages = ("sft",)
+    c.sft_train.eval_before = True
   if arg == "tiny":
     c.data.update(num_train=256, num_heldout=32)
     c.model.update(width=32, depth=2, head_dim=8, mlp_dim=64)
-    c.sft_train.update(steps=40, batch_size=8, log_every=10)
-    c.optim.update(total_steps=40, warmup_steps=5)
-    c.eval.update(num_prompts=16, batch_size=8)
+    c.rollout.update(num_steps=6, sde_window=(0, 3))
+    c.sft_data.update(batch_size=8)
+    c.sft_train.update(steps=12, log_every=4)
+    c.sft_optim.update(total_steps=12, warmup_steps=2)
+    c.rl.update(steps=4, prompts_per_batch=2, group_size=4, log_every=2)
+    c.eval.update(num_prompts=16, batch_size=8, every=2, grid_prompts=8)
+    c.checkpoint.update(every=2)
   return ml_collections.ConfigDict(c)

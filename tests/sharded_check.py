@@ -14,9 +14,10 @@ from conftest import lively_params, tiny_rollout, tiny_spec  # noqa: E402
 from unigrpo_jax import sharding  # noqa: E402
 from unigrpo_jax.model import UnifiedTransformer, param_logical_axes  # noqa: E402
 from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state,  # noqa: E402
-                            make_optimizer, make_update)
+                            make_optimizer, make_update, train_state_shardings)
 from unigrpo_jax.rl.advantages import group_advantages  # noqa: E402
 from unigrpo_jax.sampling import make_rollout  # noqa: E402
+from unigrpo_jax.train.sft import SFTBatch, SFTSpec, make_sft_step  # noqa: E402
 
 OPTIM = dict(learning_rate=1e-3, schedule="constant", warmup_steps=0, total_steps=10, b1=0.9,
              b2=0.999, eps=1e-8, weight_decay=0.01, grad_clip=1.0)
@@ -57,6 +58,26 @@ def main():
   prompts_s, mask_s = sharding.shard_batch((prompts, mask), mesh, batch_size)
   traj2, state2, metrics2 = run(params_sharded, prompts_s, mask_s)
 
+  # Two SFT steps on the sampled sequences as targets: one device vs the mesh, the state
+  # pinned to its shardings.
+  def sft_run(state, traj, step):
+    batch = SFTBatch(prompt_tokens=traj.prompt_tokens, prompt_mask=traj.prompt_mask,
+                     tokens=traj.tokens, token_mask=traj.token_mask, images=traj.images,
+                     image_mask=traj.image_mask, valid=traj.valid)
+    for _ in range(2):
+      state, metrics = step(state, batch, key)
+    return state, metrics
+
+  sft = SFTSpec()
+  fresh = lambda: init_train_state(jax.tree.map(jnp.copy, params), optimizer)  # noqa: E731
+  sft1, sft_metrics1 = sft_run(jax.device_put(fresh(), one), traj1,
+                               make_sft_step(model, rollout, sft, optimizer))
+  state_shardings = train_state_shardings(optimizer, params, shardings, mesh)
+  sft2, sft_metrics2 = sft_run(
+      jax.device_put(fresh(), state_shardings), traj2,
+      make_sft_step(model, rollout, sft, optimizer, state_shardings=state_shardings))
+  sft_kernel = sft2.params["layers"]["text"]["q"]["kernel"]
+
   def max_diff(a, b):
     return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -69,6 +90,11 @@ def main():
       metrics=max_diff(metrics1, metrics2),
       param_shards=len(kernel.sharding.device_set),
       param_sharding=str(kernel.sharding.spec),
+      sft_params=max_diff(sft1.params, sft2.params),
+      sft_metrics=max_diff(sft_metrics1, sft_metrics2),
+      sft_update_size=max_diff(sft1.params, params),
+      sft_kept_sharding=sft_kernel.sharding.is_equivalent_to(
+          shardings["layers"]["text"]["q"]["kernel"], sft_kernel.ndim),
       bytes_one=sharding.bytes_per_device(state1.params),
       bytes_mesh=sharding.bytes_per_device(state2.params))))
 

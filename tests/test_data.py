@@ -63,3 +63,28 @@ def test_over_long_prompt_is_an_error():
   tok = tokenizer.load()
   with pytest.raises(ValueError, match=r"longer than rollout\.prompt_len = 4"):
     pipeline.encode_prompt("a photo of a red circle", tok, 4)
+
+
+def test_sft_mix_draws_kinds_by_weight_and_resumes(builder):
+  encoders = dict(t2i=lambda exs: ("t2i", [e["prompt"] for e in exs]),
+                  understanding=lambda exs: ("understanding", [e["caption"] for e in exs]),
+                  interleaved=lambda exs: None)
+  make = lambda: pipeline.sft_mix(builder.as_data_source("train"), encoders=encoders,  # noqa
+                                  weights=dict(t2i=3.0, understanding=1.0, interleaved=0.0),
+                                  batch_size=4, seed=5)
+  it = iter(make())
+  batches = [next(it) for _ in range(400)]
+  kinds = [kind for kind, _ in batches]
+  assert set(kinds) == {"t2i", "understanding"}  # weight 0 drops a kind
+  assert abs(kinds.count("t2i") / 400 - 0.75) < 0.07
+  for kind, (encoded_kind, texts) in batches:
+    assert encoded_kind == kind and len(texts) == 4 and all(isinstance(t, str) for t in texts)
+  state = it.get_state()
+  json.dumps(state)  # checkpoints store it as JSON
+  expected = [next(it) for _ in range(6)]
+  resumed = iter(make())
+  resumed.set_state(state)
+  assert [next(resumed) for _ in range(6)] == expected
+  with pytest.raises(ValueError, match=r"sft\.mix names unknown kinds \['captions'\]"):
+    pipeline.sft_mix(builder.as_data_source("train"), encoders=encoders,
+                     weights=dict(captions=1.0), batch_size=4, seed=0)

@@ -42,7 +42,7 @@ def test_bench_update_prints_its_json():
 
 def test_main_rollout_stage_writes_outputs(tmp_path):
   _run(["-m", "unigrpo_jax.main", "--config=configs/demo.py:tiny", f"--workdir={tmp_path}"])
-  summary = json.loads((tmp_path / "summary.json").read_text())["rollout"]
+  summary = json.loads((tmp_path / "results.json").read_text())["rollout"]
   assert summary["max_abs_log_ratio"] < 1e-5
   assert (tmp_path / "rollout.png").stat().st_size > 0
 
@@ -52,6 +52,7 @@ def test_sft_warmup_experiment_runs(tmp_path):
   _run(["experiments/sft_warmup.py", "--config=configs/shapeworld.py:tiny",
         f"--config.data.data_dir={tmp_path / 'tfds'}", f"--out={out}"])
   result = json.loads(out.with_suffix(".json").read_text())
-  assert result["curve"][-1]["text_ce"] < result["curve"][0]["text_ce"]
+  text_ce = [r["sft/t2i/text_ce"] for r in result["curve"] if "sft/t2i/text_ce" in r]
+  assert text_ce[-1] < text_ce[0]
   assert set(result["after"]["per_family"]) and (out.with_suffix(".png")).stat().st_size > 0
   assert "| **overall** |" in out.with_suffix(".md").read_text()

@@ -1,4 +1,4 @@
-"""Sharded = unsharded, and the mesh / batch validation rules."""
+"""Sharded = unsharded (rollout, GRPO update, SFT step), and the mesh / batch validation rules."""
 import json
 import os
 import subprocess
@@ -29,6 +29,10 @@ def test_sharded_rollout_and_update_equal_single_device(mesh):
   assert result["trajectory"] < 1e-5
   assert result["params"] < 1e-5
   assert result["metrics"] < 1e-5
+  # The SFT step: same rules, same numbers, and the state stays in its shardings.
+  assert result["sft_update_size"] > 1e-4
+  assert result["sft_params"] < 1e-5 and result["sft_metrics"] < 1e-4
+  assert result["sft_kept_sharding"]
 
 
 @pytest.mark.parametrize("config,devices,message", [

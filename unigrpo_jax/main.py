@@ -1,10 +1,15 @@
 r"""The entry point: `python -m unigrpo_jax.main --config=configs/<name>.py[:variant] --workdir=DIR`.
 
-Runs the stages the config lists in `config.stages`, in order. Stages today:
-  * `rollout` — samples one batch of trajectories with the jitted rollout, rescores them
-    teacher-forced (the on-policy ratio must be 1), and writes `rollout.png` (one row per
-    trajectory, one column per round) and `summary.json` to the workdir.
-Overrides: `--config.rollout.noise_level=0.9` and the like (ml_collections config flags).
+Runs the stages the config lists in `config.stages`, in order:
+  * `sft` — the warm-up SFT on the hybrid mix (`train/sft_stage.py`), ending in the
+    parameters-only checkpoint `<workdir>/sft/params`;
+  * `grpo` — UniGRPO from that checkpoint (`train/grpo_stage.py`), with held-out evaluation
+    before, during and after;
+  * `rollout` — the plumbing demo: samples one batch of trajectories from a fresh model,
+    rescores them teacher-forced (the on-policy ratio must be 1), writes `rollout.png`.
+Each stage resumes from its own checkpoints in the workdir. The job ends with
+`<workdir>/results.json` (every stage's results; for GRPO the evaluation table and
+`geneval_gain`). Overrides: `--config.rl.group_size=8` and the like (ml_collections flags).
 """
 import json
 import os
@@ -19,11 +24,13 @@ import numpy as np
 from unigrpo_jax import visualize
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
 from unigrpo_jax.sampling import RolloutSpec, make_rollout, score_trajectory
+from unigrpo_jax.train import experiment, grpo_stage, sft_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where outputs (and later checkpoints) go.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and outputs go.")
 flags.mark_flags_as_required(["config", "workdir"])
+
 
 def rollout_stage(config, workdir: str) -> dict:
   """Samples a batch of trajectories from a freshly initialised model; checks ratio = 1."""
@@ -65,23 +72,35 @@ def rollout_stage(config, workdir: str) -> dict:
       params=int(sum(x.size for x in jax.tree.leaves(params))))
 
 
-STAGES = {"rollout": rollout_stage}
+def training_stage(module):
+  def run(config, workdir):
+    return module.run(experiment.build(config), workdir)
+  return run
+
+
+STAGES = {"rollout": rollout_stage, "sft": training_stage(sft_stage),
+          "grpo": training_stage(grpo_stage)}
 
 
 def main(argv):
   del argv
+  # Orbax logs every save at INFO; the progress bars say what a person needs.
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   config, workdir = _CONFIG.value, _WORKDIR.value
   unknown = [s for s in config.stages if s not in STAGES]
   if unknown:
     raise ValueError(f"config.stages names unknown stages {unknown}; known: {list(STAGES)}")
   os.makedirs(workdir, exist_ok=True)
-  summary = {}
+  results, t0 = {}, time.time()
   for stage in config.stages:
-    logging.info("stage %s", stage)
-    summary[stage] = STAGES[stage](config, workdir)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  print(json.dumps(summary, indent=1))
+    print(f"== stage {stage} ({workdir})", flush=True)
+    results[stage] = STAGES[stage](config, workdir)
+  results["wall_s"] = time.time() - t0
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  print(json.dumps({stage: r["after"]["overall"] if isinstance(r, dict) and "after" in r else r
+                    for stage, r in results.items()}, indent=1))
 
 
 if __name__ == "__main__":

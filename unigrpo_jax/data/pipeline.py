@@ -5,6 +5,11 @@
 repeated `group_size` times (rows group-contiguous). Its iterator's `get_state()` goes into
 checkpoints and `set_state()` resumes at the same element. A prompt longer than `prompt_len`
 is an error, never truncated.
+
+`sft_mix` feeds the warm-up SFT: one Grain stream per kind of example (text-to-image,
+understanding, …), each shuffled, repeated and batched on its own, mixed batch by batch with the
+config's weights. A batch holds one kind only, so each kind keeps one fixed layout and the
+trainer compiles one step per kind.
 """
 import json
 
@@ -60,3 +65,30 @@ def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
   return (grain.MapDataset.source(source).shuffle(seed=seed).repeat().map(encode)
           .batch(prompts_per_batch, drop_remainder=True, batch_fn=stack).map(group)
           .to_iter_dataset())
+
+
+def decode_example(example) -> dict:
+  """A TFDS example with its text fields as str (arrays, e.g. the image, unchanged)."""
+  return {k: v if isinstance(v, np.ndarray) else as_text(v) for k, v in example.items()}
+
+
+def sft_mix(source, *, encoders: dict, weights: dict, batch_size: int,
+            seed: int) -> grain.IterDataset:
+  """Batches of (kind, encoded batch), kinds drawn by `weights` (name → weight ≥ 0; zero drops
+  the kind). `encoders[name]` turns a list of decoded examples into that kind's batch.
+  Checkpointable: the iterator's `get_state()` / `set_state()` restore every stream and the mix."""
+  unknown = sorted(set(weights) - set(encoders))
+  if unknown:
+    raise ValueError(f"sft.mix names unknown kinds {unknown}; known: {sorted(encoders)}")
+  if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+    raise ValueError(f"sft.mix weights must be >= 0 with one positive, got {dict(weights)}")
+  streams = {}
+  for index, name in enumerate(sorted(weights)):
+    if weights[name] > 0:
+      encode = encoders[name]
+      streams[name] = (grain.MapDataset.source(source).shuffle(seed=seed + index).repeat()
+                       .map(decode_example).batch(batch_size, drop_remainder=True, batch_fn=list)
+                       .map(lambda examples, name=name, encode=encode:
+                            (name, encode(examples)))
+                       .to_iter_dataset())
+  return grain.IterDataset.mix(streams, {name: weights[name] for name in streams})

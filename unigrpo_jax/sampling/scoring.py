@@ -35,8 +35,10 @@ def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec):
 
   seq: anything with a Trajectory's prompt_tokens, prompt_mask, tokens, token_mask, images
   and valid (a Trajectory, or a supervised batch). Returns (token_logp, token_entropy —
-  (B, R, T), 0 on masked tokens — and the context: the KV cache of the whole sequence and the
-  parameters in the form that computed it, for noised image blocks to attend to).
+  (B, R, T), 0 on masked tokens —, greedy — (B, R, T) bool, the token is the argmax, so a
+  sequence whose every token is greedy is what greedy decoding writes —, and the context: the
+  KV cache of the whole sequence and the parameters in the form that computed it, for noised
+  image blocks to attend to).
   """
   ms = model.spec
   layout = spec.layout(ms)
@@ -54,15 +56,16 @@ def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec):
   run_params = params if ms.scan_layers else unstack_layers(params)
   hidden, cache = run_slots(model, run_params, h, 0, seq.valid,
                             jnp.asarray(layout.block_ids()), seq.prompt_mask)
-  token_logp, entropy = [], []
+  token_logp, entropy, greedy = [], [], []
   for r in range(spec.rounds):
     start = layout.text_start(r)
     logits = apply(hidden[:, start - 1:start - 1 + spec.max_text_tokens], method=model.logits)
     token_logp.append(token_log_probs(logits, seq.tokens[:, r], spec.temperature))
     entropy.append(token_entropy(logits, spec.temperature))
+    greedy.append(jnp.argmax(logits, axis=-1) == seq.tokens[:, r])
   token_logp = jnp.where(seq.token_mask, jnp.stack(token_logp, axis=1), 0.0)
   entropy = jnp.where(seq.token_mask, jnp.stack(entropy, axis=1), 0.0)
-  return token_logp, entropy, (cache, run_params)
+  return token_logp, entropy, jnp.stack(greedy, axis=1), (cache, run_params)
 
 
 def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spec: RolloutSpec):
@@ -77,7 +80,7 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
   layout = spec.layout(ms)
   b = traj.tokens.shape[0]
   blocks = jnp.asarray(layout.block_ids())
-  token_logp, entropy, (context, params) = encode(params, traj, model=model, spec=spec)
+  token_logp, entropy, _, (context, params) = encode(params, traj, model=model, spec=spec)
 
   grid = traj.timesteps
   steps = np.flatnonzero(spec.stochastic_steps())

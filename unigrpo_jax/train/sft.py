@@ -55,11 +55,20 @@ def sample_times(key, shape, spec: SFTSpec):
 
 def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout: RolloutSpec,
              sft: SFTSpec):
-  """Returns (loss, metrics): text cross-entropy per trained token, flow MSE per trained image."""
+  """Returns (loss, metrics): text cross-entropy per trained token, flow MSE per trained image;
+  text_token_acc (trained tokens that are the argmax) and text_exact (rows whose whole target
+  greedy decoding would write: for understanding batches, the captioning accuracy)."""
   layout = rollout.layout(model.spec)
-  token_logp, _, (context, run_params) = encode(params, batch, model=model, spec=rollout)
+  token_logp, _, greedy, (context, run_params) = encode(params, batch, model=model,
+                                                        spec=rollout)
   mask = batch.token_mask.astype(jnp.float32)
-  text_ce = -jnp.sum(token_logp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  tokens = jnp.maximum(jnp.sum(mask), 1.0)
+  text_ce = -jnp.sum(token_logp * mask) / tokens
+  # Greedy decoding writes a row's target exactly iff every trained token is the argmax.
+  hit = greedy | ~batch.token_mask
+  has_text = jnp.any(batch.token_mask, axis=(1, 2))
+  text_exact = (jnp.sum(jnp.all(hit, axis=(1, 2)) & has_text)
+                / jnp.maximum(jnp.sum(has_text), 1))
   b = batch.tokens.shape[0]
   flow = []
   for r in range(rollout.rounds):
@@ -74,24 +83,35 @@ def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout
   image_mask = batch.image_mask.astype(jnp.float32)
   flow_mse = jnp.sum(jnp.stack(flow, axis=1) * image_mask) / jnp.maximum(jnp.sum(image_mask), 1.0)
   loss = sft.text_weight * text_ce + sft.image_weight * flow_mse
-  return loss, dict(loss=loss, text_ce=text_ce, flow_mse=flow_mse)
+  return loss, dict(loss=loss, text_ce=text_ce, flow_mse=flow_mse,
+                    text_token_acc=jnp.sum(greedy * mask) / tokens, text_exact=text_exact)
 
 
-def sft_step(state: TrainState, batch: SFTBatch, key, *, model, rollout, sft, optimizer):
+def sft_step(state: TrainState, batch: SFTBatch, key, *, model, rollout, sft, optimizer,
+             state_shardings=None):
   (_, metrics), grads = jax.value_and_grad(sft_loss, has_aux=True)(
       state.params, batch, jax.random.fold_in(key, state.step), model=model, rollout=rollout,
       sft=sft)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   metrics["grad_norm"] = optax.global_norm(grads)
-  return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                    opt_state=opt_state), metrics
+  state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                     opt_state=opt_state)
+  if state_shardings is not None:
+    state = jax.lax.with_sharding_constraint(state, state_shardings)
+  return state, metrics
 
 
-def make_sft_step(model: UnifiedTransformer, rollout: RolloutSpec, sft: SFTSpec, optimizer):
+def make_sft_step(model: UnifiedTransformer, rollout: RolloutSpec, sft: SFTSpec, optimizer, *,
+                  state_shardings=None):
   """The compiled step: fn(state, batch, key) → (state, metrics); the step's PRNG key is
-  `key` folded with the step count, so a resumed run draws the same noise."""
+  `key` folded with the step count, so a resumed run draws the same noise.
+
+  On a mesh, place the state (`update.train_state_shardings`) and the batch
+  (`sharding.shard_batch`) before calling; `state_shardings` pins the new state to the same
+  layout so that step after step reuses one compiled program."""
   return jax.jit(functools.partial(sft_step, model=model, rollout=rollout, sft=sft,
-                                   optimizer=optimizer), donate_argnums=(0,))
+                                   optimizer=optimizer, state_shardings=state_shardings),
+                 donate_argnums=(0,))
 
 
 def _pad_text(ids, length: int, pad_id: int, what: str, field: str):
@@ -162,3 +182,23 @@ def understanding_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec
                   tokens=np.asarray(tokens, np.int32), token_mask=token_masks,
                   images=np.asarray(images, np.float32),
                   image_mask=np.zeros((b, 2), bool), valid=valid)
+
+
+KINDS = ("t2i", "understanding")
+
+
+def sft_rollout_specs(config) -> dict:
+  """One layout per kind of SFT example, from `config.rollout`, `config.tokens` and
+  `config.sft_data`: text-to-image in the rollout's one-round layout; understanding in two
+  rounds whose text segments hold `sft_data.caption_tokens` (captions run longer than plans)."""
+  return dict(
+      t2i=RolloutSpec.from_config(config.rollout, config.tokens, rounds=1),
+      understanding=RolloutSpec.from_config(config.rollout, config.tokens, rounds=2,
+                                            max_text_tokens=config.sft_data.caption_tokens))
+
+
+def sft_encoders(specs: dict, *, tokenizer, model_spec) -> dict:
+  """kind → fn(examples) → SFTBatch, for `pipeline.sft_mix`."""
+  builders = dict(t2i=t2i_batch, understanding=understanding_batch)
+  return {kind: functools.partial(builders[kind], tokenizer=tokenizer, rollout=spec,
+                                  model_spec=model_spec) for kind, spec in specs.items()}

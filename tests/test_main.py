@@ -1,0 +1,35 @@
+"""The main job end to end on the smallest variant: SFT then GRPO, with everything it writes."""
+import json
+import os
+import subprocess
+import sys
+
+from unigrpo_jax import metric_writer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "unigrpo_jax.main", "--config=configs/shapeworld.py:tiny",
+       f"--workdir={tmp_path}", f"--config.data.data_dir={tmp_path / 'tfds'}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-4000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  grpo = results["grpo"]
+  assert set(grpo["before"]["per_family"]) == set(grpo["after"]["per_family"])
+  assert grpo["geneval_gain"] == (grpo["after"]["overall"]["geneval_strict"]
+                                  - grpo["before"]["overall"]["geneval_strict"])
+  assert results["sft"]["understanding"]["caption_token_acc"] >= 0
+  for stage, steps in (("sft", 12), ("grpo", 4)):
+    stage_dir = tmp_path / stage
+    assert steps in [int(p.name) for p in (stage_dir / "checkpoints").iterdir()
+                     if p.name.isdigit()]
+    assert any(p.name.startswith("events.out.tfevents") for p in stage_dir.iterdir())
+  assert (tmp_path / "sft" / "params").is_dir()
+  assert (tmp_path / "grpo" / "samples_4.png").stat().st_size > 0
+  records = metric_writer.read(str(tmp_path / "grpo"))
+  steps = [r for r in records if "reward/combined" in r]
+  assert [r["step"] for r in steps] == [1, 2, 3, 4]
+  assert all("update/text/ratio_mean" in r for r in steps if r["step"] in (1, 2, 4))
+  assert "eval/geneval_strict" in records[0] and records[0]["step"] == 0

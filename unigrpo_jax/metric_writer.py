@@ -1,0 +1,34 @@
+"""Where training numbers go: TensorBoard scalars (tensorboardX) and a JSON-lines log, one
+record per logged step, under a stage's folder. The JSON lines are what scripts and tests read
+back; TensorBoard is for people."""
+import json
+import os
+
+import numpy as np
+from tensorboardX import SummaryWriter
+
+
+class MetricWriter:
+  """write(step, {name: scalar}) → `<logdir>/events.*` and `<logdir>/metrics.jsonl`."""
+
+  def __init__(self, logdir: str):
+    os.makedirs(logdir, exist_ok=True)
+    self.summary = SummaryWriter(logdir)
+    self.lines = open(os.path.join(logdir, "metrics.jsonl"), "a")
+
+  def write(self, step: int, scalars: dict):
+    scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    for name, value in scalars.items():
+      self.summary.add_scalar(name, value, step)
+    self.lines.write(json.dumps(dict(step=int(step), **scalars)) + "\n")
+    self.lines.flush()
+
+  def close(self):
+    self.summary.close()
+    self.lines.close()
+
+
+def read(logdir: str) -> list[dict]:
+  """The records `MetricWriter` wrote to `logdir`, in order."""
+  with open(os.path.join(logdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]

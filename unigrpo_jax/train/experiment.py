@@ -1,0 +1,120 @@
+"""What every training stage shares, built once from the config: the model, the tokenizer, the
+ShapeWorld data, the device mesh and parameter shardings, the held-out evaluation, and the
+sample grids people look at.
+
+Validation happens here, before anything compiles: the model and rollout specs check their
+fields, the mesh must fit the devices, every parameter must divide over its mesh axes.
+"""
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw
+
+from unigrpo_jax import evaluate as evaluation
+from unigrpo_jax import sharding, visualize
+from unigrpo_jax.data import tokenizer as tokenizer_lib
+from unigrpo_jax.data.pipeline import as_text, encode_prompts
+from unigrpo_jax.data.tfds_shapeworld import prepare
+from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
+from unigrpo_jax.sampling import RolloutSpec, make_rollout
+
+
+@dataclasses.dataclass
+class Experiment:
+  config: object
+  model_spec: ModelSpec
+  model: UnifiedTransformer
+  tokenizer: object
+  data: object  # the TFDS builder: as_data_source("train" | "heldout")
+  mesh: jax.sharding.Mesh
+  param_shardings: dict
+  eval_spec: RolloutSpec
+  eval_examples: list
+  sample: object = None  # the compiled ODE rollout of the evaluation, made on first use
+
+  def init_params(self, key):
+    """Fresh parameters, created directly in their shardings."""
+    return jax.jit(lambda k: init_params(self.model_spec, k),
+                   out_shardings=self.param_shardings)(key)
+
+  def abstract_params(self):
+    shapes = jax.eval_shape(lambda: init_params(self.model_spec, jax.random.key(0)))
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        shapes, self.param_shardings)
+
+  def evaluate(self, params) -> dict:
+    """Held-out mini-GenEval per family and overall, plus the text rewards (ODE, greedy)."""
+    if self.sample is None:
+      self.sample = make_rollout(self.model, self.eval_spec)
+    return evaluation.evaluate(params, self.eval_examples, model=self.model,
+                               spec=self.eval_spec, tokenizer=self.tokenizer,
+                               grid=self.config.data.grid,
+                               batch_size=self.config.eval.batch_size, sample=self.sample)
+
+  def save_samples(self, params, path: str):
+    """A PNG of held-out samples: for each of the first `eval.grid_prompts` prompts, the
+    image the model draws (ODE) beside the prompt and the plan it wrote."""
+    if self.sample is None:
+      self.sample = make_rollout(self.model, self.eval_spec)
+    examples = self.eval_examples[:self.config.eval.grid_prompts]
+    texts = [ex["prompt"] for ex in examples]
+    batch = self.config.eval.batch_size
+    tokens, mask = encode_prompts((texts * batch)[:batch], self.tokenizer,
+                                  self.eval_spec.prompt_len)
+    traj = self.sample(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
+    plans = evaluation.decode_texts(traj, self.tokenizer)[:len(examples)]
+    save_annotated_grid(np.asarray(traj.images[:len(examples), 0]), texts, plans, path)
+
+
+def build(config) -> Experiment:
+  """The Experiment for `config` (data built on first use, under `config.data.data_dir`)."""
+  model_spec = ModelSpec(**config.model)
+  tok = tokenizer_lib.load()
+  if tok.vocab_size > model_spec.vocab_size:
+    raise ValueError(f"model.vocab_size ({model_spec.vocab_size}) is smaller than the "
+                     f"tokenizer's vocabulary ({tok.vocab_size})")
+  eval_spec = RolloutSpec.from_config(config.rollout, config.tokens, mode="ode",
+                                      temperature=0.0)
+  eval_spec.check_model(model_spec)
+  mesh = sharding.make_mesh(config.mesh)
+  shapes = jax.eval_shape(lambda: init_params(model_spec, jax.random.key(0)))
+  shardings = sharding.param_shardings(param_logical_axes(model_spec), mesh, shapes)
+  data_cfg = dict(config.data)
+  builder = prepare(data_cfg.pop("data_dir"), **data_cfg)
+  heldout = builder.as_data_source("heldout")
+  examples = [dict(prompt=as_text(heldout[i]["prompt"]), family=as_text(heldout[i]["family"]),
+                   metadata=as_text(heldout[i]["metadata"]))
+              for i in range(min(config.eval.num_prompts, len(heldout)))]
+  return Experiment(config=config, model_spec=model_spec, model=UnifiedTransformer(model_spec),
+                    tokenizer=tok, data=builder, mesh=mesh, param_shardings=shardings,
+                    eval_spec=eval_spec, eval_examples=examples)
+
+
+def save_annotated_grid(images, prompts, plans, path: str, scale: int = 4, columns: int = 4):
+  """images (N, S, S, C) in [−1, 1], each over its prompt and plan text, `columns` a row."""
+  pixels = visualize.to_uint8(images)
+  n, size = len(pixels), pixels.shape[1] * scale
+  cell_w, text_h = max(size, 200), 40
+  rows = -(-n // columns)
+  canvas = Image.new("RGB", (columns * cell_w, rows * (size + text_h)), "white")
+  draw = ImageDraw.Draw(canvas)
+  for i in range(n):
+    x, y = (i % columns) * cell_w, (i // columns) * (size + text_h)
+    big = pixels[i].repeat(scale, axis=0).repeat(scale, axis=1)
+    canvas.paste(Image.fromarray(big.squeeze(-1) if big.shape[-1] == 1 else big), (x, y))
+    plan = plans[i].replace("<plan>", "").split("</plan>")[0].strip()
+    draw.text((x + 2, y + size + 2), prompts[i][:34], fill="black")
+    draw.text((x + 2, y + size + 14), plan[:34], fill="navy")
+    draw.text((x + 2, y + size + 26), plan[34:68], fill="navy")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  canvas.save(path)
+
+
+def write_json(path: str, value):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(value, f, indent=1)

@@ -1,0 +1,142 @@
+"""The GRPO stage: Grain prompts → jitted rollout (one linear SDE rollout, no CFG) → rewards (pure
+functions) → group advantages → jitted sharded update(s) → periodic held-out ODE evaluation →
+checkpoints.
+
+Start-up, in this order: resume the newest readable checkpoint in `<workdir>/grpo/checkpoints`
+> start from the parameters-only checkpoint `rl.init_params` (default: the SFT stage's
+`<workdir>/sft/params`) > fresh parameters (only with `rl.init_params = "none"`). The frozen
+reference model is always that starting point, so a resumed run rebuilds it the same way.
+Step i's rollout key is the base key folded with i: a resumed run samples what an
+uninterrupted one would.
+
+Writes under `<workdir>/grpo/`: `checkpoints/`, TensorBoard events + `metrics.jsonl`,
+`eval_before.json`, `samples_<step>.png` at each evaluation, `results.json` (evaluation before and after,
+`geneval_gain`).
+"""
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from unigrpo_jax import evaluate as evaluation
+from unigrpo_jax import rewards, sharding
+from unigrpo_jax.checkpoint import Checkpoints, abstract, load_params
+from unigrpo_jax.data.pipeline import rl_prompts
+from unigrpo_jax.metric_writer import MetricWriter
+from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state, make_optimizer,
+                            make_update, train_state_shardings)
+from unigrpo_jax.rl.advantages import combine_rewards, group_advantages
+from unigrpo_jax.sampling import RolloutSpec, make_rollout
+from unigrpo_jax.train.experiment import Experiment, write_json
+
+
+def starting_params(exp: Experiment, workdir: str):
+  """The parameters GRPO starts from (and the frozen reference)."""
+  path = exp.config.rl.init_params or os.path.join(workdir, "sft", "params")
+  if path == "none":
+    return exp.init_params(jax.random.key(exp.config.seed))
+  return load_params(path, exp.abstract_params())
+
+
+def advantages(scores: dict, cfg, rounds: int):
+  """(B, R) outcome advantages: rewards combined by `config.rewards`, group-normalised by
+  `config.advantages`, the same value on every round."""
+  total = combine_rewards(scores, dict(cfg.rewards), group_size=cfg.rl.group_size,
+                          normalize_each=cfg.advantages.normalize_each)
+  adv = group_advantages(total, cfg.rl.group_size, scale=cfg.advantages.scale,
+                         eps=cfg.advantages.eps, clip=cfg.advantages.clip)
+  return jnp.repeat(adv[:, None], rounds, axis=1), total
+
+
+def run(exp: Experiment, workdir: str) -> dict:
+  """Runs (or resumes) the GRPO stage; returns its results dict."""
+  cfg = exp.config
+  stage_dir = os.path.join(workdir, "grpo")
+  rl = cfg.rl
+  batch_size = rl.prompts_per_batch * rl.group_size
+  sharding.check_batch(exp.mesh, batch_size, rl.group_size)
+  unknown = sorted(set(cfg.rewards) - set(rewards.REWARDS))
+  if unknown:
+    raise ValueError(f"config.rewards names unknown rewards {unknown}; known: "
+                     f"{sorted(rewards.REWARDS)}")
+  spec = RolloutSpec.from_config(cfg.rollout, cfg.tokens)
+  loss = LossSpec(**cfg.loss)
+  optimizer = make_optimizer(cfg.rl_optim)
+  state_shardings = train_state_shardings(optimizer, exp.abstract_params(),
+                                          exp.param_shardings, exp.mesh)
+  sample = make_rollout(exp.model, spec)
+  update = make_update(exp.model, spec, loss, UpdateSpec(rl.num_updates, rl.num_minibatches),
+                       optimizer)
+  prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,
+                            prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
+                            group_size=rl.group_size, seed=cfg.seed, grid=cfg.data.grid))
+  ref_params = starting_params(exp, workdir)
+  init = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_shardings)
+  state = init(ref_params)
+  checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
+  restored = checkpoints.restore_latest(abstract(state))
+  writer = MetricWriter(stage_dir)
+  before_path = os.path.join(stage_dir, "eval_before.json")
+  start = 0
+  if restored is not None:
+    start, state, data_state = restored
+    prompts.set_state(data_state)
+  else:
+    write_json(before_path, exp.evaluate(state.params))
+  with open(before_path) as f:
+    results = dict(before=json.load(f))
+  if restored is None:
+    writer.write(0, {f"eval/{k}": v for k, v in results["before"]["overall"].items()})
+  key = jax.random.key(cfg.seed + 2)
+  total = rl.steps
+  t_start = time.time()
+  bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc="grpo",
+                  mininterval=2.0)
+  for i in bar:
+    t0 = time.perf_counter()
+    batch = next(prompts)
+    tokens, mask = sharding.shard_batch((batch["tokens"], batch["mask"]), exp.mesh, batch_size)
+    traj = sample(state.params, tokens, mask, jax.random.fold_in(key, i))
+    images = np.asarray(traj.images)
+    t1 = time.perf_counter()
+    texts = evaluation.decode_texts(traj, exp.tokenizer)
+    _, scores = rewards.evaluate(dict(cfg.rewards), images, texts, batch["metadata"])
+    adv, combined = advantages(scores, cfg, spec.rounds)
+    t2 = time.perf_counter()
+    state, metrics = update(state, ref_params,
+                            RLBatch(traj=traj, advantages=sharding.shard_batch(
+                                adv, exp.mesh, batch_size)))
+    jax.block_until_ready(state.step)
+    t3 = time.perf_counter()
+    record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
+    record.update({"reward/combined": float(np.mean(combined)),
+                   "advantage/abs_mean": float(np.mean(np.abs(adv))),
+                   "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1,
+                   "time/update_s": t3 - t2, "time/step_s": t3 - t0,
+                   "text/tokens": float(np.asarray(traj.token_mask).sum(axis=(1, 2)).mean())})
+    if (i + 1) % rl.log_every == 0 or i == start:
+      # Means over passes × minibatches.
+      record.update({f"update/{k}": float(np.mean(v)) for k, v in
+                     jax.device_get(metrics).items()})
+    writer.write(i + 1, record)
+    bar.set_postfix(reward=f"{record['reward/combined']:.3f}", step_s=f"{t3 - t0:.2f}")
+    if (i + 1) % cfg.eval.every == 0 and i + 1 < total:
+      ev = exp.evaluate(state.params)
+      writer.write(i + 1, {f"eval/{k}": v for k, v in ev["overall"].items()})
+      exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{i + 1}.png"))
+    checkpoints.save(i + 1, state, prompts.get_state(), force=i + 1 == total)
+  checkpoints.close()
+  results["after"] = exp.evaluate(state.params)
+  writer.write(total, {f"eval/{k}": v for k, v in results["after"]["overall"].items()})
+  writer.close()
+  exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{total}.png"))
+  results.update(steps=total, train_s=time.time() - t_start, batch_size=batch_size,
+                 heldout_prompts=len(exp.eval_examples))
+  results["geneval_gain"] = (results["after"]["overall"]["geneval_strict"]
+                            - results["before"]["overall"]["geneval_strict"])
+  write_json(os.path.join(stage_dir, "results.json"), results)
+  return results

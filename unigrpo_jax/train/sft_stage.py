@@ -1,0 +1,96 @@
+"""The warm-up SFT stage: the hybrid Grain mix → the sharded SFT step (one compiled program per
+kind of example) → checkpoints → held-out evaluation → a parameters-only checkpoint that GRPO
+starts from (`<workdir>/sft/params`).
+
+Everything the stage writes lives in `<workdir>/sft/`: `checkpoints/` (train state + data
+position, resumed from on restart), TensorBoard events and `metrics.jsonl`, `samples.png`,
+`results.json` (held-out mini-GenEval before and after, captioning accuracy).
+"""
+import functools
+import os
+import time
+
+import jax
+import numpy as np
+import tqdm
+
+from unigrpo_jax import sharding
+from unigrpo_jax.checkpoint import Checkpoints, abstract, save_params
+from unigrpo_jax.data.pipeline import decode_example, sft_mix
+from unigrpo_jax.metric_writer import MetricWriter
+from unigrpo_jax.rl import init_train_state, make_optimizer, train_state_shardings
+from unigrpo_jax.train.experiment import Experiment, write_json
+from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sft_encoders, sft_loss,
+                                   sft_rollout_specs)
+
+
+def caption_accuracy(exp: Experiment, params, specs, encoders) -> dict:
+  """Understanding on held-out images: token accuracy and the fraction of captions greedy
+  decoding writes exactly (every token the argmax), teacher-forced, no sampling."""
+  source = exp.data.as_data_source("heldout")
+  n = min(len(exp.eval_examples), len(source))
+  batch_size = exp.config.eval.batch_size
+  loss = jax.jit(functools.partial(sft_loss, model=exp.model, rollout=specs["understanding"],
+                                   sft=SFTSpec(**exp.config.sft)))
+  exact, acc = [], []
+  for start in range(0, n - batch_size + 1, batch_size):
+    batch = encoders["understanding"]([decode_example(source[i])
+                                       for i in range(start, start + batch_size)])
+    _, metrics = loss(params, batch, jax.random.key(0))
+    exact.append(float(metrics["text_exact"]))
+    acc.append(float(metrics["text_token_acc"]))
+  return dict(caption_exact=float(np.mean(exact)), caption_token_acc=float(np.mean(acc)))
+
+
+def run(exp: Experiment, workdir: str) -> dict:
+  """Runs (or resumes) the SFT stage; returns its results dict."""
+  cfg = exp.config
+  stage_dir = os.path.join(workdir, "sft")
+  optimizer = make_optimizer(cfg.sft_optim)
+  state_shardings = train_state_shardings(optimizer, exp.abstract_params(),
+                                          exp.param_shardings, exp.mesh)
+  specs = sft_rollout_specs(cfg)
+  weights = dict(cfg.sft_data.mix)
+  encoders = sft_encoders(specs, tokenizer=exp.tokenizer, model_spec=exp.model_spec)
+  batch_size = cfg.sft_data.batch_size
+  sharding.check_batch(exp.mesh, batch_size, 1)
+  steps = {kind: make_sft_step(exp.model, spec, SFTSpec(**cfg.sft), optimizer,
+                               state_shardings=state_shardings)
+           for kind, spec in specs.items() if weights.get(kind, 0) > 0}
+  data = iter(sft_mix(exp.data.as_data_source("train"), encoders=encoders, weights=weights,
+                      batch_size=batch_size, seed=cfg.seed))
+  init = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_shardings)
+  state = init(exp.init_params(jax.random.key(cfg.seed)))
+  checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
+  restored = checkpoints.restore_latest(abstract(state))
+  start, results = 0, {}
+  if restored is not None:
+    start, state, data_state = restored
+    data.set_state(data_state)
+  elif cfg.sft_train.eval_before:
+    results["before"] = exp.evaluate(state.params)
+  key = jax.random.key(cfg.seed + 1)
+  writer = MetricWriter(stage_dir)
+  total = cfg.sft_train.steps
+  t_start = time.time()
+  bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc="sft",
+                  mininterval=2.0)
+  for i in bar:
+    kind, batch = next(data)
+    state, metrics = steps[kind](state, sharding.shard_batch(batch, exp.mesh, batch_size), key)
+    if (i + 1) % cfg.sft_train.log_every == 0 or i + 1 == total:
+      metrics = {k: float(v) for k, v in metrics.items()}
+      writer.write(i + 1, {f"sft/{kind}/{k}": v for k, v in metrics.items()})
+      bar.set_postfix(kind=kind, loss=f"{metrics['loss']:.3f}")
+    checkpoints.save(i + 1, state, data.get_state(), force=i + 1 == total)
+  checkpoints.close()
+  writer.close()
+  save_params(os.path.join(stage_dir, "params"), state.params)
+  results.update(after=exp.evaluate(state.params), steps=total, train_s=time.time() - t_start,
+                 params=int(sum(x.size for x in jax.tree.leaves(state.params))),
+                 heldout_prompts=len(exp.eval_examples), mix=weights)
+  if "understanding" in steps:
+    results["understanding"] = caption_accuracy(exp, state.params, specs, encoders)
+  exp.save_samples(state.params, os.path.join(stage_dir, "samples.png"))
+  write_json(os.path.join(stage_dir, "results.json"), results)
+  return results

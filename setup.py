@@ -28,6 +28,6 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6"],
+        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6", "matplotlib>=3.8"],
     },
 )

@@ -8,12 +8,13 @@ cell (16 tokens for the 32×32 canvas), a 2.1 M-parameter MoT model. Launch:
   python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/shapeworld
 
 Variants: `tiny` (a test-sized model, a few steps of each stage, ≈1 min), `sft` (the warm-up
-only, as experiments/sft_warmup.py runs it). Overrides: `--config.rl.group_size=16` etc.
+only, as experiments/sft_warmup.py runs it), `colab` (the default model, short stages: the
+quickstart notebook's few minutes). Overrides: `--config.rl.group_size=16` etc.
 Runtime and result on the 2-core CPU: see README ("The main job").
 """
 import ml_collections
 
-VARIANTS = ("", "tiny", "sft")
+VARIANTS = ("", "tiny", "sft", "colab")
 
 
 def get_config(arg: str = ""):
@@ -58,6 +59,13 @@ def get_config(arg: str = ""):
   if arg == "sft":
     c.stages = ("sft",)
     c.sft_train.eval_before = True
+  if arg == "colab":
+    c.data.update(num_train=1024, num_heldout=64)
+    c.sft_train.update(steps=400)
+    c.sft_optim.update(total_steps=400, warmup_steps=40)
+    c.rl.update(steps=40, log_every=5)
+    c.eval.update(num_prompts=64, every=20)
+    c.checkpoint.update(every=50)
   if arg == "tiny":
     c.data.update(num_train=256, num_heldout=32)
     c.model.update(width=32, depth=2, head_dim=8, mlp_dim=64)

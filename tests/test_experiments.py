@@ -56,3 +56,14 @@ def test_sft_warmup_experiment_runs(tmp_path):
   assert text_ce[-1] < text_ce[0]
   assert set(result["after"]["per_family"]) and (out.with_suffix(".png")).stat().st_size > 0
   assert "| **overall** |" in out.with_suffix(".md").read_text()
+
+
+def test_pod_config_builds_abstractly_and_fits():
+  stdout = _run(["experiments/pod_memory.py", "--config=configs/pod.py"])
+  result = json.loads(stdout[stdout.index("{"):])
+  assert result["parameters"] > 10e9 and result["mesh"] == {"data": 1, "fsdp": 64, "tensor": 4}
+  memory = result["gib_per_device"]
+  # f32 weights + two Adam moments of ~14 B parameters over 256 chips, plus bf16 reference.
+  assert abs(memory["params"] - result["parameters"] * 4 / 256 / 2**30) < 0.01
+  assert abs(memory["optimizer"] - 2 * memory["params"]) < 0.01
+  assert memory["total"] < 16  # well inside a v5p chip's 95 GiB HBM

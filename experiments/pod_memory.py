@@ -1,0 +1,66 @@
+r"""Per-device memory of a pod-scale config, built abstractly: `jax.eval_shape` parameters on an
+AbstractMesh of `config.pod.num_devices` chips, sharded by the same rules as any run; nothing is
+allocated, so this runs on a laptop. Prints JSON (GiB per device).
+
+  python experiments/pod_memory.py --config=configs/pod.py
+"""
+import json
+
+from absl import app
+import jax
+from jax.sharding import AbstractMesh
+from ml_collections import config_flags
+import numpy as np
+
+from unigrpo_jax import sharding
+from unigrpo_jax.model import ModelSpec, init_params, param_logical_axes
+from unigrpo_jax.rl import make_optimizer, train_state_shardings
+from unigrpo_jax.sampling import RolloutSpec
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/pod.py", "Config.")
+GIB = 2.0**30
+
+
+def with_shardings(shapes, shardings):
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value
+  spec = ModelSpec(**cfg.model)
+  devices = cfg.pod.num_devices
+  mesh = AbstractMesh(sharding.mesh_shape(cfg.mesh, devices), sharding.MESH_AXES)
+  shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
+  param_sh = sharding.param_shardings(param_logical_axes(spec), mesh, shapes)
+  params = with_shardings(shapes, param_sh)
+  optimizer = make_optimizer(cfg.rl_optim)
+  state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
+  opt_state = with_shardings(jax.eval_shape(optimizer.init, shapes), state_sh.opt_state)
+  reference = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, spec.dtype,
+                                                          sharding=p.sharding), params)
+  rollout = RolloutSpec.from_config(cfg.rollout, cfg.tokens)
+  rows = cfg.rl.prompts_per_batch * cfg.rl.group_size
+  sharding.check_batch(mesh, rows, cfg.rl.group_size)
+  # K and V of every layer over the whole sequence; rows split over the data axes, kv heads
+  # over tensor (when they divide).
+  length = rollout.layout(spec).length
+  kv_shards = mesh.shape["tensor"] if spec.num_kv_heads % mesh.shape["tensor"] == 0 else 1
+  kv_bytes = (2 * spec.depth * rows * length * spec.num_kv_heads * spec.head_dim
+              * np.dtype(spec.dtype).itemsize / (mesh.shape["data"] * mesh.shape["fsdp"])
+              / kv_shards)
+  per_device = dict(params=sharding.bytes_per_device(params) / GIB,
+                    optimizer=sharding.bytes_per_device(opt_state) / GIB,
+                    reference=sharding.bytes_per_device(reference) / GIB,
+                    rollout_kv_cache=kv_bytes / GIB)
+  per_device["total"] = sum(per_device.values())
+  print(json.dumps(dict(
+      devices=devices, mesh=dict(mesh.shape),
+      parameters=int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))),
+      rollout_rows=rows, sequence_length=length, gib_per_device=per_device,
+      embedding_sharding=str(param_sh["embed"]["embedding"].spec)), indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -33,10 +33,13 @@ def get_config(arg: str = ""):
                  dtype="float32", param_dtype="float32")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
   c.rollout = dict(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=20, shift=3.0,
-                   noise_level=0.7, sde_window=(0, 6), mode="sde", temperature=1.0, top_k=0)
+                   noise_level=0.7, sde_window=(0, 6), mode="sde", temperature=1.0, top_k=0,
+                   cfg_scale=1.0)
 
   # Warm-up SFT. x0 prediction weights the velocity loss by 1/t²: train on unshifted t.
-  c.sft = dict(text_weight=1.0, image_weight=1.0, t_mean=0.0, t_std=1.0, shift=1.0)
+  # Condition dropout 0.1 trains the unconditional velocity that the CFG ablation uses.
+  c.sft = dict(text_weight=1.0, image_weight=1.0, t_mean=0.0, t_std=1.0, shift=1.0,
+               cfg_dropout=0.1)
   c.sft_data = dict(mix=dict(t2i=1.0, understanding=0.1), caption_tokens=32, batch_size=32)
   c.sft_train = dict(steps=1200, log_every=50, eval_before=False)
   c.sft_optim = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=1200,

@@ -15,7 +15,8 @@ def _prompts(b=4, p=5, vocab=48, seed=2):
   return tokens, mask
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(rounds=1, sde_window=None, top_k=5)])
+@pytest.mark.parametrize("overrides", [dict(), dict(rounds=1, sde_window=None, top_k=5),
+                                       dict(cfg_scale=3.0)])
 def test_recomputed_log_probs_equal_the_rollout(tiny, overrides):
   """Ratio = 1 on-policy: teacher-forced scoring reproduces every recorded log-prob."""
   model, params = tiny
@@ -151,3 +152,30 @@ def test_text_only_rollout(tiny):
   assert score["velocity"].shape[2] == 0
   with pytest.raises(ValueError, match=r"rollout\.rounds must be 1 when rollout\.draw_images"):
     tiny_rollout(rounds=2, draw_images=False)
+
+
+def test_cfg_unconditional_branch_ignores_prompt_and_text(tiny):
+  """v_u sees only image blocks: changing the prompt and text leaves it unchanged, while the
+  conditional velocity moves; scale 1 is exactly the conditional velocity (no CFG)."""
+  from unigrpo_jax.sampling.forward import guided_velocity, unconditional
+  from unigrpo_jax.sampling.scoring import encode
+  model, params = tiny
+  spec = tiny_rollout(rounds=1)
+  layout = spec.layout(model.spec)
+  blocks = jnp.asarray(layout.block_ids())
+  tokens, mask = _prompts()
+  traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(7))
+  other = traj.replace(prompt_tokens=(traj.prompt_tokens + 5) % 48)
+  x = jax.random.normal(jax.random.key(3), traj.images[:, 0].shape)
+
+  def velocity(t, scale, uncond=False):
+    _, _, _, (cache, run_params) = encode(params, t, model=model, spec=spec)
+    valid = unconditional(t.valid, blocks) if uncond else t.valid
+    return np.asarray(guided_velocity(model, run_params, x, 0.5, layout.image_start(0), valid,
+                                      blocks, t.prompt_mask, cache, scale))
+
+  np.testing.assert_allclose(velocity(traj, 1.0, uncond=True),
+                             velocity(other, 1.0, uncond=True), atol=1e-6)
+  assert np.abs(velocity(traj, 1.0) - velocity(other, 1.0)).max() > 1e-3
+  v_c, v_u = velocity(traj, 1.0), velocity(traj, 1.0, uncond=True)
+  np.testing.assert_allclose(velocity(traj, 3.0), v_u + 3.0 * (v_c - v_u), atol=1e-5)

@@ -102,3 +102,20 @@ def test_understanding_batches_condition_the_caption_on_the_image():
   assert float(loss(other)["text_ce"]) != float(metrics["text_ce"])
   with pytest.raises(ValueError, match=r"understanding SFT uses two rounds"):
     understanding_batch(data, tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
+
+
+def test_condition_dropout_hides_prompt_and_plan_from_the_image():
+  tok = tokenizer.load()
+  model = UnifiedTransformer(SPEC)
+  params = init_params(SPEC, jax.random.key(0))
+  params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(
+      jax.random.key(1), params["image_out"]["proj"]["kernel"].shape)
+  batch = t2i_batch(_examples(4), tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
+  other = batch.replace(prompt_tokens=(np.asarray(batch.prompt_tokens) + 3) % 40 + 8,
+                        tokens=(np.asarray(batch.tokens) + 3) % 40 + 8)
+  flow = lambda b, p: float(sft_loss(params, b, jax.random.key(2), model=model,  # noqa: E731
+                                     rollout=ROLLOUT, sft=SFTSpec(cfg_dropout=p))[1]["flow_mse"])
+  assert flow(batch, 0.0) != flow(other, 0.0)
+  assert abs(flow(batch, 1 - 1e-7) - flow(other, 1 - 1e-7)) < 1e-6
+  with pytest.raises(ValueError, match=r"sft\.cfg_dropout must be in \[0, 1\)"):
+    SFTSpec(cfg_dropout=1.0)

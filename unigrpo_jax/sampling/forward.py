@@ -1,5 +1,9 @@
 """Model calls placed at layout slots: the one place that turns slots into masks and positions.
 
+`guided_velocity` is the image velocity with optional classifier-free guidance: the
+unconditional branch sees no prompt or text slot (only image blocks), which is what SFT's
+condition dropout trains (`sft.cfg_dropout`).
+
 Rollout, teacher-forced scoring and training all go through these two functions, so the
 attention each token sees is built the same way everywhere (which is what makes recomputed
 log-probs equal the rollout's).
@@ -41,3 +45,20 @@ def image_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, ca
   h, _ = run_slots(model, params, h, start, block_valid, block_ids, prompt_mask, cache,
                    route=IMAGE)
   return model.apply({"params": params}, h, x, t, method=model.velocity)
+
+
+def unconditional(valid, block_ids):
+  """valid with every prompt and text slot hidden: only image blocks stay visible."""
+  return valid & (block_ids >= 0)[None]
+
+
+def guided_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, cache,
+                    scale: float):
+  """v_u + scale·(v_c − v_u); scale = 1 is the plain conditional velocity, one forward pass
+  (UniGRPO's setting: no CFG). Shapes as `image_velocity`."""
+  v = image_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, cache)
+  if scale == 1.0:
+    return v
+  v_u = image_velocity(model, params, x, t, start, unconditional(valid, block_ids), block_ids,
+                       prompt_mask, cache)
+  return v_u + scale * (v - v_u)

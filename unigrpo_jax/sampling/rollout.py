@@ -4,7 +4,8 @@ One compiled function per shape. Each round:
   1. decodes `max_text_tokens` tokens with `lax.scan` (temperature, top-k); a row stops at
      `<img>` or EOS and its later slots are masked, not branched;
   2. draws an image with `lax.scan` over the flow steps — one conditional forward per step, no
-     classifier-free guidance — recording every visited x_{t_j} and each step's log-prob;
+     classifier-free guidance (unless `rollout.cfg_scale` ≠ 1, for the ablation: two) —
+     recording every visited x_{t_j} and each step's log-prob;
   3. writes the clean image (t = 0) into the KV cache, then `</img>`, so the next round's text
      conditions on it.
 A row that emits EOS ends its trajectory: its later rounds are fully masked. A row that runs out
@@ -21,7 +22,7 @@ import numpy as np
 
 from unigrpo_jax.model import TEXT, UnifiedTransformer, empty_cache, unstack_layers
 from unigrpo_jax.sampling import sde
-from unigrpo_jax.sampling.forward import image_velocity, run_slots
+from unigrpo_jax.sampling.forward import guided_velocity, run_slots
 from unigrpo_jax.sampling.spec import RolloutSpec
 from unigrpo_jax.sampling.text import sample_tokens
 
@@ -137,7 +138,8 @@ class Phases:
     return (cache, valid, logits, ended | jnp.any(out[3], axis=0)), out
 
   def draw(self, state, r: int, noise_key, sde_key):
-    """Draws round r's image from noise, one conditional forward per step (no CFG).
+    """Draws round r's image from noise, one conditional forward per step (no CFG; two with
+    `rollout.cfg_scale` ≠ 1).
 
     Returns (image (B, S, S, C), visited x_{t_0..t_{N−1}} (N, B, S, S, C), log-probs (N, B)).
     """
@@ -147,8 +149,8 @@ class Phases:
 
     def step(x, xs):
       t, t_next, level, j = xs
-      v = image_velocity(self.model, self.params, x, t, start, valid, self.blocks,
-                         self.prompt_mask, cache)
+      v = guided_velocity(self.model, self.params, x, t, start, valid, self.blocks,
+                          self.prompt_mask, cache, self.spec.cfg_scale)
       x_next, logp, _, _ = sde.sde_step(x, v, t, t_next, level,
                                         key=jax.random.fold_in(sde_key, j), t_max=grid[1])
       return x_next, (x, logp)

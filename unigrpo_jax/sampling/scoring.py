@@ -11,7 +11,7 @@ import numpy as np
 
 from unigrpo_jax.model import SequenceLayout, UnifiedTransformer, unstack_layers
 from unigrpo_jax.sampling import sde
-from unigrpo_jax.sampling.forward import image_velocity, run_slots
+from unigrpo_jax.sampling.forward import guided_velocity, run_slots
 from unigrpo_jax.sampling.rollout import Trajectory
 from unigrpo_jax.sampling.spec import RolloutSpec
 from unigrpo_jax.sampling.text import token_entropy, token_log_probs
@@ -92,8 +92,8 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
 
     def one_step(j, start=start, latents=latents):
       x = latents[:, j]
-      v = image_velocity(model, params, x, grid[j], start, traj.valid, blocks,
-                         traj.prompt_mask, context)
+      v = guided_velocity(model, params, x, grid[j], start, traj.valid, blocks,
+                          traj.prompt_mask, context, spec.cfg_scale)
       _, logp, mean, std = sde.sde_step(x, v, grid[j], grid[j + 1], spec.noise_level,
                                         prev_sample=latents[:, j + 1], t_max=grid[1])
       return logp, v, mean, jnp.broadcast_to(std, x.shape).reshape(b, -1)[:, 0]

@@ -18,7 +18,9 @@ class RolloutSpec:
   the flow time grid; noise_level: the SDE's `a`; sde_window: (start, stop) step indices that
   are stochastic (None: all); mode: "sde" for training rollouts, "ode" for evaluation;
   temperature, top_k: text sampling; draw_images: False samples text only (one round, no
-  image block: plain LLM GRPO on the same code path). Token ids come from the tokenizer.
+  image block: plain LLM GRPO on the same code path); cfg_scale: classifier-free guidance
+  weight, 1 = none (UniGRPO: one conditional forward per step), else v_u + w·(v_c − v_u) with
+  two forwards (Flow-GRPO's setting, for the ablation). Token ids come from the tokenizer.
   """
   prompt_len: int
   max_text_tokens: int
@@ -35,6 +37,7 @@ class RolloutSpec:
   temperature: float = 1.0
   top_k: int = 0
   draw_images: bool = True
+  cfg_scale: float = 1.0
 
   def __post_init__(self):
     for name in ("prompt_len", "max_text_tokens", "rounds", "num_steps"):
@@ -44,6 +47,8 @@ class RolloutSpec:
       raise ValueError(f"rollout.mode must be 'sde' or 'ode', got {self.mode!r}")
     if self.noise_level < 0:
       raise ValueError(f"rollout.noise_level must be >= 0, got {self.noise_level}")
+    if self.cfg_scale < 0:
+      raise ValueError(f"rollout.cfg_scale must be >= 0, got {self.cfg_scale}")
     if self.top_k < 0:
       raise ValueError(f"rollout.top_k must be >= 0, got {self.top_k}")
     if not self.draw_images and self.rounds != 1:

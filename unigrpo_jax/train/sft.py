@@ -18,7 +18,7 @@ import optax
 from unigrpo_jax.data.pipeline import encode_prompt
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.rl.update import TrainState
-from unigrpo_jax.sampling.forward import image_velocity
+from unigrpo_jax.sampling.forward import image_velocity, unconditional
 from unigrpo_jax.sampling.scoring import encode
 from unigrpo_jax.sampling.spec import RolloutSpec
 
@@ -39,12 +39,18 @@ class SFTBatch:
 
 @dataclasses.dataclass(frozen=True)
 class SFTSpec:
-  """`config.sft`: loss weights and the training-time distribution of t."""
+  """`config.sft`: loss weights, the training-time distribution of t, and the probability
+  that an image's flow loss sees no prompt or text (condition dropout, for CFG)."""
   text_weight: float = 1.0
   image_weight: float = 1.0
   t_mean: float = 0.0
   t_std: float = 1.0
   shift: float = 3.0
+  cfg_dropout: float = 0.0
+
+  def __post_init__(self):
+    if not 0.0 <= self.cfg_dropout < 1.0:
+      raise ValueError(f"sft.cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
 
 
 def sample_times(key, shape, spec: SFTSpec):
@@ -70,15 +76,19 @@ def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout
   text_exact = (jnp.sum(jnp.all(hit, axis=(1, 2)) & has_text)
                 / jnp.maximum(jnp.sum(has_text), 1))
   b = batch.tokens.shape[0]
+  block_ids = jnp.asarray(layout.block_ids())
   flow = []
   for r in range(rollout.rounds):
-    t_key, noise_key = jax.random.split(jax.random.fold_in(key, r))
+    t_key, noise_key, drop_key = jax.random.split(jax.random.fold_in(key, r), 3)
     x0 = batch.images[:, r].astype(jnp.float32)
     x1 = jax.random.normal(noise_key, x0.shape, jnp.float32)
     t = sample_times(t_key, (b,), sft)
     tt = t[:, None, None, None]
+    # Condition dropout: these rows' images see no prompt or text (what CFG's v_u needs).
+    drop = jax.random.bernoulli(drop_key, sft.cfg_dropout, (b,))
+    valid = jnp.where(drop[:, None], unconditional(batch.valid, block_ids), batch.valid)
     v = image_velocity(model, run_params, (1.0 - tt) * x0 + tt * x1, t, layout.image_start(r),
-                       batch.valid, jnp.asarray(layout.block_ids()), batch.prompt_mask, context)
+                       valid, block_ids, batch.prompt_mask, context)
     flow.append(jnp.mean((v - (x1 - x0)) ** 2, axis=(1, 2, 3)))
   image_mask = batch.image_mask.astype(jnp.float32)
   flow_mse = jnp.sum(jnp.stack(flow, axis=1) * image_mask) / jnp.maximum(jnp.sum(image_mask), 1.0)

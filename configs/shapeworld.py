@@ -40,7 +40,8 @@ def get_config(arg: str = ""):
   # Condition dropout 0.1 trains the unconditional velocity that the CFG ablation uses.
   c.sft = dict(text_weight=1.0, image_weight=1.0, t_mean=0.0, t_std=1.0, shift=1.0,
                cfg_dropout=0.1)
-  c.sft_data = dict(mix=dict(t2i=1.0, understanding=0.1), caption_tokens=32, batch_size=32)
+  c.sft_data = dict(mix=dict(t2i=1.0, understanding=0.1, interleaved=0.1), caption_tokens=32,
+                    interleaved_rounds=4, interleaved_tokens=12, batch_size=32)
   c.sft_train = dict(steps=1200, log_every=50, eval_before=False)
   c.sft_optim = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=1200,
                      b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
@@ -54,7 +55,8 @@ def get_config(arg: str = ""):
                 beta=0.0, kl="k3", clip_image=1e-4, velocity_weight=1.5e-5,
                 latent_kl_weight=0.0)
   c.rl_optim = dict(learning_rate=3e-5, schedule="constant", warmup_steps=0, total_steps=300,
-                    b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
+                    b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
+                    image_lr_scale=1.0)
 
   c.eval = dict(num_prompts=256, batch_size=64, every=100, grid_prompts=16)
   c.checkpoint = dict(every=100, max_to_keep=2)

@@ -39,7 +39,8 @@ def main(argv):
     f.write("Before SFT\n\n" + evaluation.markdown_table(result["before"]) + "\n\nAfter SFT\n\n"
             + evaluation.markdown_table(result["after"]) + "\n")
   print(json.dumps(dict(before=result["before"]["overall"], after=result["after"]["overall"],
-                        understanding=result.get("understanding"), train_s=result["train_s"])))
+                        heldout_teacher_forced=result["heldout_teacher_forced"],
+                        train_s=result["train_s"])))
 
 
 if __name__ == "__main__":

@@ -119,3 +119,34 @@ def test_condition_dropout_hides_prompt_and_plan_from_the_image():
   assert abs(flow(batch, 1 - 1e-7) - flow(other, 1 - 1e-7)) < 1e-6
   with pytest.raises(ValueError, match=r"sft\.cfg_dropout must be in \[0, 1\)"):
     SFTSpec(cfg_dropout=1.0)
+
+
+def test_interleaved_batches_build_the_scene_one_object_per_round():
+  from unigrpo_jax.train.sft import interleaved_batch
+  tok = tokenizer.load()
+  ids = dict(pad_id=0, eos_id=2, image_start_id=3, image_end_id=4)  # the real tokenizer's
+  rollout = RolloutSpec(prompt_len=12, max_text_tokens=12, rounds=3, num_steps=4, **ids)
+  layout = rollout.layout(SPEC)
+  ex = dict(prompt="a photo of two circles", plan="red circle at 0 1 ; blue circle at 2 3")
+  batch = interleaved_batch([ex], tokenizer=tok, rollout=rollout, model_spec=SPEC, grid=4)
+  texts = [tok.decode(np.asarray(batch.tokens)[0, r][np.asarray(batch.token_mask)[0, r]])
+           for r in range(3)]
+  assert texts == ["<plan> red circle at 0 1 </plan> <img>",
+                   "<plan> blue circle at 2 3 </plan> <img>", "[EOS]"]
+  prompt = np.asarray(batch.prompt_tokens)[0][np.asarray(batch.prompt_mask)[0]]
+  assert tok.decode(prompt) == "[BOS] stepwise a photo of two circles"
+  assert np.asarray(batch.image_mask).tolist() == [[True, True, False]]
+  images = np.asarray(batch.images)[0]
+  first = shapeworld.render(shapeworld.Scene((shapeworld.Object("circle", "red", 0, 1),)))
+  np.testing.assert_allclose(images[0], first, atol=1e-6)
+  assert np.abs(images[1] - images[0]).max() > 0 and not images[2].any()
+  valid = np.asarray(batch.valid)[0]
+  assert valid[layout.image_end_slot(0)] and valid[layout.image_end_slot(1)]
+  assert not valid[layout.image_start(2):layout.image_start(2) + SPEC.image_tokens].any()
+  # Trains: the loss is finite and both kinds of term are on.
+  _, metrics = sft_loss(init_params(SPEC, jax.random.key(0)), batch, jax.random.key(1),
+                        model=UnifiedTransformer(SPEC), rollout=rollout, sft=SFTSpec())
+  assert float(metrics["text_ce"]) > 0 and float(metrics["flow_mse"]) > 0
+  with pytest.raises(ValueError, match=r"more rounds than sft_data\.interleaved_rounds = 1"):
+    interleaved_batch([ex], tokenizer=tok, model_spec=SPEC, grid=4,
+                      rollout=RolloutSpec(prompt_len=12, max_text_tokens=12, rounds=1, **ids))

@@ -107,3 +107,24 @@ def test_bad_update_inputs_fail_clearly():
     UpdateSpec(num_updates=0)
   with pytest.raises(ValueError, match=r"optim\.schedule 'linear'"):
     make_optimizer(dict(OPTIM, schedule="linear"))
+
+
+def test_image_lr_scale_scales_only_the_image_side():
+  from unigrpo_jax.rl.update import image_parameters
+  params = lively_params(tiny_spec())
+  grads = jax.tree.map(jnp.ones_like, params)
+  marks = image_parameters(params)
+  assert marks["layers"]["image"]["q"]["kernel"] and marks["image_out"]["proj"]["kernel"]
+  assert not marks["layers"]["text"]["q"]["kernel"] and not marks["embed"]["embedding"]
+
+  def first_step(scale):
+    optimizer = make_optimizer(dict(OPTIM, image_lr_scale=scale))
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    return updates
+
+  one, ten = first_step(1.0), first_step(10.0)
+  for mark, a, b in zip(jax.tree.leaves(marks), jax.tree.leaves(one), jax.tree.leaves(ten)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a) * (10.0 if mark else 1.0),
+                               rtol=1e-6)
+  with pytest.raises(ValueError, match=r"optim\.image_lr_scale must be positive"):
+    make_optimizer(dict(OPTIM, image_lr_scale=0.0))

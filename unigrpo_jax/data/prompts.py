@@ -21,6 +21,9 @@ from unigrpo_jax.data.detector import detect
 
 FAMILIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 NUMBERS = {2: "two", 3: "three", 4: "four"}
+# Prefixed to a prompt, asks for the interleaved form: one object per round, each round's
+# image the scene so far.
+INTERLEAVED_MARKER = "stepwise"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +139,15 @@ def plan_text(scene: shapeworld.Scene) -> str:
     size = "large " if o.extent > 1 else ""
     parts.append(f"{size}{o.color} {o.shape} at {o.row} {o.col}")
   return " ; ".join(parts)
+
+
+def interleaved_rounds(scene: shapeworld.Scene):
+  """The scene built up one object per round, raster order: [(plan of that object, the scene
+  so far)] — the interleaved form of a text-to-image example."""
+  objects = sorted(scene.objects, key=lambda o: (o.row, o.col))
+  return [(plan_text(shapeworld.Scene((o,), scene.size, scene.grid)),
+           shapeworld.Scene(tuple(objects[:k + 1]), scene.size, scene.grid))
+          for k, o in enumerate(objects)]
 
 
 def caption(scene: shapeworld.Scene) -> str:

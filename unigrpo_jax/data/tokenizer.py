@@ -31,7 +31,8 @@ def domain_corpus(seed: int = 0, samples: int = 400) -> list[str]:
       scene = prompts.target_scene(rng, prompt, large_prob=0.2)
       texts += [prompt.text, prompts.plan_text(scene), prompts.caption(scene)]
   words = list(shapeworld.SHAPES) + [s + "s" for s in shapeworld.SHAPES] + list(
-      shapeworld.PALETTE) + list(prompts.NUMBERS.values()) + [str(i) for i in range(10)]
+      shapeworld.PALETTE) + list(prompts.NUMBERS.values()) + [str(i) for i in range(10)] + [
+          prompts.INTERLEAVED_MARKER]
   return texts + words
 
 

@@ -45,11 +45,22 @@ class UpdateSpec:
         raise ValueError(f"update.{name} must be >= 1, got {getattr(self, name)}")
 
 
+def image_parameters(params):
+  """Pytree of bools: True for the image side of the model — the MoT image weight set and the
+  patch embedding, time embedding, image norm and velocity head."""
+  def is_image(path, _):
+    names = [getattr(k, "key", None) for k in path]
+    return names[0] in ("image_in", "image_norm", "image_out") or names[:2] == ["layers",
+                                                                                "image"]
+  return jax.tree_util.tree_map_with_path(is_image, params)
+
+
 def make_optimizer(optim) -> optax.GradientTransformation:
   """AdamW with global-norm clipping; `optim` is `config.optim`.
 
   Fields: learning_rate, schedule ("constant" | "cosine"), warmup_steps, total_steps (cosine),
-  b1, b2, eps, weight_decay, grad_clip.
+  b1, b2, eps, weight_decay, grad_clip, and optionally image_lr_scale: the image side's
+  learning rate relative to the text side's (`image_parameters`; 1 = one learning rate).
   """
   if optim["schedule"] == "constant":
     lr = optax.join_schedules([optax.linear_schedule(0.0, optim["learning_rate"],
@@ -62,10 +73,14 @@ def make_optimizer(optim) -> optax.GradientTransformation:
                                             optim["total_steps"])
   else:
     raise ValueError(f"optim.schedule {optim['schedule']!r} is not 'constant' or 'cosine'")
+  scale = optim.get("image_lr_scale", 1.0)
+  if scale <= 0:
+    raise ValueError(f"optim.image_lr_scale must be positive, got {scale}")
   return optax.chain(
       optax.clip_by_global_norm(optim["grad_clip"]),
       optax.adamw(lr, b1=optim["b1"], b2=optim["b2"], eps=optim["eps"],
-                  weight_decay=optim["weight_decay"]))
+                  weight_decay=optim["weight_decay"]),
+      *([optax.masked(optax.scale(scale), image_parameters)] if scale != 1.0 else []))
 
 
 def init_train_state(params, optimizer) -> TrainState:

@@ -1,5 +1,9 @@
 """Warm-up SFT: next-token cross-entropy on text plus flow matching on images, one jitted step.
 
+Three kinds of example, each in its own static layout (one compiled step per kind): text-to-
+image with a plan, understanding (image → caption), and interleaved sequences (the scene built
+up one object per round).
+
 A supervised example is laid out exactly like a rollout trajectory (`SequenceLayout`), so the
 same teacher-forced pass serves both: the clean sequence (prompt, target text, clean image)
 goes through the model once (`scoring.encode`), text log-probs give the cross-entropy, and each
@@ -15,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from unigrpo_jax.data import prompts, shapeworld
 from unigrpo_jax.data.pipeline import encode_prompt
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.rl.update import TrainState
@@ -194,21 +199,75 @@ def understanding_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec
                   image_mask=np.zeros((b, 2), bool), valid=valid)
 
 
-KINDS = ("t2i", "understanding")
+def interleaved_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec,
+                      grid: int) -> SFTBatch:
+  """Interleaved examples in the R-round layout: the prompt prefixed with
+  `prompts.INTERLEAVED_MARKER`, then per object (raster order) `<plan> object </plan> <img>`
+  and the scene so far, each image the clean context of the next round. A scene of n < R
+  objects ends with EOS as round n's only token (later rounds masked), as a rollout that stops.
+  Every text is trained, every drawn image gets the flow loss. examples: dicts with prompt and
+  plan (str)."""
+  r_max, t, size = rollout.rounds, rollout.max_text_tokens, model_spec.image_size
+  layout = rollout.layout(model_spec)
+  b = len(examples)
+  prompt_tokens = np.zeros((b, rollout.prompt_len), np.int32)
+  prompt_mask = np.zeros((b, rollout.prompt_len), bool)
+  tokens = np.full((b, r_max, t), tokenizer.pad_token_id, np.int32)
+  token_mask = np.zeros((b, r_max, t), bool)
+  images = np.zeros((b, r_max, size, size, model_spec.image_channels), np.float32)
+  image_mask = np.zeros((b, r_max), bool)
+  valid = np.zeros((b, layout.length), bool)
+  for i, ex in enumerate(examples):
+    objects = prompts.parse_plan(ex["plan"], grid)
+    if objects is None:
+      raise ValueError(f"plan {ex['plan']!r} of {ex['prompt']!r} does not parse")
+    scene = shapeworld.Scene(tuple(objects), size, grid)
+    steps = prompts.interleaved_rounds(scene)
+    if len(steps) > r_max:
+      raise ValueError(f"{ex['prompt']!r} has {len(steps)} objects, more rounds than "
+                       f"sft_data.interleaved_rounds = {r_max}")
+    prompt_tokens[i], prompt_mask[i] = encode_prompt(
+        f"{prompts.INTERLEAVED_MARKER} {ex['prompt']}", tokenizer, rollout.prompt_len)
+    valid[i, :rollout.prompt_len] = prompt_mask[i]
+    for r in range(min(len(steps) + 1, r_max)):
+      ids = (tokenizer(f"<plan> {steps[r][0]} </plan> <img>")["input_ids"] if r < len(steps)
+             else [rollout.eos_id])
+      tokens[i, r], token_mask[i, r] = _pad_text(ids, t, tokenizer.pad_token_id,
+                                                 f"round {r} of {ex['prompt']!r}",
+                                                 "sft_data.interleaved_tokens")
+      valid[i, layout.text_start(r):layout.text_start(r) + t] = token_mask[i, r]
+      if r < len(steps):
+        images[i, r] = shapeworld.render(steps[r][1])
+        image_mask[i, r] = True
+        start = layout.image_start(r)
+        valid[i, start:start + model_spec.image_tokens] = True
+        if r < r_max - 1:
+          valid[i, layout.image_end_slot(r)] = True
+  return SFTBatch(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask, tokens=tokens,
+                  token_mask=token_mask, images=images, image_mask=image_mask, valid=valid)
+
+
+KINDS = ("t2i", "understanding", "interleaved")
 
 
 def sft_rollout_specs(config) -> dict:
   """One layout per kind of SFT example, from `config.rollout`, `config.tokens` and
   `config.sft_data`: text-to-image in the rollout's one-round layout; understanding in two
-  rounds whose text segments hold `sft_data.caption_tokens` (captions run longer than plans)."""
+  rounds whose text segments hold `sft_data.caption_tokens` (captions run longer than plans);
+  interleaved in `sft_data.interleaved_rounds` rounds of `sft_data.interleaved_tokens`."""
+  data = config.sft_data
   return dict(
       t2i=RolloutSpec.from_config(config.rollout, config.tokens, rounds=1),
       understanding=RolloutSpec.from_config(config.rollout, config.tokens, rounds=2,
-                                            max_text_tokens=config.sft_data.caption_tokens))
+                                            max_text_tokens=data.caption_tokens),
+      interleaved=RolloutSpec.from_config(config.rollout, config.tokens,
+                                          rounds=data.interleaved_rounds,
+                                          max_text_tokens=data.interleaved_tokens))
 
 
-def sft_encoders(specs: dict, *, tokenizer, model_spec) -> dict:
+def sft_encoders(specs: dict, *, tokenizer, model_spec, grid: int) -> dict:
   """kind → fn(examples) → SFTBatch, for `pipeline.sft_mix`."""
-  builders = dict(t2i=t2i_batch, understanding=understanding_batch)
+  builders = dict(t2i=t2i_batch, understanding=understanding_batch,
+                  interleaved=functools.partial(interleaved_batch, grid=grid))
   return {kind: functools.partial(builders[kind], tokenizer=tokenizer, rollout=spec,
                                   model_spec=model_spec) for kind, spec in specs.items()}

@@ -4,7 +4,8 @@ starts from (`<workdir>/sft/params`).
 
 Everything the stage writes lives in `<workdir>/sft/`: `checkpoints/` (train state + data
 position, resumed from on restart), TensorBoard events and `metrics.jsonl`, `samples.png`,
-`results.json` (held-out mini-GenEval before and after, captioning accuracy).
+`results.json` (held-out mini-GenEval before and after; per kind, teacher-forced text
+accuracy — for understanding, the captioning accuracy — and flow MSE).
 """
 import functools
 import os
@@ -24,22 +25,21 @@ from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sft_encoders, sft_los
                                    sft_rollout_specs)
 
 
-def caption_accuracy(exp: Experiment, params, specs, encoders) -> dict:
-  """Understanding on held-out images: token accuracy and the fraction of captions greedy
-  decoding writes exactly (every token the argmax), teacher-forced, no sampling."""
+def heldout_metrics(exp: Experiment, params, kind: str, spec, encoder) -> dict:
+  """Teacher-forced SFT metrics of one kind on held-out examples: text token accuracy, the
+  fraction of rows whose whole text greedy decoding writes exactly (for understanding: the
+  captioning accuracy), and the flow MSE of the drawn images."""
   source = exp.data.as_data_source("heldout")
   n = min(len(exp.eval_examples), len(source))
   batch_size = exp.config.eval.batch_size
-  loss = jax.jit(functools.partial(sft_loss, model=exp.model, rollout=specs["understanding"],
+  loss = jax.jit(functools.partial(sft_loss, model=exp.model, rollout=spec,
                                    sft=SFTSpec(**exp.config.sft)))
-  exact, acc = [], []
+  rows = []
   for start in range(0, n - batch_size + 1, batch_size):
-    batch = encoders["understanding"]([decode_example(source[i])
-                                       for i in range(start, start + batch_size)])
+    batch = encoder([decode_example(source[i]) for i in range(start, start + batch_size)])
     _, metrics = loss(params, batch, jax.random.key(0))
-    exact.append(float(metrics["text_exact"]))
-    acc.append(float(metrics["text_token_acc"]))
-  return dict(caption_exact=float(np.mean(exact)), caption_token_acc=float(np.mean(acc)))
+    rows.append({k: float(metrics[k]) for k in ("text_exact", "text_token_acc", "flow_mse")})
+  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
 def run(exp: Experiment, workdir: str) -> dict:
@@ -51,7 +51,8 @@ def run(exp: Experiment, workdir: str) -> dict:
                                           exp.param_shardings, exp.mesh)
   specs = sft_rollout_specs(cfg)
   weights = dict(cfg.sft_data.mix)
-  encoders = sft_encoders(specs, tokenizer=exp.tokenizer, model_spec=exp.model_spec)
+  encoders = sft_encoders(specs, tokenizer=exp.tokenizer, model_spec=exp.model_spec,
+                          grid=cfg.data.grid)
   batch_size = cfg.sft_data.batch_size
   sharding.check_batch(exp.mesh, batch_size, 1)
   steps = {kind: make_sft_step(exp.model, spec, SFTSpec(**cfg.sft), optimizer,
@@ -89,8 +90,9 @@ def run(exp: Experiment, workdir: str) -> dict:
   results.update(after=exp.evaluate(state.params), steps=total, train_s=time.time() - t_start,
                  params=int(sum(x.size for x in jax.tree.leaves(state.params))),
                  heldout_prompts=len(exp.eval_examples), mix=weights)
-  if "understanding" in steps:
-    results["understanding"] = caption_accuracy(exp, state.params, specs, encoders)
+  results["heldout_teacher_forced"] = {
+      kind: heldout_metrics(exp, state.params, kind, specs[kind], encoders[kind])
+      for kind in steps}
   exp.save_samples(state.params, os.path.join(stage_dir, "samples.png"))
   write_json(os.path.join(stage_dir, "results.json"), results)
   return results

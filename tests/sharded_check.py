@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import lively_params, tiny_rollout, tiny_spec  # noqa: E402
+from helpers import lively_params, tiny_rollout, tiny_spec  # noqa: E402
 from unigrpo_jax import sharding  # noqa: E402
 from unigrpo_jax.model import UnifiedTransformer, param_logical_axes  # noqa: E402
 from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state,  # noqa: E402

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import lively_params, tiny_rollout, tiny_spec
+from helpers import lively_params, tiny_rollout, tiny_spec
 from unigrpo_jax.model import (IMAGE, TEXT, ModelSpec, SequenceLayout, UnifiedTransformer,
                                empty_cache, init_params, param_logical_axes, unstack_layers)
 from unigrpo_jax.model.masks import attention_mask

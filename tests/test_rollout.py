@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TOKENS, lively_params, tiny_rollout, tiny_spec
+from helpers import TOKENS, lively_params, tiny_rollout, tiny_spec
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.sampling import make_rollout, score_trajectory, sde
 

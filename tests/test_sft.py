@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TOKENS
+from helpers import TOKENS
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax.data import prompts, shapeworld, tokenizer
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params

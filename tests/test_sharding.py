@@ -7,7 +7,7 @@ import sys
 import jax
 import pytest
 
-from conftest import tiny_spec
+from helpers import tiny_spec
 from unigrpo_jax import sharding
 from unigrpo_jax.model import init_params, param_logical_axes
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import lively_params, tiny_rollout, tiny_spec
+from helpers import lively_params, tiny_rollout, tiny_spec
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state, make_optimizer,
                             make_update)

@@ -1,0 +1,33 @@
+"""Shared tiny configurations: every test model is a few thousand parameters, compiled once.
+(Imported by name from the tests; the `tiny` fixture is registered in conftest.py.)"""
+import jax
+
+from unigrpo_jax.model import ModelSpec, init_params
+from unigrpo_jax.sampling import RolloutSpec
+
+TOKENS = dict(pad_id=0, eos_id=1, image_start_id=2, image_end_id=3)
+
+
+def tiny_spec(**overrides) -> ModelSpec:
+  kw = dict(vocab_size=48, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
+            mlp_dim=64, image_size=8, patch_size=4, image_channels=3, mot=True,
+            tie_embeddings=False)
+  kw.update(overrides)
+  return ModelSpec(**kw)
+
+
+def tiny_rollout(**overrides) -> RolloutSpec:
+  kw = dict(prompt_len=6, max_text_tokens=5, rounds=2, num_steps=4, noise_level=0.8,
+            sde_window=(0, 3), **TOKENS)
+  kw.update(overrides)
+  return RolloutSpec(**kw)
+
+
+def lively_params(spec: ModelSpec, seed: int = 0):
+  """Fresh params with a non-zero velocity head (a fresh head is zero: images would be noise)."""
+  params = init_params(spec, jax.random.key(seed))
+  kernel = params["image_out"]["proj"]["kernel"]
+  params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(jax.random.key(seed + 1),
+                                                                  kernel.shape)
+  return params
+

@@ -34,6 +34,7 @@ class Experiment:
   param_shardings: dict
   eval_spec: RolloutSpec
   eval_examples: list
+  train_examples: list  # training-split prompts scored the same way: the generalisation gap
   sample: object = None  # the compiled ODE rollout of the evaluation, made on first use
 
   def init_params(self, key):
@@ -46,11 +47,13 @@ class Experiment:
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         shapes, self.param_shardings)
 
-  def evaluate(self, params) -> dict:
-    """Held-out mini-GenEval per family and overall, plus the text rewards (ODE, greedy)."""
+  def evaluate(self, params, split: str = "heldout") -> dict:
+    """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the
+    held-out prompts (or, with split="train", on `eval.train_prompts` training prompts)."""
     if self.sample is None:
       self.sample = make_rollout(self.model, self.eval_spec)
-    return evaluation.evaluate(params, self.eval_examples, model=self.model,
+    examples = self.eval_examples if split == "heldout" else self.train_examples
+    return evaluation.evaluate(params, examples, model=self.model,
                                spec=self.eval_spec, tokenizer=self.tokenizer,
                                grid=self.config.data.grid,
                                batch_size=self.config.eval.batch_size, sample=self.sample)
@@ -85,13 +88,17 @@ def build(config) -> Experiment:
   shardings = sharding.param_shardings(param_logical_axes(model_spec), mesh, shapes)
   data_cfg = dict(config.data)
   builder = prepare(data_cfg.pop("data_dir"), **data_cfg)
-  heldout = builder.as_data_source("heldout")
-  examples = [dict(prompt=as_text(heldout[i]["prompt"]), family=as_text(heldout[i]["family"]),
-                   metadata=as_text(heldout[i]["metadata"]))
-              for i in range(min(config.eval.num_prompts, len(heldout)))]
+
+  def examples(split, n):
+    source = builder.as_data_source(split)
+    return [dict(prompt=as_text(source[i]["prompt"]), family=as_text(source[i]["family"]),
+                 metadata=as_text(source[i]["metadata"])) for i in range(min(n, len(source)))]
+
   return Experiment(config=config, model_spec=model_spec, model=UnifiedTransformer(model_spec),
                     tokenizer=tok, data=builder, mesh=mesh, param_shardings=shardings,
-                    eval_spec=eval_spec, eval_examples=examples)
+                    eval_spec=eval_spec,
+                    eval_examples=examples("heldout", config.eval.num_prompts),
+                    train_examples=examples("train", config.eval.train_prompts))
 
 
 def save_annotated_grid(images, prompts, plans, path: str, scale: int = 4, columns: int = 4):

@@ -10,8 +10,9 @@ Step i's rollout key is the base key folded with i: a resumed run samples what a
 uninterrupted one would.
 
 Writes under `<workdir>/grpo/`: `checkpoints/`, TensorBoard events + `metrics.jsonl`,
-`eval_before.json`, `samples_<step>.png` at each evaluation, `results.json` (evaluation before and after,
-`geneval_gain`).
+`eval_before.json`, `samples_<step>.png` at each evaluation, `results.json` (evaluation before
+and after on held-out and on training prompts, `geneval_gain` and
+`geneval_gain_train_prompts`).
 """
 import json
 import os
@@ -86,9 +87,11 @@ def run(exp: Experiment, workdir: str) -> dict:
     start, state, data_state = restored
     prompts.set_state(data_state)
   else:
-    write_json(before_path, exp.evaluate(state.params))
+    write_json(before_path, dict(heldout=exp.evaluate(state.params),
+                                 train=exp.evaluate(state.params, "train")))
   with open(before_path) as f:
-    results = dict(before=json.load(f))
+    before = json.load(f)
+  results = dict(before=before["heldout"], before_train_prompts=before["train"])
   if restored is None:
     writer.write(0, {f"eval/{k}": v for k, v in results["before"]["overall"].items()})
   key = jax.random.key(cfg.seed + 2)
@@ -131,12 +134,16 @@ def run(exp: Experiment, workdir: str) -> dict:
     checkpoints.save(i + 1, state, prompts.get_state(), force=i + 1 == total)
   checkpoints.close()
   results["after"] = exp.evaluate(state.params)
+  results["after_train_prompts"] = exp.evaluate(state.params, "train")
   writer.write(total, {f"eval/{k}": v for k, v in results["after"]["overall"].items()})
   writer.close()
   exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{total}.png"))
   results.update(steps=total, train_s=time.time() - t_start, batch_size=batch_size,
                  heldout_prompts=len(exp.eval_examples))
-  results["geneval_gain"] = (results["after"]["overall"]["geneval_strict"]
-                            - results["before"]["overall"]["geneval_strict"])
+  gain = lambda a, b: (results[a]["overall"]["geneval_strict"]  # noqa: E731
+                       - results[b]["overall"]["geneval_strict"])
+  results["geneval_gain"] = gain("after", "before")
+  # The same score on prompts GRPO trained on: a gain here but not above is memorisation.
+  results["geneval_gain_train_prompts"] = gain("after_train_prompts", "before_train_prompts")
   write_json(os.path.join(stage_dir, "results.json"), results)
   return results

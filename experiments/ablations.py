@@ -1,7 +1,8 @@
 r"""The UniGRPO ablation in miniature: GRPO variants from one SFT checkpoint, same budget, same
 seeds; writes the table as markdown and JSON under experiments/results/.
 
-  python experiments/ablations.py --config=configs/shapeworld.py --seeds=0
+  python experiments/ablations.py --config=configs/shapeworld.py --config.rl.steps=300 \
+      --config.eval.every=300 --sft_params=workdir/main/sft/params --seeds=0
 
 Without `--sft_params` it first runs the warm-up SFT stage once (into `--workdir`) and starts
 every variant from it. Per variant and seed it reports the held-out mini-GenEval (strict and
@@ -12,6 +13,7 @@ held-out strict score does not is reward hacking.
 import copy
 import json
 import os
+import shutil
 import time
 
 from absl import app, flags, logging
@@ -59,6 +61,7 @@ def run_variant(config, workdir: str) -> dict:
       before=results["before"]["overall"], after=results["after"]["overall"],
       after_per_family={f: s["geneval_strict"] for f, s in results["after"]["per_family"].items()},
       geneval_gain=results["geneval_gain"],
+      geneval_gain_train_prompts=results["geneval_gain_train_prompts"],
       train_reward={k[len("reward/"):]: float(np.mean([r[k] for r in tail]))
                     for k in tail[0] if k.startswith("reward/")},
       rollout_s=float(np.median([r["time/rollout_s"] for r in records[1:]])),
@@ -68,14 +71,15 @@ def run_variant(config, workdir: str) -> dict:
 
 def markdown(rows: dict) -> str:
   lines = ["| variant | seed | held-out strict (before → after) | gain | held-out partial | "
-           "train strict (last 10 %) | train combined | rollout s | step s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "gain on training prompts (ODE) | training reward strict (SDE, last 10 %) | "
+           "training reward combined | rollout s | step s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for key, r in rows.items():
     name, seed = key.rsplit("/", 1)
     lines.append(
         f"| {name} | {seed} | {r['before']['geneval_strict']:.3f} → "
         f"{r['after']['geneval_strict']:.3f} | {r['geneval_gain']:+.3f} | "
-        f"{r['after']['geneval_partial']:.3f} | "
+        f"{r['after']['geneval_partial']:.3f} | {r['geneval_gain_train_prompts']:+.3f} | "
         f"{r['train_reward'].get('geneval_strict', float('nan')):.3f} | "
         f"{r['train_reward']['combined']:.3f} | {r['rollout_s']:.2f} | {r['step_s']:.2f} |")
   return "\n".join(lines)
@@ -100,8 +104,9 @@ def main(argv):
     for seed in _SEEDS.value:
       config = override(base, dict(VARIANTS[name], seed=int(seed),
                                    **{"rl.init_params": os.path.abspath(sft_params)}))
-      rows[f"{name}/{seed}"] = run_variant(
-          config, os.path.join(_WORKDIR.value, f"{name}_seed{seed}"))
+      workdir = os.path.join(_WORKDIR.value, f"{name}_seed{seed}")
+      shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, never a resumed one
+      rows[f"{name}/{seed}"] = run_variant(config, workdir)
       print(markdown({f"{name}/{seed}": rows[f"{name}/{seed}"]}).splitlines()[-1], flush=True)
   table = markdown(rows)
   experiment.write_json(_OUT.value + ".json", dict(

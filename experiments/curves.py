@@ -27,8 +27,9 @@ def summarise(workdir: str, window: int) -> dict:
   train = [r for r in records if "reward/combined" in r]
   evals = [r for r in records if "eval/geneval_strict" in r]
   strict = np.array([r.get("reward/geneval_strict", np.nan) for r in train])
-  points = [(train[i]["step"], float(np.nanmean(strict[i:i + window])))
-            for i in range(0, len(train), window)]
+  # Runs that did not train on the strict score have no training curve.
+  points = ([(train[i]["step"], float(np.mean(strict[i:i + window])))
+             for i in range(0, len(train), window)] if not np.isnan(strict).all() else [])
   return dict(train_strict=points,
               eval=[(r["step"], {k[len("eval/"):]: v for k, v in r.items()
                                  if k.startswith("eval/")}) for r in evals],
@@ -50,7 +51,7 @@ def main(argv):
                label=label)
     evals = ", ".join(f"{s}: {e['geneval_strict']:.3f}" for s, e in r["eval"])
     lines.append(f"| {label} | {r['steps']} | {r['step_s']:.2f} | {evals} | "
-                 f"{values[0]:.3f} → {values[-1]:.3f} |" if values else f"| {label} | 0 | | | |")
+                 + (f"{values[0]:.3f} → {values[-1]:.3f} |" if values else "not a reward |"))
   left.set(xlabel="GRPO step", ylabel="training strict mini-GenEval (SDE)")
   right.set(xlabel="GRPO step", ylabel="held-out strict mini-GenEval (ODE)")
   left.legend(fontsize=7)

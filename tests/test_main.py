@@ -20,6 +20,9 @@ def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tmp_path):
   assert set(grpo["before"]["per_family"]) == set(grpo["after"]["per_family"])
   assert grpo["geneval_gain"] == (grpo["after"]["overall"]["geneval_strict"]
                                   - grpo["before"]["overall"]["geneval_strict"])
+  assert grpo["geneval_gain_train_prompts"] == (
+      grpo["after_train_prompts"]["overall"]["geneval_strict"]
+      - grpo["before_train_prompts"]["overall"]["geneval_strict"])
   assert set(results["sft"]["heldout_teacher_forced"]) == {"t2i", "understanding", "interleaved"}
   for stage, steps in (("sft", 12), ("grpo", 4)):
     stage_dir = tmp_path / stage

@@ -1,41 +1,30 @@
-r"""The main result: the default job (warm-up SFT, then UniGRPO) and its held-out table, written
-as markdown and JSON under experiments/results/ (`geneval_gain`, seed, wall time).
+r"""The main result: the table of a finished default job (warm-up SFT, then UniGRPO), written
+as markdown and JSON under experiments/results/ (`geneval_gain`, seed, wall time). The job is
+the README's first command; this script only reads its `results.json`:
 
+  python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/main
   python experiments/main_job.py --config=configs/shapeworld.py --workdir=workdir/main
-
-With `--reuse`, a finished job in `--workdir` (`python -m unigrpo_jax.main … --workdir=…`, the
-README's first command) is summarised instead of run again.
 """
 import json
 import os
-import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from unigrpo_jax import evaluate as evaluation
-from unigrpo_jax.train import experiment, grpo_stage, sft_stage
+from unigrpo_jax.train import experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/shapeworld.py", "Config.")
-_WORKDIR = flags.DEFINE_string("workdir", "workdir/main", "The job's workdir.")
-_REUSE = flags.DEFINE_bool("reuse", False, "Summarise a finished job in --workdir.")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/shapeworld.py",
+                                          "The config the job ran with.")
+_WORKDIR = flags.DEFINE_string("workdir", "workdir/main", "The finished job's workdir.")
 _OUT = flags.DEFINE_string("out", "experiments/results/main_job", "Output path prefix.")
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
   cfg = _CONFIG.value
-  path = os.path.join(_WORKDIR.value, "results.json")
-  if _REUSE.value:
-    with open(path) as f:
-      results = json.load(f)
-  else:
-    t0 = time.time()
-    exp = experiment.build(cfg)
-    results = dict(sft=sft_stage.run(exp, _WORKDIR.value), grpo=grpo_stage.run(exp, _WORKDIR.value))
-    results["wall_s"] = time.time() - t0
-    experiment.write_json(path, results)
+  with open(os.path.join(_WORKDIR.value, "results.json")) as f:
+    results = json.load(f)
   grpo = results["grpo"]
   summary = dict(
       geneval_gain=grpo["geneval_gain"],

@@ -21,11 +21,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/pod.py", "Config.")
 GIB = 2.0**30
 
 
-def with_shardings(shapes, shardings):
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                      shapes, shardings)
-
-
 def main(argv):
   del argv
   cfg = _CONFIG.value
@@ -34,10 +29,11 @@ def main(argv):
   mesh = AbstractMesh(sharding.mesh_shape(cfg.mesh, devices), sharding.MESH_AXES)
   shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
   param_sh = sharding.param_shardings(param_logical_axes(spec), mesh, shapes)
-  params = with_shardings(shapes, param_sh)
+  params = sharding.with_shardings(shapes, param_sh)
   optimizer = make_optimizer(cfg.rl_optim)
   state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
-  opt_state = with_shardings(jax.eval_shape(optimizer.init, shapes), state_sh.opt_state)
+  opt_state = sharding.with_shardings(jax.eval_shape(optimizer.init, shapes),
+                                       state_sh.opt_state)
   reference = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, spec.dtype,
                                                           sharding=p.sharding), params)
   rollout = RolloutSpec.from_config(cfg.rollout, cfg.tokens)

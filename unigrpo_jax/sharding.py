@@ -114,6 +114,13 @@ def shard_batch(tree, mesh: Mesh, batch_size: int):
   return jax.tree.map(place, tree)
 
 
+def with_shardings(shapes, shardings):
+  """ShapeDtypeStructs of `shapes` placed by `shardings` (matching pytrees): an abstract,
+  sharded tree — a restore target or a memory estimate that allocates nothing."""
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)
+
+
 def bytes_per_device(tree) -> int:
   """Bytes the first device holds of a pytree of (possibly sharded) arrays or
   ShapeDtypeStructs with shardings."""

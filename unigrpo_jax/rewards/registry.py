@@ -25,6 +25,16 @@ class RewardError(ValueError):
   """A reward function failed or returned something unusable; the message names it."""
 
 
+def check_names(names, functions=None, *, field: str = "the reward weights"):
+  """Raises RewardError unless every name is a registered reward (or one of `functions`);
+  the message names `field` and lists the known ones. Call it at start-up, before anything
+  compiles."""
+  functions = REWARDS if functions is None else functions
+  unknown = sorted(set(names) - set(functions))
+  if unknown:
+    raise RewardError(f"unknown rewards {unknown} in {field}; known: {sorted(functions)}")
+
+
 def evaluate(weights: dict, images, texts, metadata, *, functions=None, per_step=False):
   """Scores a batch with every reward named in `weights`.
 
@@ -32,10 +42,7 @@ def evaluate(weights: dict, images, texts, metadata, *, functions=None, per_step
   each name to its float32 array. `functions` overrides the registry (for tests and notebooks).
   """
   functions = REWARDS if functions is None else functions
-  unknown = sorted(set(weights) - set(functions))
-  if unknown:
-    raise RewardError(f"unknown rewards {unknown} in the reward weights; known: "
-                      f"{sorted(functions)}")
+  check_names(weights, functions)
   batch = len(texts)
   scores, total = {}, 0.0
   for name in sorted(weights):

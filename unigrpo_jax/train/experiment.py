@@ -20,6 +20,7 @@ from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.data.pipeline import as_text, encode_prompts
 from unigrpo_jax.data.tfds_shapeworld import prepare
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
+from unigrpo_jax.rl import init_train_state, train_state_shardings
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 
 
@@ -32,26 +33,28 @@ class Experiment:
   data: object  # the TFDS builder: as_data_source("train" | "heldout")
   mesh: jax.sharding.Mesh
   param_shardings: dict
+  abstract_params: dict  # ShapeDtypeStructs with their shardings: nothing allocated
   eval_spec: RolloutSpec
+  sample: object  # the jitted ODE rollout of the evaluation
   eval_examples: list
   train_examples: list  # training-split prompts scored the same way: the generalisation gap
-  sample: object = None  # the compiled ODE rollout of the evaluation, made on first use
 
   def init_params(self, key):
     """Fresh parameters, created directly in their shardings."""
     return jax.jit(lambda k: init_params(self.model_spec, k),
                    out_shardings=self.param_shardings)(key)
 
-  def abstract_params(self):
-    shapes = jax.eval_shape(lambda: init_params(self.model_spec, jax.random.key(0)))
-    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                        shapes, self.param_shardings)
+  def init_train_state(self, params, optimizer):
+    """(TrainState over `params`, its shardings): optimizer moments created sharded like
+    their parameters, so the state is laid out on the mesh from the start."""
+    shardings = train_state_shardings(optimizer, self.abstract_params, self.param_shardings,
+                                      self.mesh)
+    init = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=shardings)
+    return init(params), shardings
 
   def evaluate(self, params, split: str = "heldout") -> dict:
     """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the
     held-out prompts (or, with split="train", on `eval.train_prompts` training prompts)."""
-    if self.sample is None:
-      self.sample = make_rollout(self.model, self.eval_spec)
     examples = self.eval_examples if split == "heldout" else self.train_examples
     return evaluation.evaluate(params, examples, model=self.model,
                                spec=self.eval_spec, tokenizer=self.tokenizer,
@@ -61,8 +64,6 @@ class Experiment:
   def save_samples(self, params, path: str):
     """A PNG of held-out samples: for each of the first `eval.grid_prompts` prompts, the
     image the model draws (ODE) beside the prompt and the plan it wrote."""
-    if self.sample is None:
-      self.sample = make_rollout(self.model, self.eval_spec)
     examples = self.eval_examples[:self.config.eval.grid_prompts]
     texts = [ex["prompt"] for ex in examples]
     batch = self.config.eval.batch_size
@@ -94,9 +95,11 @@ def build(config) -> Experiment:
     return [dict(prompt=as_text(source[i]["prompt"]), family=as_text(source[i]["family"]),
                  metadata=as_text(source[i]["metadata"])) for i in range(min(n, len(source)))]
 
-  return Experiment(config=config, model_spec=model_spec, model=UnifiedTransformer(model_spec),
-                    tokenizer=tok, data=builder, mesh=mesh, param_shardings=shardings,
-                    eval_spec=eval_spec,
+  model = UnifiedTransformer(model_spec)
+  return Experiment(config=config, model_spec=model_spec, model=model, tokenizer=tok,
+                    data=builder, mesh=mesh, param_shardings=shardings,
+                    abstract_params=sharding.with_shardings(shapes, shardings),
+                    eval_spec=eval_spec, sample=make_rollout(model, eval_spec),
                     eval_examples=examples("heldout", config.eval.num_prompts),
                     train_examples=examples("train", config.eval.train_prompts))
 

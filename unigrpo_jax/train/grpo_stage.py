@@ -28,8 +28,7 @@ from unigrpo_jax import rewards, sharding
 from unigrpo_jax.checkpoint import Checkpoints, abstract, load_params
 from unigrpo_jax.data.pipeline import rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter
-from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state, make_optimizer,
-                            make_update, train_state_shardings)
+from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_optimizer, make_update
 from unigrpo_jax.rl.advantages import combine_rewards, group_advantages
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 from unigrpo_jax.train.experiment import Experiment, write_json
@@ -40,7 +39,7 @@ def starting_params(exp: Experiment, workdir: str):
   path = exp.config.rl.init_params or os.path.join(workdir, "sft", "params")
   if path == "none":
     return exp.init_params(jax.random.key(exp.config.seed))
-  return load_params(path, exp.abstract_params())
+  return load_params(path, exp.abstract_params)
 
 
 def advantages(scores: dict, cfg, rounds: int):
@@ -60,15 +59,10 @@ def run(exp: Experiment, workdir: str) -> dict:
   rl = cfg.rl
   batch_size = rl.prompts_per_batch * rl.group_size
   sharding.check_batch(exp.mesh, batch_size, rl.group_size)
-  unknown = sorted(set(cfg.rewards) - set(rewards.REWARDS))
-  if unknown:
-    raise ValueError(f"config.rewards names unknown rewards {unknown}; known: "
-                     f"{sorted(rewards.REWARDS)}")
+  rewards.check_names(cfg.rewards, field="config.rewards")
   spec = RolloutSpec.from_config(cfg.rollout, cfg.tokens)
   loss = LossSpec(**cfg.loss)
   optimizer = make_optimizer(cfg.rl_optim)
-  state_shardings = train_state_shardings(optimizer, exp.abstract_params(),
-                                          exp.param_shardings, exp.mesh)
   sample = make_rollout(exp.model, spec)
   update = make_update(exp.model, spec, loss, UpdateSpec(rl.num_updates, rl.num_minibatches),
                        optimizer)
@@ -76,8 +70,7 @@ def run(exp: Experiment, workdir: str) -> dict:
                             prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
                             group_size=rl.group_size, seed=cfg.seed, grid=cfg.data.grid))
   ref_params = starting_params(exp, workdir)
-  init = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_shardings)
-  state = init(ref_params)
+  state, _ = exp.init_train_state(ref_params, optimizer)
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   restored = checkpoints.restore_latest(abstract(state))
   writer = MetricWriter(stage_dir)

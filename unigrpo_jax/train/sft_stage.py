@@ -19,7 +19,7 @@ from unigrpo_jax import sharding
 from unigrpo_jax.checkpoint import Checkpoints, abstract, save_params
 from unigrpo_jax.data.pipeline import decode_example, sft_mix
 from unigrpo_jax.metric_writer import MetricWriter
-from unigrpo_jax.rl import init_train_state, make_optimizer, train_state_shardings
+from unigrpo_jax.rl import make_optimizer
 from unigrpo_jax.train.experiment import Experiment, write_json
 from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sft_encoders, sft_loss,
                                    sft_rollout_specs)
@@ -47,8 +47,8 @@ def run(exp: Experiment, workdir: str) -> dict:
   cfg = exp.config
   stage_dir = os.path.join(workdir, "sft")
   optimizer = make_optimizer(cfg.sft_optim)
-  state_shardings = train_state_shardings(optimizer, exp.abstract_params(),
-                                          exp.param_shardings, exp.mesh)
+  state, state_shardings = exp.init_train_state(exp.init_params(jax.random.key(cfg.seed)),
+                                                optimizer)
   specs = sft_rollout_specs(cfg)
   weights = dict(cfg.sft_data.mix)
   encoders = sft_encoders(specs, tokenizer=exp.tokenizer, model_spec=exp.model_spec,
@@ -60,8 +60,6 @@ def run(exp: Experiment, workdir: str) -> dict:
            for kind, spec in specs.items() if weights.get(kind, 0) > 0}
   data = iter(sft_mix(exp.data.as_data_source("train"), encoders=encoders, weights=weights,
                       batch_size=batch_size, seed=cfg.seed))
-  init = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_shardings)
-  state = init(exp.init_params(jax.random.key(cfg.seed)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   restored = checkpoints.restore_latest(abstract(state))
   start, results = 0, {}

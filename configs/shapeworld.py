@@ -69,6 +69,11 @@ def get_config(arg: str = ""):
   # scored the same way before and after GRPO.
   c.eval = dict(num_prompts=256, train_prompts=256, batch_size=64, every=300, grid_prompts=16)
   c.checkpoint = dict(every=100, max_to_keep=2)
+  # An update with a non-finite loss, gradient or reward is skipped; this many in a row stop.
+  c.faults = dict(max_skipped_in_a_row=5)
+  # "" = the shipped ShapeWorld tokenizer; modules imported at start-up to register rewards.
+  c.tokenizer_path = ""
+  c.reward_modules = ()
 
   if arg == "sft":
     c.stages = ("sft",)

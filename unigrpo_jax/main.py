@@ -7,12 +7,18 @@ Runs the stages the config lists in `config.stages`, in order:
     before, during and after;
   * `rollout` — the plumbing demo: samples one batch of trajectories from a fresh model,
     rescores them teacher-forced (the on-policy ratio must be 1), writes `rollout.png`.
-Each stage resumes from its own checkpoints in the workdir. The job ends with
-`<workdir>/results.json` (every stage's results; for GRPO the evaluation table and
-`geneval_gain`). Overrides: `--config.rl.group_size=8` and the like (ml_collections flags).
+Before anything is built the whole config is checked (`validation.py`: every error names its
+field) and compared with the config a run in the same workdir was started with. Each stage
+resumes exactly from its own checkpoints in the workdir. SIGTERM/SIGINT stop the job after the
+step in flight with a checkpoint at that step (exit status 128 + signal, one line saying where
+it saved); too many non-finite updates in a row stop it with status 1, the last good state
+checkpointed. The job ends with `<workdir>/results.json` (every stage's results; for GRPO the
+evaluation table and `geneval_gain`). Overrides: `--config.rl.group_size=8` and the like
+(ml_collections flags).
 """
 import json
 import os
+import sys
 import time
 
 from absl import app, flags, logging
@@ -21,10 +27,12 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from unigrpo_jax import visualize
+from unigrpo_jax import validation, visualize
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
 from unigrpo_jax.sampling import RolloutSpec, make_rollout, score_trajectory
 from unigrpo_jax.train import experiment, grpo_stage, sft_stage
+from unigrpo_jax.train.faults import NonFiniteError
+from unigrpo_jax.train.preemption import Guard, Preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
@@ -32,8 +40,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and outputs g
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def rollout_stage(config, workdir: str) -> dict:
+def rollout_stage(config, workdir: str, guard: Guard) -> dict:
   """Samples a batch of trajectories from a freshly initialised model; checks ratio = 1."""
+  del guard  # two rollouts: nothing to checkpoint
   model_spec = ModelSpec(**config.model)
   spec = RolloutSpec.from_config(config.rollout, config.tokens)
   model = UnifiedTransformer(model_spec)
@@ -73,8 +82,8 @@ def rollout_stage(config, workdir: str) -> dict:
 
 
 def training_stage(module):
-  def run(config, workdir):
-    return module.run(experiment.build(config), workdir)
+  def run(config, workdir, guard):
+    return module.run(experiment.build(config), workdir, guard)
   return run
 
 
@@ -88,14 +97,26 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   config, workdir = _CONFIG.value, _WORKDIR.value
-  unknown = [s for s in config.stages if s not in STAGES]
-  if unknown:
-    raise ValueError(f"config.stages names unknown stages {unknown}; known: {list(STAGES)}")
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    validation.validate(config, stages=tuple(STAGES))
+    validation.check_workdir(config, workdir)
+  except validation.ConfigError as e:
+    sys.exit(f"config error: {e}")
   results, t0 = {}, time.time()
-  for stage in config.stages:
-    print(f"== stage {stage} ({workdir})", flush=True)
-    results[stage] = STAGES[stage](config, workdir)
+  with Guard() as guard:
+    for stage in config.stages:
+      if guard.signum is not None:  # arrived after the last stage's final checkpoint
+        print(f"stopped by a signal before stage {stage}; the stages before it are complete; "
+              f"run the same command again to go on", file=sys.stderr, flush=True)
+        sys.exit(128 + guard.signum)
+      print(f"== stage {stage} ({workdir})", flush=True)
+      try:
+        results[stage] = STAGES[stage](config, workdir, guard)
+      except Preempted as e:
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+      except NonFiniteError as e:
+        sys.exit(f"error: {e}")
   results["wall_s"] = time.time() - t0
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

@@ -61,15 +61,16 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
-def check_batch(mesh: Mesh, batch_size: int, group_size: int):
-  """The rollout batch must hold whole groups and split evenly over the data axes."""
+def check_batch(mesh: Mesh, batch_size: int, group_size: int, *, field: str = "batch_size"):
+  """The batch (named `field` in messages) must hold whole groups and split evenly over the
+  data axes."""
   if group_size < 1 or batch_size % group_size:
-    raise ValueError(f"batch_size {batch_size} is not a multiple of rl.group_size "
+    raise ValueError(f"{field} {batch_size} is not a multiple of rl.group_size "
                      f"{group_size}")
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if batch_size % shards:
-    raise ValueError(f"batch_size {batch_size} does not divide over the mesh's data axes "
-                     f"(data × fsdp = {shards} devices)")
+    raise ValueError(f"{field} {batch_size} does not divide over the mesh's data axes "
+                     f"(config.mesh: data × fsdp = {shards} devices)")
 
 
 def logical_to_mesh(logical: P, rules=RULES) -> P:

@@ -28,6 +28,17 @@ def encode_prompt(text: str, tokenizer, prompt_len: int):
   return tokens, np.arange(prompt_len) >= pad
 
 
+def check_prompt_lengths(texts, tokenizer, prompt_len: int, what: str):
+  """Raises naming `rollout.prompt_len` — the KV cache's prompt slots — if any of `texts`
+  (with BOS) does not fit it: found at start-up, not mid-run."""
+  texts = sorted(set(texts))
+  lengths = [len(ids) + 1 for ids in tokenizer(texts)["input_ids"]]
+  longest = int(np.argmax(lengths))
+  if lengths[longest] > prompt_len:
+    raise ValueError(f"rollout.prompt_len = {prompt_len} is too short for {what}: the prompt "
+                     f"{texts[longest]!r} is {lengths[longest]} tokens with BOS")
+
+
 def encode_prompts(texts, tokenizer, prompt_len: int):
   """`encode_prompt` over a list: (tokens (B, P) int32, mask (B, P) bool)."""
   encoded = [encode_prompt(t, tokenizer, prompt_len) for t in texts]

@@ -45,18 +45,42 @@ def build() -> Tokenizer:
 
 
 def load(path: str = PATH) -> PreTrainedTokenizerFast:
-  """The tokenizer as a `transformers` fast tokenizer; a missing file is a clear error."""
-  if not os.path.exists(path):
+  """The tokenizer as a `transformers` fast tokenizer (read from JSON, nothing unpickled); a
+  missing file, a file that is not a tokenizer, or other special ids is a clear error."""
+  if not os.path.isfile(path):
     raise FileNotFoundError(f"tokenizer file {path!r} does not exist (expected a tokenizers "
                             f"JSON; rebuild with `python -m unigrpo_jax.data.tokenizer`)")
-  tok = PreTrainedTokenizerFast(tokenizer_file=path, pad_token="[PAD]", bos_token="[BOS]",
-                                eos_token="[EOS]", unk_token="[UNK]",
-                                additional_special_tokens=["<img>", "</img>", "<plan>",
-                                                           "</plan>"])
+  try:
+    tok = PreTrainedTokenizerFast(tokenizer_file=path, pad_token="[PAD]", bos_token="[BOS]",
+                                  eos_token="[EOS]", unk_token="[UNK]",
+                                  additional_special_tokens=["<img>", "</img>", "<plan>",
+                                                             "</plan>"])
+  except Exception as e:  # the tokenizers library raises plain Exceptions on bad JSON
+    raise ValueError(f"tokenizer file {path!r} is not a tokenizers JSON (expected a saved "
+                     f"`tokenizers.Tokenizer`; reading it gave {type(e).__name__}: "
+                     f"{str(e)[:200]})") from e
   for want, name in enumerate(SPECIAL_TOKENS):
     if tok.convert_tokens_to_ids(name) != want:
       raise ValueError(f"tokenizer {path!r}: special token {name} has id "
                        f"{tok.convert_tokens_to_ids(name)}, expected {want}")
+  return tok
+
+
+def for_config(config) -> PreTrainedTokenizerFast:
+  """The tokenizer `config.tokenizer_path` names ("" = the shipped one), checked against the
+  config: it must fit `model.vocab_size` and have the ids `config.tokens` names."""
+  path = config.tokenizer_path or PATH
+  tok = load(path)
+  if tok.vocab_size > config.model.vocab_size:
+    raise ValueError(f"config.model.vocab_size ({config.model.vocab_size}) is smaller than the "
+                     f"vocabulary of tokenizer {path!r} ({tok.vocab_size})")
+  ids = dict(pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id,
+             image_start_id=tok.convert_tokens_to_ids("<img>"),
+             image_end_id=tok.convert_tokens_to_ids("</img>"))
+  for name, want in ids.items():
+    if config.tokens[name] != want:
+      raise ValueError(f"config.tokens.{name} is {config.tokens[name]} but tokenizer {path!r} "
+                       f"has it at {want}")
   return tok
 
 

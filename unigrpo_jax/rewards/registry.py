@@ -4,7 +4,8 @@ A reward is a pure function `fn(images, texts, metadata) -> scores`: `images` (B
 in [−1, 1], `texts` a list of B decoded strings (or token arrays), `metadata` a list of B
 per-prompt dicts; it returns (B,) float scores (or (B, J) per step, for process rewards).
 `evaluate` calls the configured rewards and stops the run with a message naming the reward
-whenever one raises, returns the wrong shape, or returns a non-finite value.
+whenever one raises, returns the wrong shape, or (unless the caller skips such batches)
+returns a non-finite value.
 """
 import numpy as np
 
@@ -35,11 +36,14 @@ def check_names(names, functions=None, *, field: str = "the reward weights"):
     raise RewardError(f"unknown rewards {unknown} in {field}; known: {sorted(functions)}")
 
 
-def evaluate(weights: dict, images, texts, metadata, *, functions=None, per_step=False):
+def evaluate(weights: dict, images, texts, metadata, *, functions=None, per_step=False,
+             allow_nonfinite=False):
   """Scores a batch with every reward named in `weights`.
 
   Returns (total, scores): total = Σ weight·score, (B,) (or (B, J) with per_step); scores maps
   each name to its float32 array. `functions` overrides the registry (for tests and notebooks).
+  `allow_nonfinite` keeps NaN/inf scores instead of raising: the training loop skips that
+  batch's update and counts it (evaluation keeps the default, strict).
   """
   functions = REWARDS if functions is None else functions
   check_names(weights, functions)
@@ -54,7 +58,7 @@ def evaluate(weights: dict, images, texts, metadata, *, functions=None, per_step
       want = "(batch, steps)" if per_step else "(batch,)"
       raise RewardError(f"reward {name!r} returned shape {value.shape}, expected {want} with "
                         f"batch = {batch}")
-    if not np.all(np.isfinite(value)):
+    if not allow_nonfinite and not np.all(np.isfinite(value)):
       bad = np.argwhere(~np.isfinite(value))[:5].tolist()
       raise RewardError(f"reward {name!r} returned non-finite values at {bad}")
     scores[name] = value

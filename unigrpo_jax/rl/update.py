@@ -6,7 +6,9 @@ One jitted function per shape (`make_update`). Given a rollout batch it
   2. runs `num_updates` passes over `num_minibatches` minibatches (nested `lax.scan`s, no Python
      loop over steps or tokens): rescore under the current parameters (the shared context once
      per minibatch, then every trained SDE step against it), UniGRPO objective, gradient,
-     AdamW step with global-norm clipping. The very first minibatch is exactly on-policy.
+     AdamW step with global-norm clipping — skipped, state unchanged, when the loss or a
+     gradient is non-finite (`apply_if_finite`). The very first minibatch is exactly
+     on-policy.
 Minibatch m holds rows m, m + M, m + 2M, …: a strided split keeps every minibatch spread over
 the data-parallel devices.
 """
@@ -42,7 +44,7 @@ class UpdateSpec:
   def __post_init__(self):
     for name in ("num_updates", "num_minibatches"):
       if getattr(self, name) < 1:
-        raise ValueError(f"update.{name} must be >= 1, got {getattr(self, name)}")
+        raise ValueError(f"rl.{name} must be >= 1, got {getattr(self, name)}")
 
 
 def image_parameters(params):
@@ -88,6 +90,20 @@ def init_train_state(params, optimizer) -> TrainState:
                     opt_state=optimizer.init(params))
 
 
+def apply_if_finite(state: TrainState, grads, loss, optimizer) -> tuple[TrainState, dict]:
+  """One optimizer step, or none: if the loss or any gradient is non-finite the state comes
+  back unchanged (parameters, moments and step), so a NaN reward or an overflow costs one
+  batch, not the run. Returns (state, metrics) with `grad_norm` and `skipped` (1.0 if
+  skipped); the training loop counts the skips (`train/faults.py`)."""
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  stepped = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       opt_state=opt_state)
+  state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
+  return state, {"grad_norm": grad_norm, "skipped": 1.0 - finite.astype(jnp.float32)}
+
+
 def train_state_shardings(optimizer, params_shapes, param_shardings, mesh) -> TrainState:
   """Shardings of a TrainState: optimizer moments sharded like their parameters, counters
   replicated. params_shapes may be ShapeDtypeStructs (nothing is allocated)."""
@@ -113,7 +129,7 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
   batch_size = batch.advantages.shape[0]
   if batch_size % update.num_minibatches:
     raise ValueError(f"rollout batch of {batch_size} rows does not split into "
-                     f"update.num_minibatches = {update.num_minibatches}")
+                     f"rl.num_minibatches = {update.num_minibatches}")
   if batch.advantages.shape != (batch_size, rollout.rounds):
     raise ValueError(f"advantages have shape {batch.advantages.shape}, expected "
                      f"{(batch_size, rollout.rounds)} (batch, rounds)")
@@ -133,12 +149,10 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
   def step(state, xs):
     minibatch, ref_minibatch = xs
     minibatch = minibatch.replace(traj=minibatch.traj.replace(timesteps=grid))
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, minibatch,
-                                                                   ref_minibatch)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    metrics["grad_norm"] = optax.global_norm(grads)
-    return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                      opt_state=opt_state), metrics
+    (loss_value, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, minibatch, ref_minibatch)
+    state, step_metrics = apply_if_finite(state, grads, loss_value, optimizer)
+    return state, {**metrics, **step_metrics}
 
   grid = batch.traj.timesteps  # shared by all rows: not split
   parts = _minibatches((batch.replace(traj=batch.traj.replace(timesteps=None)), ref),

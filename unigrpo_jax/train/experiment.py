@@ -2,8 +2,9 @@
 ShapeWorld data, the device mesh and parameter shardings, the held-out evaluation, and the
 sample grids people look at.
 
-Validation happens here, before anything compiles: the model and rollout specs check their
-fields, the mesh must fit the devices, every parameter must divide over its mesh axes.
+Validation happens here too, before anything compiles (after `validation.validate` checked the
+config itself): every prompt of the data must fit `rollout.prompt_len`, every parameter must
+divide over its mesh axes.
 """
 import dataclasses
 import json
@@ -17,7 +18,7 @@ from PIL import Image, ImageDraw
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax import sharding, visualize
 from unigrpo_jax.data import tokenizer as tokenizer_lib
-from unigrpo_jax.data.pipeline import as_text, encode_prompts
+from unigrpo_jax.data.pipeline import as_text, check_prompt_lengths, encode_prompts
 from unigrpo_jax.data.tfds_shapeworld import prepare
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
 from unigrpo_jax.rl import init_train_state, train_state_shardings
@@ -52,6 +53,13 @@ class Experiment:
     init = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=shardings)
     return init(params), shardings
 
+  def abstract_train_state(self, optimizer):
+    """The TrainState `init_train_state` would make, as ShapeDtypeStructs with shardings: the
+    target a checkpoint restores into, nothing allocated."""
+    shapes = jax.eval_shape(lambda p: init_train_state(p, optimizer), self.abstract_params)
+    return sharding.with_shardings(shapes, train_state_shardings(
+        optimizer, self.abstract_params, self.param_shardings, self.mesh))
+
   def evaluate(self, params, split: str = "heldout") -> dict:
     """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the
     held-out prompts (or, with split="train", on `eval.train_prompts` training prompts)."""
@@ -77,10 +85,7 @@ class Experiment:
 def build(config) -> Experiment:
   """The Experiment for `config` (data built on first use, under `config.data.data_dir`)."""
   model_spec = ModelSpec(**config.model)
-  tok = tokenizer_lib.load()
-  if tok.vocab_size > model_spec.vocab_size:
-    raise ValueError(f"model.vocab_size ({model_spec.vocab_size}) is smaller than the "
-                     f"tokenizer's vocabulary ({tok.vocab_size})")
+  tok = tokenizer_lib.for_config(config)
   eval_spec = RolloutSpec.from_config(config.rollout, config.tokens, mode="ode",
                                       temperature=0.0)
   eval_spec.check_model(model_spec)
@@ -89,6 +94,11 @@ def build(config) -> Experiment:
   shardings = sharding.param_shardings(param_logical_axes(model_spec), mesh, shapes)
   data_cfg = dict(config.data)
   builder = prepare(data_cfg.pop("data_dir"), **data_cfg)
+
+  for split in ("train", "heldout"):
+    source = builder.as_data_source(split)
+    check_prompt_lengths([as_text(source[i]["prompt"]) for i in range(len(source))], tok,
+                         config.rollout.prompt_len, f"the {split} prompts")
 
   def examples(split, n):
     source = builder.as_data_source(split)

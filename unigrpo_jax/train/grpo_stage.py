@@ -5,9 +5,13 @@ checkpoints.
 Start-up, in this order: resume the newest readable checkpoint in `<workdir>/grpo/checkpoints`
 > start from the parameters-only checkpoint `rl.init_params` (default: the SFT stage's
 `<workdir>/sft/params`) > fresh parameters (only with `rl.init_params = "none"`). The frozen
-reference model is always that starting point, so a resumed run rebuilds it the same way.
-Step i's rollout key is the base key folded with i: a resumed run samples what an
-uninterrupted one would.
+reference model is always that starting point; a checkpoint records where it came from, so a
+resumed run rebuilds the same one. Step i's rollout key is the base key (checkpointed) folded
+with i, and the prompt stream's position is checkpointed: a resumed run samples and updates
+exactly what an uninterrupted one would. A SIGTERM/SIGINT stops the loop after the step in
+flight with a checkpoint at that step; an update with a non-finite loss, gradient or reward is
+skipped and counted, and `faults.max_skipped_in_a_row` of them stop the run
+(`train/loop.py`).
 
 Writes under `<workdir>/grpo/`: `checkpoints/`, TensorBoard events + `metrics.jsonl`,
 `eval_before.json`, `samples_<step>.png` at each evaluation, `results.json` (evaluation before
@@ -25,21 +29,31 @@ import tqdm
 
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax import rewards, sharding
-from unigrpo_jax.checkpoint import Checkpoints, abstract, load_params
+from unigrpo_jax.checkpoint import Checkpoints, load_params
 from unigrpo_jax.data.pipeline import rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_optimizer, make_update
 from unigrpo_jax.rl.advantages import combine_rewards, group_advantages
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 from unigrpo_jax.train.experiment import Experiment, write_json
+from unigrpo_jax.train.faults import SkipCounter
+from unigrpo_jax.train.loop import finish_step, host_state, restore_key
+from unigrpo_jax.train.preemption import Guard
 
 
-def starting_params(exp: Experiment, workdir: str):
+def reference_source(exp: Experiment, workdir: str) -> str:
+  """Where the starting parameters (and the frozen reference) come from: a parameters-only
+  checkpoint path (absolute: a checkpoint records it), or "none" for fresh parameters from
+  the seed."""
+  source = exp.config.rl.init_params or os.path.join(workdir, "sft", "params")
+  return source if source == "none" else os.path.abspath(source)
+
+
+def starting_params(exp: Experiment, source: str):
   """The parameters GRPO starts from (and the frozen reference)."""
-  path = exp.config.rl.init_params or os.path.join(workdir, "sft", "params")
-  if path == "none":
+  if source == "none":
     return exp.init_params(jax.random.key(exp.config.seed))
-  return load_params(path, exp.abstract_params)
+  return load_params(source, exp.abstract_params)
 
 
 def advantages(scores: dict, cfg, rounds: int):
@@ -52,9 +66,10 @@ def advantages(scores: dict, cfg, rounds: int):
   return jnp.repeat(adv[:, None], rounds, axis=1), total
 
 
-def run(exp: Experiment, workdir: str) -> dict:
-  """Runs (or resumes) the GRPO stage; returns its results dict."""
-  cfg = exp.config
+def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
+  """Runs (or resumes) the GRPO stage; returns its results dict. With a `guard` (main's), a
+  SIGTERM/SIGINT stops it after the step in flight with a checkpoint (`Preempted`)."""
+  cfg, guard = exp.config, guard if guard is not None else Guard()
   stage_dir = os.path.join(workdir, "grpo")
   rl = cfg.rl
   batch_size = rl.prompts_per_batch * rl.group_size
@@ -69,17 +84,22 @@ def run(exp: Experiment, workdir: str) -> dict:
   prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,
                             prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
                             group_size=rl.group_size, seed=cfg.seed, grid=cfg.data.grid))
-  ref_params = starting_params(exp, workdir)
-  state, _ = exp.init_train_state(ref_params, optimizer)
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
-  restored = checkpoints.restore_latest(abstract(state))
+  restored = checkpoints.restore_latest(exp.abstract_train_state(optimizer))
+  skips = SkipCounter(cfg.faults.max_skipped_in_a_row)
   writer = MetricWriter(stage_dir)
   before_path = os.path.join(stage_dir, "eval_before.json")
-  start = 0
   if restored is not None:
-    start, state, data_state = restored
-    prompts.set_state(data_state)
+    # The reference is what the checkpointed run started from, whatever the config says now.
+    start, state, host = restored
+    prompts.set_state(host["data"])
+    skips.restore(host["skips"])
+    key, source = restore_key(host), host["reference"]
+    ref_params = starting_params(exp, source)
   else:
+    start, key, source = 0, jax.random.key(cfg.seed + 2), reference_source(exp, workdir)
+    ref_params = starting_params(exp, source)
+    state, _ = exp.init_train_state(ref_params, optimizer)
     write_json(before_path, dict(heldout=exp.evaluate(state.params),
                                  train=exp.evaluate(state.params, "train")))
   with open(before_path) as f:
@@ -87,7 +107,6 @@ def run(exp: Experiment, workdir: str) -> dict:
   results = dict(before=before["heldout"], before_train_prompts=before["train"])
   if restored is None:
     writer.write(0, {f"eval/{k}": v for k, v in results["before"]["overall"].items()})
-  key = jax.random.key(cfg.seed + 2)
   total = rl.steps
   t_start = time.time()
   bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc="grpo",
@@ -100,31 +119,42 @@ def run(exp: Experiment, workdir: str) -> dict:
     images = np.asarray(traj.images)
     t1 = time.perf_counter()
     texts = evaluation.decode_texts(traj, exp.tokenizer)
-    _, scores = rewards.evaluate(dict(cfg.rewards), images, texts, batch["metadata"])
-    adv, combined = advantages(scores, cfg, spec.rounds)
-    t2 = time.perf_counter()
-    state, metrics = update(state, ref_params,
-                            RLBatch(traj=traj, advantages=sharding.shard_batch(
-                                adv, exp.mesh, batch_size)))
-    jax.block_until_ready(state.step)
-    t3 = time.perf_counter()
+    _, scores = rewards.evaluate(dict(cfg.rewards), images, texts, batch["metadata"],
+                                 allow_nonfinite=True)
     record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
-    record.update({"reward/combined": float(np.mean(combined)),
-                   "advantage/abs_mean": float(np.mean(np.abs(adv))),
-                   "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1,
-                   "time/update_s": t3 - t2, "time/step_s": t3 - t0,
+    record.update({"time/rollout_s": t1 - t0,
                    "text/tokens": float(np.asarray(traj.token_mask).sum(axis=(1, 2)).mean())})
-    if (i + 1) % rl.log_every == 0 or i == start:
-      # Means over passes × minibatches.
-      record.update({f"update/{k}": float(np.mean(v)) for k, v in
-                     jax.device_get(metrics).items()})
+    nonfinite = sorted(k for k, v in scores.items() if not np.isfinite(v).all())
+    if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
+      skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
+    else:
+      adv, combined = advantages(scores, cfg, spec.rounds)
+      t2 = time.perf_counter()
+      state, metrics = update(state, ref_params,
+                              RLBatch(traj=traj, advantages=sharding.shard_batch(
+                                  adv, exp.mesh, batch_size)))
+      metrics = jax.device_get(metrics)  # waits for the update
+      t3 = time.perf_counter()
+      skips.record(i + 1, bool(np.any(metrics["skipped"])))
+      record.update({"reward/combined": float(np.mean(combined)),
+                     "advantage/abs_mean": float(np.mean(np.abs(adv))),
+                     "time/reward_s": t2 - t1, "time/update_s": t3 - t2,
+                     "time/step_s": t3 - t0})
+      if (i + 1) % rl.log_every == 0 or i == start:
+        # Means over passes × minibatches.
+        record.update({f"update/{k}": float(np.mean(v)) for k, v in metrics.items()})
+    record.update({"faults/skipped": float(skips.in_a_row > 0),
+                   "faults/skipped_total": skips.total})
     writer.write(i + 1, record)
-    bar.set_postfix(reward=f"{record['reward/combined']:.3f}", step_s=f"{t3 - t0:.2f}")
+    bar.set_postfix(reward=f"{record.get('reward/combined', np.nan):.3f}",
+                    step_s=f"{time.perf_counter() - t0:.2f}")
     if (i + 1) % cfg.eval.every == 0 and i + 1 < total:
       ev = exp.evaluate(state.params)
       writer.write(i + 1, {f"eval/{k}": v for k, v in ev["overall"].items()})
       exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{i + 1}.png"))
-    checkpoints.save(i + 1, state, prompts.get_state(), force=i + 1 == total)
+    finish_step(i + 1, total, stage="grpo", state=state, checkpoints=checkpoints, guard=guard,
+                skips=skips, host=host_state(cfg, data=prompts.get_state(), key=key,
+                                             skips=skips, reference=source))
   checkpoints.close()
   results["after"] = exp.evaluate(state.params)
   results["after_train_prompts"] = exp.evaluate(state.params, "train")

@@ -17,12 +17,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from unigrpo_jax.data import prompts, shapeworld
 from unigrpo_jax.data.pipeline import encode_prompt
 from unigrpo_jax.model import UnifiedTransformer
-from unigrpo_jax.rl.update import TrainState
+from unigrpo_jax.rl.update import TrainState, apply_if_finite
 from unigrpo_jax.sampling.forward import image_velocity, unconditional
 from unigrpo_jax.sampling.scoring import encode
 from unigrpo_jax.sampling.spec import RolloutSpec
@@ -104,13 +103,11 @@ def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout
 
 def sft_step(state: TrainState, batch: SFTBatch, key, *, model, rollout, sft, optimizer,
              state_shardings=None):
-  (_, metrics), grads = jax.value_and_grad(sft_loss, has_aux=True)(
+  (loss, metrics), grads = jax.value_and_grad(sft_loss, has_aux=True)(
       state.params, batch, jax.random.fold_in(key, state.step), model=model, rollout=rollout,
       sft=sft)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  metrics["grad_norm"] = optax.global_norm(grads)
-  state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                     opt_state=opt_state)
+  state, step_metrics = apply_if_finite(state, grads, loss, optimizer)
+  metrics.update(step_metrics)
   if state_shardings is not None:
     state = jax.lax.with_sharding_constraint(state, state_shardings)
   return state, metrics

@@ -2,8 +2,8 @@
 kind of example) → checkpoints → held-out evaluation → a parameters-only checkpoint that GRPO
 starts from (`<workdir>/sft/params`).
 
-Everything the stage writes lives in `<workdir>/sft/`: `checkpoints/` (train state + data
-position, resumed from on restart), TensorBoard events and `metrics.jsonl`, `samples.png`,
+Everything the stage writes lives in `<workdir>/sft/`: `checkpoints/` (train state + host state:
+data position, key, skip counts; resumed from on restart, exactly), TensorBoard events and `metrics.jsonl`, `samples.png`,
 `results.json` (held-out mini-GenEval before and after; per kind, teacher-forced text
 accuracy — for understanding, the captioning accuracy — and flow MSE).
 """
@@ -16,11 +16,14 @@ import numpy as np
 import tqdm
 
 from unigrpo_jax import sharding
-from unigrpo_jax.checkpoint import Checkpoints, abstract, save_params
+from unigrpo_jax.checkpoint import Checkpoints, save_params
 from unigrpo_jax.data.pipeline import decode_example, sft_mix
 from unigrpo_jax.metric_writer import MetricWriter
 from unigrpo_jax.rl import make_optimizer
 from unigrpo_jax.train.experiment import Experiment, write_json
+from unigrpo_jax.train.faults import SkipCounter
+from unigrpo_jax.train.loop import finish_step, host_state, restore_key
+from unigrpo_jax.train.preemption import Guard
 from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sft_encoders, sft_loss,
                                    sft_rollout_specs)
 
@@ -42,13 +45,14 @@ def heldout_metrics(exp: Experiment, params, kind: str, spec, encoder) -> dict:
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
-def run(exp: Experiment, workdir: str) -> dict:
-  """Runs (or resumes) the SFT stage; returns its results dict."""
-  cfg = exp.config
+def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
+  """Runs (or resumes) the SFT stage; returns its results dict. With a `guard` (main's), a
+  SIGTERM/SIGINT stops it after the step in flight with a checkpoint (`Preempted`)."""
+  cfg, guard = exp.config, guard if guard is not None else Guard()
   stage_dir = os.path.join(workdir, "sft")
   optimizer = make_optimizer(cfg.sft_optim)
-  state, state_shardings = exp.init_train_state(exp.init_params(jax.random.key(cfg.seed)),
-                                                optimizer)
+  abstract_state = exp.abstract_train_state(optimizer)
+  state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
   specs = sft_rollout_specs(cfg)
   weights = dict(cfg.sft_data.mix)
   encoders = sft_encoders(specs, tokenizer=exp.tokenizer, model_spec=exp.model_spec,
@@ -61,14 +65,19 @@ def run(exp: Experiment, workdir: str) -> dict:
   data = iter(sft_mix(exp.data.as_data_source("train"), encoders=encoders, weights=weights,
                       batch_size=batch_size, seed=cfg.seed))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
-  restored = checkpoints.restore_latest(abstract(state))
-  start, results = 0, {}
+  restored = checkpoints.restore_latest(abstract_state)
+  skips = SkipCounter(cfg.faults.max_skipped_in_a_row)
+  results = {}
   if restored is not None:
-    start, state, data_state = restored
-    data.set_state(data_state)
-  elif cfg.sft_train.eval_before:
-    results["before"] = exp.evaluate(state.params)
-  key = jax.random.key(cfg.seed + 1)
+    start, state, host = restored
+    data.set_state(host["data"])
+    skips.restore(host["skips"])
+    key = restore_key(host)
+  else:
+    start, key = 0, jax.random.key(cfg.seed + 1)
+    state, _ = exp.init_train_state(exp.init_params(jax.random.key(cfg.seed)), optimizer)
+    if cfg.sft_train.eval_before:
+      results["before"] = exp.evaluate(state.params)
   writer = MetricWriter(stage_dir)
   total = cfg.sft_train.steps
   t_start = time.time()
@@ -77,11 +86,14 @@ def run(exp: Experiment, workdir: str) -> dict:
   for i in bar:
     kind, batch = next(data)
     state, metrics = steps[kind](state, sharding.shard_batch(batch, exp.mesh, batch_size), key)
-    if (i + 1) % cfg.sft_train.log_every == 0 or i + 1 == total:
+    skips.record(i + 1, bool(metrics["skipped"]), f"a non-finite {kind} loss or gradient")
+    if (i + 1) % cfg.sft_train.log_every == 0 or i + 1 == total or skips.in_a_row:
       metrics = {k: float(v) for k, v in metrics.items()}
-      writer.write(i + 1, {f"sft/{kind}/{k}": v for k, v in metrics.items()})
+      writer.write(i + 1, {**{f"sft/{kind}/{k}": v for k, v in metrics.items()},
+                           "faults/skipped_total": skips.total})
       bar.set_postfix(kind=kind, loss=f"{metrics['loss']:.3f}")
-    checkpoints.save(i + 1, state, data.get_state(), force=i + 1 == total)
+    finish_step(i + 1, total, stage="sft", state=state, checkpoints=checkpoints, guard=guard,
+                skips=skips, host=host_state(cfg, data=data.get_state(), key=key, skips=skips))
   checkpoints.close()
   writer.close()
   save_params(os.path.join(stage_dir, "params"), state.params)

@@ -1,0 +1,26 @@
+r"""The tiny GRPO run the resume and fault tests drive in subprocesses: `configs/shapeworld.py:tiny`,
+GRPO only from fresh parameters, a continuous reward from `tests/reward_plugins.py` (run with
+`PYTHONPATH=tests`), 24 steps, a checkpoint every 3. Variants: `nan` (a reward that is NaN on
+steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the run)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "configs"))
+import shapeworld  # noqa: E402
+
+
+def get_config(arg: str = ""):
+  c = shapeworld.get_config("tiny")
+  c.stages = ("grpo",)
+  c.reward_modules = ("reward_plugins",)
+  c.rl.update(steps=24, init_params="none")
+  c.rl_optim.update(learning_rate=1e-3)
+  c.eval.update(num_prompts=8, train_prompts=8, every=1000)
+  c.checkpoint.update(every=3, max_to_keep=2)
+  c.rewards = {"brightness": 1.0, "flaky": 1.0} if arg == "nan" else {
+      "always_nan" if arg == "always_nan" else "brightness": 1.0}
+  if arg:
+    c.rl.steps = 8
+    c.faults.max_skipped_in_a_row = 3
+  return c

@@ -1,0 +1,29 @@
+"""Rewards registered by import (`config.reward_modules = ("reward_plugins",)`), for the resume
+and fault tests: a continuous score that differs between samples (so every update moves the
+parameters), and two that inject NaN."""
+import numpy as np
+
+from unigrpo_jax import rewards
+
+_calls = {"flaky": 0}
+
+
+@rewards.register("brightness")
+def brightness(images, texts, metadata):
+  """Mean pixel value of the first image, (B,)."""
+  del texts, metadata
+  return np.asarray(images)[:, 0].mean(axis=(1, 2, 3))
+
+
+@rewards.register("flaky")
+def flaky(images, texts, metadata):
+  """Zero, but NaN on its 2nd and 3rd call (training steps 2 and 3 of a fresh run)."""
+  _calls["flaky"] += 1
+  value = np.nan if _calls["flaky"] in (2, 3) else 0.0
+  return np.full((len(texts),), value, np.float32)
+
+
+@rewards.register("always_nan")
+def always_nan(images, texts, metadata):
+  del images, metadata
+  return np.full((len(texts),), np.nan, np.float32)

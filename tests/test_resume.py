@@ -1,0 +1,173 @@
+"""A real training subprocess (`main`, the tiny GRPO run of tests/fault_config.py) stopped by
+kill -9 or SIGTERM, resumed over a damaged checkpoint, fed NaN rewards: nothing lost, and a
+resumed run equals one that never stopped, bit for bit."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from unigrpo_jax import metric_writer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("tfds")
+
+
+def command(workdir, data_dir, variant=""):
+  return [sys.executable, "-m", "unigrpo_jax.main",
+          f"--config=tests/fault_config.py{':' + variant if variant else ''}",
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}"]
+
+
+def env():
+  return dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests"))
+
+
+def run(workdir, data_dir, variant=""):
+  return subprocess.run(command(workdir, data_dir, variant), cwd=ROOT, env=env(),
+                        capture_output=True, text=True, timeout=600, check=False)
+
+
+def start_and_signal(workdir, data_dir, signum, at_step):
+  """Starts the run, sends `signum` once it has logged step `at_step`; returns the process."""
+  proc = subprocess.Popen(command(workdir, data_dir), cwd=ROOT, env=env(), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  log = workdir / "grpo" / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if log.exists() and logged_steps(workdir) and max(logged_steps(workdir)) >= at_step:
+      proc.send_signal(signum)
+      break
+    time.sleep(0.01)
+  out, err = proc.communicate(timeout=300)
+  proc.stdout_text, proc.stderr_text = out, err
+  return proc
+
+
+def logged_steps(workdir):
+  return [r["step"] for r in metric_writer.read(str(workdir / "grpo"))
+          if "reward/brightness" in r]
+
+
+def rewards_by_step(workdir):
+  """{step: reward}; a step logged twice (redone after a resume) must have logged the same."""
+  out = {}
+  for r in metric_writer.read(str(workdir / "grpo")):
+    if "reward/brightness" in r:
+      assert out.setdefault(r["step"], r["reward/brightness"]) == r["reward/brightness"], r
+  return out
+
+
+def checkpoint_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / "grpo" / "checkpoints").iterdir()
+                if p.name.isdigit())
+
+
+def saved_state(workdir, step):
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    return checkpointer.restore(workdir / "grpo" / "checkpoints" / str(step) / "state")
+  finally:
+    checkpointer.close()
+
+
+def assert_same_state(a, b):
+  flat_a, flat_b = _flatten(a), _flatten(b)
+  assert flat_a.keys() == flat_b.keys()
+  for name in flat_a:
+    np.testing.assert_array_equal(flat_a[name], flat_b[name], err_msg=name)
+
+
+def _flatten(tree, prefix=""):
+  if isinstance(tree, dict):
+    return {k: v for key, sub in tree.items() for k, v in _flatten(sub, f"{prefix}/{key}").items()}
+  if isinstance(tree, (list, tuple)):
+    return {k: v for i, sub in enumerate(tree) for k, v in _flatten(sub, f"{prefix}/{i}").items()}
+  return {prefix: np.asarray(tree)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  out = run(workdir, data_dir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir
+
+
+def test_uninterrupted_run_updates_every_step(uninterrupted):
+  """The comparison below means something: every step has non-zero advantages and applies
+  its update."""
+  assert sorted(rewards_by_step(uninterrupted)) == list(range(1, STEPS + 1))
+  records = [r for r in metric_writer.read(str(uninterrupted / "grpo"))
+             if "advantage/abs_mean" in r]
+  assert len(records) == STEPS and all(r["advantage/abs_mean"] > 0 for r in records)
+  assert all(r["advantage/abs_mean"] > 0.1 for r in records[2:])  # once the images differ
+  assert int(saved_state(uninterrupted, STEPS)["step"]) == STEPS
+
+
+def test_kill_9_then_damaged_latest_checkpoint_resumes_to_the_uninterrupted_result(
+    tmp_path, data_dir, uninterrupted):
+  proc = start_and_signal(tmp_path, data_dir, signal.SIGKILL, at_step=10)
+  assert proc.returncode == -signal.SIGKILL
+  killed_at = max(logged_steps(tmp_path))
+  assert killed_at < STEPS, "the run finished before it was killed"
+  saved = checkpoint_steps(tmp_path)
+  assert len(saved) == 2 and saved[-1] <= killed_at
+  # Damage the newest checkpoint: truncate every file of its train state.
+  latest = tmp_path / "grpo" / "checkpoints" / str(saved[-1])
+  for root, _, files in os.walk(latest / "state"):
+    for name in files:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(0)
+
+  out = run(tmp_path, data_dir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"checkpoint step {saved[-1]} in" in out.stderr and "damaged" in out.stderr
+  assert_same_state(saved_state(tmp_path, STEPS), saved_state(uninterrupted, STEPS))
+  assert rewards_by_step(tmp_path) == rewards_by_step(uninterrupted)
+
+
+def test_sigterm_stops_after_the_step_in_flight_with_a_checkpoint_there(tmp_path, data_dir,
+                                                                      uninterrupted):
+  proc = start_and_signal(tmp_path, data_dir, signal.SIGTERM, at_step=5)
+  assert proc.returncode == 128 + signal.SIGTERM, proc.stderr_text[-3000:]
+  stopped_at = max(logged_steps(tmp_path))
+  assert stopped_at < STEPS
+  assert checkpoint_steps(tmp_path)[-1] == stopped_at
+  assert (f"preempted by SIGTERM in stage grpo at step {stopped_at}/{STEPS}: checkpoint saved in "
+          f"{tmp_path / 'grpo' / 'checkpoints'}/{stopped_at}") in proc.stderr_text
+  assert "Traceback" not in proc.stderr_text
+  # The checkpoint at the stop holds exactly the uninterrupted run's state at that step.
+  out = run(tmp_path, data_dir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert_same_state(saved_state(tmp_path, STEPS), saved_state(uninterrupted, STEPS))
+  assert rewards_by_step(tmp_path) == rewards_by_step(uninterrupted)
+
+
+def test_nan_reward_skips_those_updates_counts_them_and_goes_on(tmp_path, data_dir):
+  out = run(tmp_path, data_dir, "nan")
+  assert out.returncode == 0, out.stderr[-3000:]
+  records = {r["step"]: r for r in metric_writer.read(str(tmp_path / "grpo"))
+             if "faults/skipped" in r}
+  assert [records[s]["faults/skipped"] for s in range(1, 9)] == [0, 1, 1, 0, 0, 0, 0, 0]
+  assert records[8]["faults/skipped_total"] == 2
+  assert "update skipped (non-finite rewards ['flaky'])" in out.stderr
+  assert int(saved_state(tmp_path, 8)["step"]) == 6  # 8 steps, 2 updates skipped
+
+
+def test_nan_every_step_stops_the_run_with_the_last_good_state_saved(tmp_path, data_dir):
+  out = run(tmp_path, data_dir, "always_nan")
+  assert out.returncode == 1
+  assert ("stopped at step 3: 3 updates in a row skipped (config.faults.max_skipped_in_a_row "
+          "= 3), the last for non-finite rewards ['always_nan']") in out.stderr
+  assert checkpoint_steps(tmp_path)[-1] == 3
+  assert int(saved_state(tmp_path, 3)["step"]) == 0  # nothing applied: the initial state

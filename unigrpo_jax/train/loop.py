@@ -1,0 +1,37 @@
+"""What every training loop does around its steps: the host state a checkpoint carries beside
+the train state, and the end of a step — checkpoint on the cadence, and stop cleanly (after a
+checkpoint at that step) on a signal or after too many skipped updates.
+"""
+import jax
+import numpy as np
+
+from unigrpo_jax.checkpoint import Checkpoints
+from unigrpo_jax.train.faults import SkipCounter
+from unigrpo_jax.train.preemption import Guard, Preempted
+
+
+def host_state(config, *, data: dict, key, skips: SkipCounter, **extra) -> dict:
+  """JSON of what is not on the device: the data position, the loop's PRNG key, the skip
+  counters, the config that wrote it, and any `extra` (e.g. where the reference comes from)."""
+  return dict(data=data, key=np.asarray(jax.random.key_data(key)).tolist(),
+              skips=skips.state(), config=config.to_dict(), **extra)
+
+
+def restore_key(host: dict):
+  """The PRNG key a checkpoint's host state carries."""
+  return jax.random.wrap_key_data(np.asarray(host["key"], np.uint32))
+
+
+def finish_step(step: int, total: int, *, stage: str, state, host: dict,
+                checkpoints: Checkpoints, guard: Guard, skips: SkipCounter):
+  """Saves step `step` when it is on the cadence — always at the last step, on a signal, or
+  when the skips run out — then raises `Preempted` or `NonFiniteError` if the loop must stop."""
+  out_of_skips = skips.in_a_row >= skips.max_in_a_row
+  stop = guard.signum is not None or out_of_skips
+  checkpoints.save(step, state, host, force=stop or step == total)
+  if stop:
+    checkpoints.close()
+  if guard.signum is not None:
+    raise Preempted(guard.signum, stage, step, total, checkpoints.directory)
+  if out_of_skips:
+    raise skips.error(step, f"{checkpoints.directory}/{step}")

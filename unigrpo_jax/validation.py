@@ -1,0 +1,151 @@
+"""Start-up checks of a whole config, run by `main` before any data is built or anything
+compiles. Every failure is a ConfigError (a ValueError) whose message names the config field:
+
+  * each section builds its spec — `model` (image size vs patch size, heads vs KV heads,
+    dtypes), `rollout` + `tokens`, `loss` (loss and KL names, listing the known ones), the
+    optimizers, the update passes; unknown fields are named;
+  * `mesh` fits the devices; the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
+    groups and, like `sft_data.batch_size`, divides over the data axes;
+  * `stages`, `sft_data.mix` kinds and reward names are known (listed); reward weights are
+    finite numbers, not all zero; `reward_modules` import;
+  * the tokenizer (`tokenizer_path`) loads, fits `model.vocab_size` and has the ids `tokens`
+    names;
+  * a workdir that already holds a run was started with a compatible config
+    (`check_workdir`): only `RESUMABLE` fields may change across a resume.
+Whether every prompt fits `rollout.prompt_len` (the KV cache's prompt slots) is checked when the
+data is built (`train/experiment.build`), still before anything compiles.
+"""
+import dataclasses
+import importlib
+import json
+import math
+import os
+
+import jax
+
+from unigrpo_jax import rewards, sharding
+from unigrpo_jax.data import tokenizer as tokenizer_lib
+from unigrpo_jax.model import ModelSpec
+from unigrpo_jax.rl import LossSpec, UpdateSpec, make_optimizer
+from unigrpo_jax.sampling import RolloutSpec
+from unigrpo_jax.train.sft import KINDS
+
+# Fields a resumed run may change: lengths, cadences, evaluation, placement, paths.
+RESUMABLE = ("stages", "rl.steps", "rl.log_every", "sft_train.steps", "sft_train.log_every",
+             "sft_train.eval_before", "eval", "checkpoint", "mesh", "faults", "data.data_dir",
+             "reward_modules")
+
+
+class ConfigError(ValueError):
+  """A config field is unusable; the message names it."""
+
+
+def _check_fields(cls, section, name: str):
+  """Unknown fields of `config.<name>` (for dataclass spec `cls`) are named."""
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(section) - known)
+  if unknown:
+    raise ConfigError(f"config.{name} has unknown fields {unknown}; known: {sorted(known)}")
+
+
+def import_reward_modules(config):
+  """Imports `config.reward_modules`: modules that register more rewards (`@rewards.register`)."""
+  for module in config.get("reward_modules", ()):
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise ConfigError(f"config.reward_modules: cannot import {module!r} ({e})") from e
+
+
+def check_rewards(weights):
+  rewards.check_names(weights, field="config.rewards")
+  for name, weight in weights.items():
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(
+        weight):
+      raise ConfigError(f"config.rewards.{name} must be a finite number (its weight), got "
+                        f"{weight!r}")
+  if not any(weights.values()):
+    raise ConfigError(f"config.rewards weights are all zero: {dict(weights)}")
+
+
+def validate(config, num_devices: int | None = None, *,
+             stages: tuple[str, ...] = ("rollout", "sft", "grpo")):
+  """Runs every start-up check on `config` (see the module docstring); `stages` are the ones
+  `main` knows."""
+  unknown = [s for s in config.stages if s not in stages]
+  if unknown:
+    raise ConfigError(f"config.stages names unknown stages {unknown}; known: {list(stages)}")
+  for cls, name in ((ModelSpec, "model"), (RolloutSpec, "rollout"), (LossSpec, "loss")):
+    _check_fields(cls, config[name], name)
+  model = ModelSpec(**config.model)
+  RolloutSpec.from_config(config.rollout, config.tokens).check_model(model)
+  LossSpec(**config.loss)
+  UpdateSpec(config.rl.num_updates, config.rl.num_minibatches)
+  for name in ("sft_optim", "rl_optim"):
+    try:
+      make_optimizer(config[name])
+    except (KeyError, TypeError, ValueError) as e:
+      raise ConfigError(f"config.{name}: {e}") from e
+  tokenizer_lib.for_config(config)
+
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  mesh = jax.sharding.AbstractMesh(sharding.mesh_shape(config.mesh, num_devices),
+                                   sharding.MESH_AXES)
+  if "grpo" in config.stages:
+    batch = config.rl.prompts_per_batch * config.rl.group_size
+    field = "the RL batch (rl.prompts_per_batch × rl.group_size)"
+    sharding.check_batch(mesh, batch, config.rl.group_size, field=field)
+    if batch % config.rl.num_minibatches:
+      raise ConfigError(f"{field} {batch} does not split into rl.num_minibatches = "
+                        f"{config.rl.num_minibatches}")
+    import_reward_modules(config)
+    check_rewards(config.rewards)
+  if "sft" in config.stages:
+    sharding.check_batch(mesh, config.sft_data.batch_size, 1, field="sft_data.batch_size")
+    kinds = sorted(set(config.sft_data.mix) - set(KINDS))
+    if kinds:
+      raise ConfigError(f"config.sft_data.mix names unknown kinds {kinds}; known: {KINDS}")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _resumable(field: str) -> bool:
+  return any(field == f or field.startswith(f + ".") for f in RESUMABLE)
+
+
+def check_workdir(config, workdir: str):
+  """Compares `config` with the one a run in `workdir` saved (`<workdir>/config.json`) and
+  raises naming every incompatible field; then saves `config` there. A workdir without
+  checkpoints holds no run yet: any config may start there."""
+  path = os.path.join(workdir, "config.json")
+  requested = json.loads(config.to_json())
+  started = any(os.path.isdir(os.path.join(workdir, stage, "checkpoints"))
+                for stage in ("sft", "grpo"))
+  if started and os.path.exists(path):
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{path} (the config of the run in this workdir) is not valid JSON: "
+                        f"{e}") from e
+    old, new = _flatten(saved), _flatten(requested)
+    missing = object()
+    changed = [k for k in sorted(set(old) | set(new))
+               if old.get(k, missing) != new.get(k, missing) and not _resumable(k)]
+    if changed:
+      diffs = "; ".join(f"config.{k}: the run has {old.get(k, '(absent)')!r}, this command "
+                        f"asks {new.get(k, '(absent)')!r}" for k in changed[:8])
+      raise ConfigError(f"workdir {workdir} holds a run whose config differs in fields a resume "
+                        f"cannot change — {diffs}. Use another --workdir or the run's values "
+                        f"(may change on resume: {', '.join(RESUMABLE)})")
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(requested, f, indent=1)

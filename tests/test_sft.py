@@ -83,6 +83,24 @@ def test_short_sft_lowers_both_losses_and_evaluates():
   assert "| **overall** |" in evaluation.markdown_table(results)
 
 
+def test_non_finite_sft_loss_skips_the_step():
+  tok = tokenizer.load()
+  model = UnifiedTransformer(SPEC)
+  optimizer = make_optimizer(OPTIM)
+  state = init_train_state(init_params(SPEC, jax.random.key(0)), optimizer)
+  step = make_sft_step(model, ROLLOUT, SFTSpec(), optimizer)
+  batch = t2i_batch(_examples(4), tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
+  images = np.array(batch.images)
+  images[0] = np.nan
+  bad = batch.replace(images=images)
+  before = jax.tree.map(np.array, state)
+  state, metrics = step(state, bad, jax.random.key(3))
+  assert float(metrics["skipped"]) == 1.0 and int(state.step) == 0
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, state), before)
+  state, metrics = step(state, batch, jax.random.key(3))
+  assert float(metrics["skipped"]) == 0.0 and int(state.step) == 1
+
+
 def test_understanding_batches_condition_the_caption_on_the_image():
   tok = tokenizer.load()
   rollout = RolloutSpec(prompt_len=12, max_text_tokens=28, rounds=2, num_steps=4, **TOKENS)

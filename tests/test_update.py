@@ -50,6 +50,30 @@ def test_first_update_is_exactly_on_policy():
   assert abs(float(np.asarray(metrics["text/ratio_max"])[1, 1]) - 1) > 1e-4
 
 
+def test_non_finite_loss_skips_the_update_and_keeps_the_state():
+  """A NaN advantage (as from a NaN reward that got past the loop) makes the loss NaN: that
+  minibatch's update is skipped — parameters, moments and step unchanged — and the next finite
+  one applies."""
+  _, params, rollout, sample, update, optimizer = _setup(
+      update=UpdateSpec(num_updates=1, num_minibatches=2))
+  prompts = jax.random.randint(jax.random.key(0), (8, 6), 4, 48)
+  traj = sample(params, prompts, jnp.ones(prompts.shape, bool), jax.random.key(1))
+  good = _outcome(np.arange(8.0) % 3, 4, rollout.rounds)
+  state = init_train_state(params, optimizer)
+  # Minibatch 0 holds rows 0, 2, 4, 6: poison only those.
+  poisoned = good.at[0].set(jnp.nan)
+  skipped_state, metrics = update(state, params, RLBatch(traj=traj, advantages=poisoned))
+  assert np.asarray(metrics["skipped"]).tolist() == [[1.0, 0.0]]
+  assert int(skipped_state.step) == 1  # only minibatch 1 applied
+  all_bad, metrics = update(state, params, RLBatch(traj=traj, advantages=good * jnp.nan))
+  assert np.asarray(metrics["skipped"]).tolist() == [[1.0, 1.0]]
+  assert int(all_bad.step) == 0
+  jax.tree.map(np.testing.assert_array_equal, all_bad, state)
+  stepped, metrics = update(state, params, RLBatch(traj=traj, advantages=good))
+  assert np.asarray(metrics["skipped"]).tolist() == [[0.0, 0.0]]
+  assert int(stepped.step) == 2
+
+
 def _train(reward_fn, loss, iterations, optim, group=8, prompts=2):
   rollout = tiny_rollout(rounds=1, max_text_tokens=4, num_steps=4, sde_window=(0, 3))
   model, params, rollout, sample, update, optimizer = _setup(loss=loss, rollout=rollout,
@@ -94,7 +118,7 @@ def test_bad_update_inputs_fail_clearly():
   prompts = jax.random.randint(jax.random.key(0), (4, 6), 4, 48)
   traj = sample(params, prompts, jnp.ones(prompts.shape, bool), jax.random.key(1))
   state = init_train_state(params, optimizer)
-  with pytest.raises(ValueError, match=r"update\.num_minibatches = 3"):
+  with pytest.raises(ValueError, match=r"rl\.num_minibatches = 3"):
     update(state, params, RLBatch(traj=traj, advantages=jnp.zeros((4, rollout.rounds))))
   _, _, _, _, update1, _ = _setup()
   with pytest.raises(ValueError, match=r"advantages have shape \(4,\), expected \(4, 2\)"):
@@ -103,7 +127,7 @@ def test_bad_update_inputs_fail_clearly():
     LossSpec(loss_type="ppo")
   with pytest.raises(ValueError, match=r"loss\.clip_image must be >= 0"):
     LossSpec(clip_image=-1.0)
-  with pytest.raises(ValueError, match=r"update\.num_updates must be >= 1"):
+  with pytest.raises(ValueError, match=r"rl\.num_updates must be >= 1"):
     UpdateSpec(num_updates=0)
   with pytest.raises(ValueError, match=r"optim\.schedule 'linear'"):
     make_optimizer(dict(OPTIM, schedule="linear"))

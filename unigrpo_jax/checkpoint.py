@@ -60,7 +60,10 @@ class Checkpoints:
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, save_interval_steps=every,
-            enable_async_checkpointing=True))
+            enable_async_checkpointing=True),
+        # Named handlers let a fresh manager read a step's metadata before any restore.
+        item_handlers=dict(state=ocp.StandardCheckpointHandler(),
+                           host=ocp.JsonCheckpointHandler()))
 
   def save(self, step: int, state, host_state: dict, *, force: bool = False) -> bool:
     """Starts writing (asynchronously) when `step` is on the cadence or `force`."""

@@ -100,7 +100,7 @@ def main(argv):
   try:
     validation.validate(config, stages=tuple(STAGES))
     validation.check_workdir(config, workdir)
-  except validation.ConfigError as e:
+  except (ValueError, OSError) as e:  # every check names its field; no traceback needed
     sys.exit(f"config error: {e}")
   results, t0 = {}, time.time()
   with Guard() as guard:

@@ -1,9 +1,9 @@
 """Start-up checks of a whole config, run by `main` before any data is built or anything
 compiles. Every failure is a ConfigError (a ValueError) whose message names the config field:
 
-  * each section builds its spec — `model` (image size vs patch size, heads vs KV heads,
-    dtypes), `rollout` + `tokens`, `loss` (loss and KL names, listing the known ones), the
-    optimizers, the update passes; unknown fields are named;
+  * each section a stage uses builds its spec — `model` (image size vs patch size, heads vs KV
+    heads, dtypes), `rollout` + `tokens`, and for training `loss` (loss and KL names, listing
+    the known ones), the optimizers, the update passes; unknown fields are named;
   * `mesh` fits the devices; the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
     groups and, like `sft_data.batch_size`, divides over the data axes;
   * `stages`, `sft_data.mix` kinds and reward names are known (listed); reward weights are
@@ -75,23 +75,26 @@ def validate(config, num_devices: int | None = None, *,
   unknown = [s for s in config.stages if s not in stages]
   if unknown:
     raise ConfigError(f"config.stages names unknown stages {unknown}; known: {list(stages)}")
-  for cls, name in ((ModelSpec, "model"), (RolloutSpec, "rollout"), (LossSpec, "loss")):
+  for cls, name in ((ModelSpec, "model"), (RolloutSpec, "rollout")):
     _check_fields(cls, config[name], name)
   model = ModelSpec(**config.model)
   RolloutSpec.from_config(config.rollout, config.tokens).check_model(model)
-  LossSpec(**config.loss)
-  UpdateSpec(config.rl.num_updates, config.rl.num_minibatches)
-  for name in ("sft_optim", "rl_optim"):
+  training = [s for s in config.stages if s in ("sft", "grpo")]
+  if not training:
+    return
+  tokenizer_lib.for_config(config)
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  mesh = jax.sharding.AbstractMesh(sharding.mesh_shape(config.mesh, num_devices),
+                                   sharding.MESH_AXES)
+  for name in ("sft_optim",) * ("sft" in training) + ("rl_optim",) * ("grpo" in training):
     try:
       make_optimizer(config[name])
     except (KeyError, TypeError, ValueError) as e:
       raise ConfigError(f"config.{name}: {e}") from e
-  tokenizer_lib.for_config(config)
-
-  num_devices = jax.device_count() if num_devices is None else num_devices
-  mesh = jax.sharding.AbstractMesh(sharding.mesh_shape(config.mesh, num_devices),
-                                   sharding.MESH_AXES)
-  if "grpo" in config.stages:
+  if "grpo" in training:
+    _check_fields(LossSpec, config.loss, "loss")
+    LossSpec(**config.loss)
+    UpdateSpec(config.rl.num_updates, config.rl.num_minibatches)
     batch = config.rl.prompts_per_batch * config.rl.group_size
     field = "the RL batch (rl.prompts_per_batch × rl.group_size)"
     sharding.check_batch(mesh, batch, config.rl.group_size, field=field)
@@ -100,7 +103,7 @@ def validate(config, num_devices: int | None = None, *,
                         f"{config.rl.num_minibatches}")
     import_reward_modules(config)
     check_rewards(config.rewards)
-  if "sft" in config.stages:
+  if "sft" in training:
     sharding.check_batch(mesh, config.sft_data.batch_size, 1, field="sft_data.batch_size")
     kinds = sorted(set(config.sft_data.mix) - set(KINDS))
     if kinds:

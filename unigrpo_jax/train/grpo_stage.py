@@ -95,18 +95,18 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
     prompts.set_state(host["data"])
     skips.restore(host["skips"])
     key, source = restore_key(host), host["reference"]
-    ref_params = starting_params(exp, source)
   else:
     start, key, source = 0, jax.random.key(cfg.seed + 2), reference_source(exp, workdir)
-    ref_params = starting_params(exp, source)
-    state, _ = exp.init_train_state(ref_params, optimizer)
-    write_json(before_path, dict(heldout=exp.evaluate(state.params),
-                                 train=exp.evaluate(state.params, "train")))
-  with open(before_path) as f:
-    before = json.load(f)
-  results = dict(before=before["heldout"], before_train_prompts=before["train"])
+  ref_params = starting_params(exp, source)
   if restored is None:
-    writer.write(0, {f"eval/{k}": v for k, v in results["before"]["overall"].items()})
+    state, _ = exp.init_train_state(ref_params, optimizer)
+    before = dict(heldout=exp.evaluate(state.params), train=exp.evaluate(state.params, "train"))
+    write_json(before_path, before)
+    writer.write(0, {f"eval/{k}": v for k, v in before["heldout"]["overall"].items()})
+  else:
+    with open(before_path) as f:
+      before = json.load(f)
+  results = dict(before=before["heldout"], before_train_prompts=before["train"])
   total = rl.steps
   t_start = time.time()
   bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc="grpo",

@@ -1,0 +1,170 @@
+"""Every start-up rule fails before anything compiles, with a message naming the config field."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import shapeworld
+from unigrpo_jax import validation
+from unigrpo_jax.data import tokenizer as tokenizer_lib
+from unigrpo_jax.train import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config(**overrides):
+  """The tiny config with `section__field=value` overrides."""
+  c = shapeworld.get_config("tiny")
+  for key, value in overrides.items():
+    section, _, field = key.partition("__")
+    if field:
+      c[section][field] = value
+    else:
+      c[section] = value
+  return c
+
+
+def fails(c, match, num_devices=1):
+  with pytest.raises(ValueError, match=match):
+    validation.validate(c, num_devices)
+
+
+def test_the_shipped_configs_pass():
+  validation.validate(shapeworld.get_config(), 1)
+  validation.validate(shapeworld.get_config("tiny"), 8)
+
+
+def test_mesh_that_does_not_fit_the_devices():
+  fails(config(mesh=dict(data=3, fsdp=1, tensor=1)), r"config\.mesh .* needs 3 devices but 8 "
+        r"are available", num_devices=8)
+  fails(config(mesh=dict(data=1, fsdp=-1, tensor=3)), r"config\.mesh .*fixed axes \(3 devices\)",
+        num_devices=8)
+  fails(config(mesh=dict(pipeline=2)), r"config\.mesh has unknown axes \['pipeline'\]")
+
+
+def test_rl_batch_that_does_not_split_over_the_data_axes():
+  fails(config(rl__prompts_per_batch=3, rl__group_size=2),
+        r"the RL batch \(rl\.prompts_per_batch × rl\.group_size\) 6 does not divide over the "
+        r"mesh's data axes \(config\.mesh: data × fsdp = 4", num_devices=4)
+
+
+def test_rl_batch_that_does_not_split_into_minibatches():
+  fails(config(rl__num_minibatches=3), r"rl\.num_minibatches = 3")
+
+
+def test_group_size_below_one():
+  fails(config(rl__group_size=0), r"rl\.group_size 0")
+
+
+def test_sft_batch_that_does_not_split_over_the_data_axes():
+  fails(config(sft_data__batch_size=6), r"sft_data\.batch_size 6 does not divide", num_devices=4)
+
+
+def test_image_size_not_a_multiple_of_the_patch():
+  fails(config(model__image_size=30), r"model\.image_size \(30\) is not divisible by "
+        r"model\.patch_size")
+
+
+def test_unknown_field_of_a_section_is_named():
+  c = config()
+  with c.unlocked():
+    c.loss.clip_hi = 0.3
+  fails(c, r"config\.loss has unknown fields \['clip_hi'\]; known: .*'clip_high'")
+
+
+def test_unknown_loss_and_kl_names_list_the_known_ones():
+  fails(config(loss__loss_type="ppo"), r"loss\.loss_type 'ppo' is not one of .*'dapo'")
+  fails(config(loss__kl="k4"), r"loss\.kl 'k4' is not one of .*'k3'")
+
+
+def test_unknown_reward_names_list_the_known_ones():
+  fails(config(rewards={"geneval_strict": 1.0, "clip_score": 1.0}),
+        r"unknown rewards \['clip_score'\] in config\.rewards; known: .*'geneval_strict'")
+
+
+def test_reward_weights_must_be_numbers_not_all_zero():
+  fails(config(rewards={"geneval_strict": "high"}), r"config\.rewards\.geneval_strict must be a "
+        r"finite number")
+  fails(config(rewards={"geneval_strict": float("nan")}), r"config\.rewards\.geneval_strict")
+  fails(config(rewards={"geneval_strict": 0.0, "structure": 0.0}),
+        r"config\.rewards weights are all zero")
+
+
+def test_reward_module_that_does_not_import():
+  fails(config(reward_modules=("no_such_rewards",)),
+        r"config\.reward_modules: cannot import 'no_such_rewards'")
+
+
+def test_unknown_stage_and_sft_kind():
+  fails(config(stages=("sft", "dpo")), r"config\.stages names unknown stages \['dpo'\]")
+  fails(config(sft_data__mix={"t2i": 1.0, "video": 1.0}),
+        r"config\.sft_data\.mix names unknown kinds \['video'\]")
+
+
+def test_optimizer_settings_are_named():
+  fails(config(rl_optim__schedule="linear"), r"config\.rl_optim: .*schedule 'linear'")
+
+
+def test_tokenizer_path_that_does_not_exist(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"tokenizer file .*/nope\.json' does not exist"):
+    validation.validate(config(tokenizer_path=str(tmp_path / "nope.json")), 1)
+
+
+def test_tokenizer_file_that_is_not_a_tokenizer(tmp_path):
+  path = tmp_path / "tokenizer.json"
+  path.write_text(json.dumps({"weights": [1, 2, 3]}))
+  fails(config(tokenizer_path=str(path)), r"is not a tokenizers JSON \(expected a saved "
+        r"`tokenizers\.Tokenizer`")
+
+
+def test_tokenizer_that_does_not_fit_the_model_or_the_token_ids():
+  fails(config(model__vocab_size=32), r"config\.model\.vocab_size \(32\) is smaller than the "
+        r"vocabulary of tokenizer")
+  fails(config(tokens__eos_id=5), r"config\.tokens\.eos_id is 5 but tokenizer .* has it at 2")
+
+
+def test_token_id_outside_the_vocabulary():
+  fails(config(model__vocab_size=64, tokens__image_end_id=70),
+        r"tokens\.image_end_id \(70\) is outside the vocabulary")
+
+
+def test_prompts_longer_than_the_prompt_slots_fail_when_the_data_is_built(tmp_path):
+  c = config(rollout__prompt_len=6)
+  c.data.data_dir = str(tmp_path / "tfds")
+  with pytest.raises(ValueError, match=r"rollout\.prompt_len = 6 is too short for the train "
+                                       r"prompts: the prompt '.*' is \d+ tokens with BOS"):
+    experiment.build(c)
+
+
+def test_workdir_with_a_run_of_another_config(tmp_path):
+  validation.check_workdir(config(), str(tmp_path))
+  (tmp_path / "grpo" / "checkpoints").mkdir(parents=True)
+  # Lengths, cadences, evaluation and placement may change on resume.
+  validation.check_workdir(config(rl__steps=10, eval__every=5, mesh=dict(data=2)), str(tmp_path))
+  with pytest.raises(ValueError, match=r"workdir .* holds a run whose config differs .*"
+                                       r"config\.model\.width: the run has 32, this command "
+                                       r"asks 64.*config\.rl\.group_size: the run has 4, this "
+                                       r"command asks 8"):
+    validation.check_workdir(config(model__width=64, rl__group_size=8), str(tmp_path))
+
+
+def test_workdir_without_checkpoints_takes_any_config(tmp_path):
+  validation.check_workdir(config(), str(tmp_path))
+  validation.check_workdir(config(model__width=64), str(tmp_path))
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["width"] == 64
+
+
+def test_main_stops_at_a_config_error_before_building_anything(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "unigrpo_jax.main", "--config=configs/shapeworld.py:tiny",
+       f"--workdir={tmp_path}", "--config.model.image_size=30"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines()[-1].startswith("config error: model.image_size (30)")
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_shipped_tokenizer_matches_the_shipped_tokens():
+  assert tokenizer_lib.for_config(shapeworld.get_config()).vocab_size <= 48

@@ -49,14 +49,17 @@ def get_config(arg: str = ""):
                      b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
 
   # UniGRPO.
-  c.rl = dict(steps=1200, prompts_per_batch=4, group_size=8, num_updates=1, num_minibatches=1,
-              log_every=10, init_params="")
+  c.rl = dict(task="t2i", steps=1200, prompts_per_batch=4, group_size=8, num_updates=1,
+              num_minibatches=1, log_every=10, init_params="")
   # The image must follow the plan (visual_text_alignment) and the plan must answer the prompt
   # (text_relevance, structure); mini-GenEval scores the image. Image-only rewards let the
   # plans drift (structure fell to 0 in 200 steps at one learning rate of 1e-4).
   c.rewards = dict(geneval_strict=1.0, geneval_partial=0.5, visual_text_alignment=1.0,
                    text_relevance=1.0, structure=0.5)
-  c.advantages = dict(scale="group", eps=1e-4, clip=5.0, normalize_each=False)
+  # Per-round rewards ((B, R) scores) for process-level advantages (advantages.kind "process"
+  # or "both"; configs/interleaved.py); the outcome advantages use `rewards`.
+  c.process_rewards = {}
+  c.advantages = dict(kind="outcome", scale="group", eps=1e-4, clip=5.0, normalize_each=False)
   c.loss = dict(text=True, image=True, loss_type="grpo", clip_low=0.2, clip_high=0.28,
                 beta=0.0, kl="k3", clip_image=1e-4, velocity_weight=1.5e-5,
                 latent_kl_weight=0.0)

@@ -36,3 +36,24 @@ def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tmp_path):
   assert [r["step"] for r in steps] == [1, 2, 3, 4]
   assert all("update/text/ratio_mean" in r for r in steps if r["step"] in (1, 2, 4))
   assert "eval/geneval_strict" in records[0] and records[0]["step"] == 0
+
+
+def test_interleaved_grpo_runs_on_the_smallest_variant(tmp_path):
+  """configs/interleaved.py:tiny, GRPO only (from fresh parameters): multi-round rollouts,
+  hybrid outcome + process rewards, step-wise advantages, the story evaluation per step and
+  its PNG strips."""
+  out = subprocess.run(
+      [sys.executable, "-m", "unigrpo_jax.main", "--config=configs/interleaved.py:tiny",
+       f"--workdir={tmp_path}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+       "--config.stages=('grpo',)", "--config.rl.init_params=none"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-4000:]
+  grpo = json.loads((tmp_path / "results.json").read_text())["grpo"]
+  assert grpo["headline"] == "interleaved_score"
+  assert set(grpo["after"]["per_family"]) == {"two_object", "counting", "position",
+                                              "color_attr"}
+  assert len(grpo["after"]["per_step"]["interleaved_alignment_steps"]) == 4
+  assert (tmp_path / "grpo" / "samples_4.png").stat().st_size > 0
+  steps = [r for r in metric_writer.read(str(tmp_path / "grpo")) if "reward/combined" in r]
+  assert [r["step"] for r in steps] == [1, 2, 3, 4]
+  assert all("reward/interleaved_relevance_steps" in r for r in steps)

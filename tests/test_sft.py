@@ -56,12 +56,16 @@ def test_text_loss_is_the_cross_entropy_of_the_target_tokens():
                                                                **TOKENS), model_spec=SPEC)
 
 
-def test_short_sft_lowers_both_losses_and_evaluates():
-  tok = tokenizer.load()
+def _fresh_sft():
+  """(tokenizer, model, fresh train state, compiled SFT step) of the test model."""
   model = UnifiedTransformer(SPEC)
   optimizer = make_optimizer(OPTIM)
   state = init_train_state(init_params(SPEC, jax.random.key(0)), optimizer)
-  step = make_sft_step(model, ROLLOUT, SFTSpec(), optimizer)
+  return tokenizer.load(), model, state, make_sft_step(model, ROLLOUT, SFTSpec(), optimizer)
+
+
+def test_short_sft_lowers_both_losses_and_evaluates():
+  tok, model, state, step = _fresh_sft()
   data = _examples(64)
   rng = np.random.default_rng(0)
   history = []
@@ -84,11 +88,7 @@ def test_short_sft_lowers_both_losses_and_evaluates():
 
 
 def test_non_finite_sft_loss_skips_the_step():
-  tok = tokenizer.load()
-  model = UnifiedTransformer(SPEC)
-  optimizer = make_optimizer(OPTIM)
-  state = init_train_state(init_params(SPEC, jax.random.key(0)), optimizer)
-  step = make_sft_step(model, ROLLOUT, SFTSpec(), optimizer)
+  tok, _, state, step = _fresh_sft()
   batch = t2i_batch(_examples(4), tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
   images = np.array(batch.images)
   images[0] = np.nan

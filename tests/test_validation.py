@@ -134,7 +134,8 @@ def test_prompts_longer_than_the_prompt_slots_fail_when_the_data_is_built(tmp_pa
   c = config(rollout__prompt_len=6)
   c.data.data_dir = str(tmp_path / "tfds")
   with pytest.raises(ValueError, match=r"rollout\.prompt_len = 6 is too short for the train "
-                                       r"prompts: the prompt '.*' is \d+ tokens with BOS"):
+                                       r"prompts of task t2i: the prompt '.*' is \d+ tokens "
+                                       r"with BOS"):
     experiment.build(c)
 
 

@@ -6,8 +6,9 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
     the known ones), the optimizers, the update passes; unknown fields are named;
   * `mesh` fits the devices; the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
     groups and, like `sft_data.batch_size`, divides over the data axes;
-  * `stages`, `sft_data.mix` kinds and reward names are known (listed); reward weights are
-    finite numbers, not all zero; `reward_modules` import;
+  * `stages`, `rl.task`, `advantages.kind`, `sft_data.mix` kinds and reward names are known
+    (listed); reward weights (`rewards`, and `process_rewards` when the advantages use them)
+    are finite numbers, not all zero; `reward_modules` import;
   * the tokenizer (`tokenizer_path`) loads, fits `model.vocab_size` and has the ids `tokens`
     names;
   * a workdir that already holds a run was started with a compatible config
@@ -28,6 +29,8 @@ from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.model import ModelSpec
 from unigrpo_jax.rl import LossSpec, UpdateSpec, make_optimizer
 from unigrpo_jax.sampling import RolloutSpec
+from unigrpo_jax.train import tasks
+from unigrpo_jax.train.grpo_stage import ADVANTAGE_KINDS
 from unigrpo_jax.train.sft import KINDS
 
 # Fields a resumed run may change: lengths, cadences, evaluation, placement, paths.
@@ -57,15 +60,15 @@ def import_reward_modules(config):
       raise ConfigError(f"config.reward_modules: cannot import {module!r} ({e})") from e
 
 
-def check_rewards(weights):
-  rewards.check_names(weights, field="config.rewards")
+def check_rewards(weights, field: str = "config.rewards"):
+  """Known names, finite numeric weights, not all zero."""
+  rewards.check_names(weights, field=field)
   for name, weight in weights.items():
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(
         weight):
-      raise ConfigError(f"config.rewards.{name} must be a finite number (its weight), got "
-                        f"{weight!r}")
+      raise ConfigError(f"{field}.{name} must be a finite number (its weight), got {weight!r}")
   if not any(weights.values()):
-    raise ConfigError(f"config.rewards weights are all zero: {dict(weights)}")
+    raise ConfigError(f"{field} weights are all zero: {dict(weights)}")
 
 
 def validate(config, num_devices: int | None = None, *,
@@ -101,8 +104,14 @@ def validate(config, num_devices: int | None = None, *,
     if batch % config.rl.num_minibatches:
       raise ConfigError(f"{field} {batch} does not split into rl.num_minibatches = "
                         f"{config.rl.num_minibatches}")
+    tasks.get(config)
     import_reward_modules(config)
     check_rewards(config.rewards)
+    kind = config.advantages.kind
+    if kind not in ADVANTAGE_KINDS:
+      raise ConfigError(f"config.advantages.kind {kind!r} is not one of {ADVANTAGE_KINDS}")
+    if kind != "outcome":
+      check_rewards(config.process_rewards, "config.process_rewards")
   if "sft" in training:
     sharding.check_batch(mesh, config.sft_data.batch_size, 1, field="sft_data.batch_size")
     kinds = sorted(set(config.sft_data.mix) - set(KINDS))

@@ -50,14 +50,35 @@ def as_text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class Subset:
+  """The examples of a random-access source whose family is in `families` (all if None): a
+  random-access source itself, so Grain shuffles and checkpoints it like any other."""
+
+  def __init__(self, source, families=None):
+    self.source = source
+    self.indices = [i for i in range(len(source)) if families is None
+                    or as_text(source[i]["family"]) in families]
+    if not self.indices:
+      raise ValueError(f"no example of the families {families} in the data")
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, index):
+    return self.source[self.indices[index]]
+
+
 def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
-               group_size: int, seed: int, grid: int) -> grain.IterDataset:
+               group_size: int, seed: int, grid: int, prefix: str = "",
+               families=None) -> grain.IterDataset:
   """Batches of dict(tokens (B, P) int32, mask (B, P) bool, metadata: B dicts with the
   prompt's JSON, its family and the scene grid — what rewards read), B = prompts_per_batch ×
-  group_size."""
+  group_size. `families` keeps only those prompt families; `prefix` goes before every prompt
+  (the interleaved task's marker)."""
   def encode(example):
     text = as_text(example["prompt"])
-    tokens, mask = encode_prompt(text, tokenizer, prompt_len)
+    tokens, mask = encode_prompt(f"{prefix} {text}" if prefix else text, tokenizer,
+                                 prompt_len)
     meta = dict(prompt=json.loads(as_text(example["metadata"])),
                 family=as_text(example["family"]),
                 grid=grid)
@@ -73,8 +94,8 @@ def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
                 mask=np.stack([e["mask"] for e in examples]),
                 metadata=[e["metadata"] for e in examples])
 
-  return (grain.MapDataset.source(source).shuffle(seed=seed).repeat().map(encode)
-          .batch(prompts_per_batch, drop_remainder=True, batch_fn=stack).map(group)
+  return (grain.MapDataset.source(Subset(source, families)).shuffle(seed=seed).repeat()
+          .map(encode).batch(prompts_per_batch, drop_remainder=True, batch_fn=stack).map(group)
           .to_iter_dataset())
 
 

@@ -30,7 +30,7 @@ def plan_of(text: str, grid: int):
   return parse_plan(m.group(1), grid) if m.group(1).strip() else None
 
 
-def _as_detection(obj: shapeworld.Object, size: int, grid: int) -> Detection:
+def as_detection(obj: shapeworld.Object, size: int, grid: int) -> Detection:
   """Where a planned object would be detected if drawn exactly."""
   cell = size // grid
   x0, y0 = obj.col * cell + 1, obj.row * cell + 1
@@ -53,23 +53,23 @@ def text_relevance(images, texts, metadata):
   for text, meta in zip(texts, metadata):
     plan = plan_of(text, meta["grid"])
     scores.append(0.0 if plan is None else geneval.partial(
-        [_as_detection(o, size, meta["grid"]) for o in plan], Prompt.from_json(meta["prompt"])))
+        [as_detection(o, size, meta["grid"]) for o in plan], Prompt.from_json(meta["prompt"])))
   return np.array(scores, np.float32)
+
+
+def cell_f1(planned, detections, cell: int) -> float:
+  """F1 between planned objects and detections, matched on (colour, shape, top-left cell)."""
+  want = {(o.color, o.shape, o.row, o.col) for o in planned}
+  got = {(d.color, d.shape, d.box[1] // cell, d.box[0] // cell) for d in detections}
+  return 2.0 * len(want & got) / (len(want) + len(got)) if want or got else 0.0
 
 
 @register("visual_text_alignment")
 def visual_text_alignment(images, texts, metadata):
   images = np.asarray(images)
-  cell_of = lambda d, cell: (d.box[1] // cell, d.box[0] // cell)  # noqa: E731  block's top-left
   scores = []
   for i, (text, meta) in enumerate(zip(texts, metadata)):
     plan = plan_of(text, meta["grid"])
-    if not plan:
-      scores.append(0.0)
-      continue
-    cell = images.shape[2] // meta["grid"]
-    want = {(o.color, o.shape, o.row, o.col) for o in plan}
-    got = {(d.color, d.shape) + cell_of(d, cell) for d in detect(images[i, -1])}
-    hits = len(want & got)
-    scores.append(2.0 * hits / (len(want) + len(got)) if want or got else 0.0)
+    scores.append(cell_f1(plan, detect(images[i, -1]), images.shape[2] // meta["grid"])
+                  if plan else 0.0)
   return np.array(scores, np.float32)

@@ -18,11 +18,12 @@ from PIL import Image, ImageDraw
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax import sharding, visualize
 from unigrpo_jax.data import tokenizer as tokenizer_lib
-from unigrpo_jax.data.pipeline import as_text, check_prompt_lengths, encode_prompts
+from unigrpo_jax.data.pipeline import Subset, as_text, check_prompt_lengths, encode_prompts
 from unigrpo_jax.data.tfds_shapeworld import prepare
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
 from unigrpo_jax.rl import init_train_state, train_state_shardings
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
+from unigrpo_jax.train import tasks
 
 
 @dataclasses.dataclass
@@ -35,6 +36,7 @@ class Experiment:
   mesh: jax.sharding.Mesh
   param_shardings: dict
   abstract_params: dict  # ShapeDtypeStructs with their shardings: nothing allocated
+  task: object  # tasks.Task: layout, prompts and evaluation rewards
   eval_spec: RolloutSpec
   sample: object  # the jitted ODE rollout of the evaluation
   eval_examples: list
@@ -67,27 +69,35 @@ class Experiment:
     return evaluation.evaluate(params, examples, model=self.model,
                                spec=self.eval_spec, tokenizer=self.tokenizer,
                                grid=self.config.data.grid,
-                               batch_size=self.config.eval.batch_size, sample=self.sample)
+                               batch_size=self.config.eval.batch_size, sample=self.sample,
+                               rewards=self.task.eval_rewards,
+                               step_rewards=self.task.eval_step_rewards,
+                               prefix=self.task.prefix)
 
   def save_samples(self, params, path: str):
     """A PNG of held-out samples: for each of the first `eval.grid_prompts` prompts, the
-    image the model draws (ODE) beside the prompt and the plan it wrote."""
+    image the model draws (ODE) beside the prompt and the plan it wrote — or, for
+    multi-round tasks, the story as a strip: each round's image over its sentence."""
     examples = self.eval_examples[:self.config.eval.grid_prompts]
-    texts = [ex["prompt"] for ex in examples]
+    texts = [f"{self.task.prefix} {ex['prompt']}" if self.task.prefix else ex["prompt"]
+             for ex in examples]
     batch = self.config.eval.batch_size
     tokens, mask = encode_prompts((texts * batch)[:batch], self.tokenizer,
                                   self.eval_spec.prompt_len)
     traj = self.sample(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
     plans = evaluation.decode_texts(traj, self.tokenizer)[:len(examples)]
-    save_annotated_grid(np.asarray(traj.images[:len(examples), 0]), texts, plans, path)
+    if self.eval_spec.rounds > 1:
+      save_story_strips(np.asarray(traj.images[:len(examples)]), texts, plans, path)
+    else:
+      save_annotated_grid(np.asarray(traj.images[:len(examples), 0]), texts, plans, path)
 
 
 def build(config) -> Experiment:
   """The Experiment for `config` (data built on first use, under `config.data.data_dir`)."""
   model_spec = ModelSpec(**config.model)
   tok = tokenizer_lib.for_config(config)
-  eval_spec = RolloutSpec.from_config(config.rollout, config.tokens, mode="ode",
-                                      temperature=0.0)
+  task = tasks.get(config)
+  eval_spec = task.rollout(config, mode="ode", temperature=0.0)
   eval_spec.check_model(model_spec)
   mesh = sharding.make_mesh(config.mesh)
   shapes = jax.eval_shape(lambda: init_params(model_spec, jax.random.key(0)))
@@ -96,19 +106,20 @@ def build(config) -> Experiment:
   builder = prepare(data_cfg.pop("data_dir"), **data_cfg)
 
   for split in ("train", "heldout"):
-    source = builder.as_data_source(split)
-    check_prompt_lengths([as_text(source[i]["prompt"]) for i in range(len(source))], tok,
-                         config.rollout.prompt_len, f"the {split} prompts")
+    source = Subset(builder.as_data_source(split), task.families)
+    check_prompt_lengths([f"{task.prefix} {as_text(source[i]['prompt'])}".strip()
+                          for i in range(len(source))], tok, eval_spec.prompt_len,
+                         f"the {split} prompts of task {task.name}")
 
   def examples(split, n):
-    source = builder.as_data_source(split)
+    source = Subset(builder.as_data_source(split), task.families)
     return [dict(prompt=as_text(source[i]["prompt"]), family=as_text(source[i]["family"]),
                  metadata=as_text(source[i]["metadata"])) for i in range(min(n, len(source)))]
 
   model = UnifiedTransformer(model_spec)
   return Experiment(config=config, model_spec=model_spec, model=model, tokenizer=tok,
                     data=builder, mesh=mesh, param_shardings=shardings,
-                    abstract_params=sharding.with_shardings(shapes, shardings),
+                    abstract_params=sharding.with_shardings(shapes, shardings), task=task,
                     eval_spec=eval_spec, sample=make_rollout(model, eval_spec),
                     eval_examples=examples("heldout", config.eval.num_prompts),
                     train_examples=examples("train", config.eval.train_prompts))
@@ -130,6 +141,31 @@ def save_annotated_grid(images, prompts, plans, path: str, scale: int = 4, colum
     draw.text((x + 2, y + size + 2), prompts[i][:34], fill="black")
     draw.text((x + 2, y + size + 14), plan[:34], fill="navy")
     draw.text((x + 2, y + size + 26), plan[34:68], fill="navy")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  canvas.save(path)
+
+
+def save_story_strips(images, prompts, texts, path: str, scale: int = 3):
+  """images (N, R, S, S, C) in [−1, 1]: one row per story — its prompt, then each round's
+  image over that round's sentence (`texts[i]` has one line per round; rounds the story did
+  not draw stay blank)."""
+  pixels = visualize.to_uint8(images)
+  n, rounds, size = pixels.shape[0], pixels.shape[1], pixels.shape[2] * scale
+  cell_w, text_h, label_w = max(size, 150), 28, 170
+  canvas = Image.new("RGB", (label_w + rounds * cell_w, n * (size + text_h)), "white")
+  draw = ImageDraw.Draw(canvas)
+  for i in range(n):
+    y = i * (size + text_h)
+    draw.text((2, y + 2), prompts[i][:28], fill="black")
+    draw.text((2, y + 14), prompts[i][28:56], fill="black")
+    for r, line in enumerate(texts[i].split("\n")[:rounds] if texts[i] else []):
+      x = label_w + r * cell_w
+      if "[EOS]" not in line:
+        big = pixels[i, r].repeat(scale, axis=0).repeat(scale, axis=1)
+        canvas.paste(Image.fromarray(big.squeeze(-1) if big.shape[-1] == 1 else big), (x, y))
+      step = line.replace("<plan>", "").replace("</plan>", "").replace("<img>", "").strip()
+      draw.text((x + 2, y + size + 2), step[:26], fill="navy")
+      draw.text((x + 2, y + size + 14), step[26:52], fill="navy")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   canvas.save(path)
 

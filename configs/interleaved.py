@@ -27,6 +27,10 @@ def get_config(arg: str = ""):
     raise ValueError(f"unknown configs/interleaved.py variants {unknown}; known: {VARIANTS}")
   c = shapeworld.get_config("tiny" if "tiny" in parts else "")
   c.rl.task = "interleaved"
+  # Four images a trajectory: 10 sampler steps (3 of them SDE, trained) keep a step near the
+  # text-to-image job's cost.
+  if "tiny" not in parts:
+    c.rollout.update(num_steps=10, sde_window=(0, 3))
   c.sft_data.mix = dict(t2i=0.3, understanding=0.1, interleaved=1.0)
   c.rewards = dict(interleaved_structure=0.5, interleaved_relevance=1.0,
                    interleaved_alignment=1.0, interleaved_geneval=1.0)

@@ -10,7 +10,6 @@ partial, ODE sampler, greedy text) before and after, the training reward over th
 the steps (SDE samples), and rollout / step times. A training reward that climbs while the
 held-out strict score does not is reward hacking.
 """
-import copy
 import json
 import os
 import shutil
@@ -39,17 +38,6 @@ VARIANTS = {
     "latent_kl": {"loss.velocity_weight": 0.0, "loss.latent_kl_weight": 0.01},
     "no_regulariser": {"loss.velocity_weight": 0.0},
 }
-
-
-def override(config, changes: dict):
-  config = copy.deepcopy(config)
-  for path, value in changes.items():
-    *parents, leaf = path.split(".")
-    node = config
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
-  return config
 
 
 def run_variant(config, workdir: str) -> dict:
@@ -92,7 +80,7 @@ def main(argv):
   t0 = time.time()
   sft_params = _SFT.value
   if not sft_params:
-    sft_config = override(base, {"stages": ("sft",)})
+    sft_config = experiment.with_overrides(base, {"stages": ("sft",)})
     sft_stage.run(experiment.build(sft_config), _WORKDIR.value)
     sft_params = os.path.join(_WORKDIR.value, "sft", "params")
   names = _VARIANTS.value or list(VARIANTS)
@@ -102,8 +90,8 @@ def main(argv):
   rows = {}
   for name in names:
     for seed in _SEEDS.value:
-      config = override(base, dict(VARIANTS[name], seed=int(seed),
-                                   **{"rl.init_params": os.path.abspath(sft_params)}))
+      config = experiment.with_overrides(base, dict(
+          VARIANTS[name], seed=int(seed), **{"rl.init_params": os.path.abspath(sft_params)}))
       workdir = os.path.join(_WORKDIR.value, f"{name}_seed{seed}")
       shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, never a resumed one
       rows[f"{name}/{seed}"] = run_variant(config, workdir)

@@ -6,6 +6,7 @@ Validation happens here too, before anything compiles (after `validation.validat
 config itself): every prompt of the data must fit `rollout.prompt_len`, every parameter must
 divide over its mesh axes.
 """
+import copy
 import dataclasses
 import json
 import os
@@ -168,6 +169,14 @@ def save_story_strips(images, prompts, texts, path: str, scale: int = 3):
       draw.text((x + 2, y + size + 14), step[26:52], fill="navy")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   canvas.save(path)
+
+
+def with_overrides(config, changes: dict):
+  """A copy of `config` with dotted-path overrides, {"rl.steps": 300} (what `--config.rl.steps`
+  does on the command line): how experiment scripts derive their variants."""
+  config = copy.deepcopy(config)
+  config.update_from_flattened_dict(changes)
+  return config
 
 
 def write_json(path: str, value):

@@ -13,10 +13,11 @@ flight with a checkpoint at that step; an update with a non-finite loss, gradien
 skipped and counted, and `faults.max_skipped_in_a_row` of them stop the run
 (`train/loop.py`).
 
-Writes under `<workdir>/grpo/`: `checkpoints/`, TensorBoard events + `metrics.jsonl`,
-`eval_before.json`, `samples_<step>.png` at each evaluation, `results.json` (evaluation before
-and after on held-out and on training prompts, `geneval_gain` and
-`geneval_gain_train_prompts`).
+Writes under `<workdir>/grpo/`: `checkpoints/`, `params` (the final parameters only),
+TensorBoard events + `metrics.jsonl`, `eval_before.json`, `samples_<step>.png` at each
+evaluation, `results.json` (the task's evaluation before and after on held-out and on training
+prompts; `gain` and `gain_train_prompts` of its headline score — for text-to-image also named
+`geneval_gain` and `geneval_gain_train_prompts`).
 """
 import json
 import os
@@ -29,7 +30,7 @@ import tqdm
 
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax import rewards, sharding
-from unigrpo_jax.checkpoint import Checkpoints, load_params
+from unigrpo_jax.checkpoint import Checkpoints, load_params, save_params
 from unigrpo_jax.data.pipeline import rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_optimizer, make_update
@@ -178,6 +179,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                 skips=skips, host=host_state(cfg, data=prompts.get_state(), key=key,
                                              skips=skips, reference=source))
   checkpoints.close()
+  save_params(os.path.join(stage_dir, "params"), state.params)
   results["after"] = exp.evaluate(state.params)
   results["after_train_prompts"] = exp.evaluate(state.params, "train")
   writer.write(total, {f"eval/{k}": v for k, v in results["after"]["overall"].items()})

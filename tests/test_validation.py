@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from configs import shapeworld
+from configs import interleaved, shapeworld
 from unigrpo_jax import validation
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.train import experiment
@@ -34,6 +34,8 @@ def fails(c, match, num_devices=1):
 def test_the_shipped_configs_pass():
   validation.validate(shapeworld.get_config(), 1)
   validation.validate(shapeworld.get_config("tiny"), 8)
+  for variant in ("", "tiny", "outcome", "tiny,process"):
+    validation.validate(interleaved.get_config(variant), 1)
 
 
 def test_mesh_that_does_not_fit_the_devices():
@@ -89,7 +91,17 @@ def test_reward_weights_must_be_numbers_not_all_zero():
         r"finite number")
   fails(config(rewards={"geneval_strict": float("nan")}), r"config\.rewards\.geneval_strict")
   fails(config(rewards={"geneval_strict": 0.0, "structure": 0.0}),
-        r"config\.rewards weights are all zero")
+        r"config\.rewards has no non-zero weight")
+
+
+def test_task_and_advantage_kinds_are_known_and_process_rewards_present():
+  fails(config(rl__task="video"), r"config\.rl\.task 'video' is not one of \['interleaved', "
+        r"'t2i'\]")
+  fails(config(advantages__kind="dense"), r"config\.advantages\.kind 'dense' is not one of")
+  fails(config(advantages__kind="process"), r"config\.process_rewards has no non-zero weight")
+  fails(config(advantages__kind="process", process_rewards={"interleaved_steps": 1.0}),
+        r"unknown rewards \['interleaved_steps'\] in config\.process_rewards; known: "
+        r".*'interleaved_relevance_steps'")
 
 
 def test_reward_module_that_does_not_import():

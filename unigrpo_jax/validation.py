@@ -68,7 +68,7 @@ def check_rewards(weights, field: str = "config.rewards"):
         weight):
       raise ConfigError(f"{field}.{name} must be a finite number (its weight), got {weight!r}")
   if not any(weights.values()):
-    raise ConfigError(f"{field} weights are all zero: {dict(weights)}")
+    raise ConfigError(f"{field} has no non-zero weight: {dict(weights)}")
 
 
 def validate(config, num_devices: int | None = None, *,

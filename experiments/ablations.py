@@ -78,11 +78,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   base = _CONFIG.value
   t0 = time.time()
-  sft_params = _SFT.value
-  if not sft_params:
-    sft_config = experiment.with_overrides(base, {"stages": ("sft",)})
-    sft_stage.run(experiment.build(sft_config), _WORKDIR.value)
-    sft_params = os.path.join(_WORKDIR.value, "sft", "params")
+  sft_params = sft_stage.params_or_run(base, _SFT.value, _WORKDIR.value)
   names = _VARIANTS.value or list(VARIANTS)
   unknown = sorted(set(names) - set(VARIANTS))
   if unknown:

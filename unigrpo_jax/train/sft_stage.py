@@ -20,6 +20,7 @@ from unigrpo_jax.checkpoint import Checkpoints, save_params
 from unigrpo_jax.data.pipeline import decode_example, sft_mix
 from unigrpo_jax.metric_writer import MetricWriter
 from unigrpo_jax.rl import make_optimizer
+from unigrpo_jax.train import experiment
 from unigrpo_jax.train.experiment import Experiment, write_json
 from unigrpo_jax.train.faults import SkipCounter
 from unigrpo_jax.train.loop import finish_step, host_state, restore_key
@@ -106,3 +107,12 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   exp.save_samples(state.params, os.path.join(stage_dir, "samples.png"))
   write_json(os.path.join(stage_dir, "results.json"), results)
   return results
+
+
+def params_or_run(config, path: str, workdir: str) -> str:
+  """A parameters-only SFT checkpoint for experiments to start from: `path` if given, else the
+  SFT stage of `config` run once into `workdir` (resumed if it is there)."""
+  if path:
+    return path
+  run(experiment.build(experiment.with_overrides(config, {"stages": ("sft",)})), workdir)
+  return os.path.join(workdir, "sft", "params")

@@ -9,7 +9,8 @@ process-level rewards turned into step-wise advantages. Launch:
 
 Everything not set here is configs/shapeworld.py's. Variants: `tiny` (a test-sized model, a
 few steps of each stage), `outcome` / `process` (advantages from outcome rewards only / from
-process rewards only; the default uses both), combinable as `tiny,process`.
+process rewards only; the default uses both), `dense` (alignment trained on partial credit),
+combinable as `tiny,process`.
 """
 import os
 import sys
@@ -17,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import shapeworld  # noqa: E402  (configs/shapeworld.py: the shared sections)
 
-VARIANTS = ("tiny", "outcome", "process")
+VARIANTS = ("tiny", "outcome", "process", "dense")
 
 
 def get_config(arg: str = ""):
@@ -32,10 +33,13 @@ def get_config(arg: str = ""):
   if "tiny" not in parts:
     c.rollout.update(num_steps=10, sde_window=(0, 3))
   c.sft_data.mix = dict(t2i=0.3, understanding=0.1, interleaved=1.0)
-  c.rewards = dict(interleaved_structure=0.5, interleaved_relevance=1.0,
-                   interleaved_alignment=1.0, interleaved_geneval=1.0)
-  c.process_rewards = dict(interleaved_structure_steps=0.5, interleaved_relevance_steps=1.0,
-                           interleaved_alignment_steps=1.0)
+  # `dense`: alignment trains on the partial match (colour, shape and cell each earn a share)
+  # instead of the strict F1 that the evaluation reports.
+  alignment = "interleaved_alignment_partial" if "dense" in parts else "interleaved_alignment"
+  c.rewards = {"interleaved_structure": 0.5, "interleaved_relevance": 1.0, alignment: 1.0,
+               "interleaved_geneval": 1.0}
+  c.process_rewards = {"interleaved_structure_steps": 0.5, "interleaved_relevance_steps": 1.0,
+                       f"{alignment}_steps": 1.0}
   c.advantages.kind = "both"
   for kind in ("outcome", "process"):
     if kind in parts:

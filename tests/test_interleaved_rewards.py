@@ -103,3 +103,16 @@ def test_story_that_uses_every_round_needs_no_eos():
 def test_repeated_object_earns_no_more_relevance():
   _, steps = score([STEP_CIRCLE, STEP_CIRCLE, "[EOS]"], images([CIRCLE], [CIRCLE]))
   assert steps["relevance"][:2] == [0.5, 0.0]
+
+
+def test_partial_alignment_credits_partly_right_images():
+  text = "\n".join([STEP_CIRCLE, STEP_SQUARE, "[EOS]"])
+  weights = {"interleaved_alignment_partial_steps": 1.0}
+  right = images([CIRCLE], [CIRCLE, SQUARE])
+  wrong_colour = images([O("circle", "green", 0, 0)], [CIRCLE, O("square", "green", 2, 2)])
+  _, good = evaluate(weights, right, [text], [META], per_step=True)
+  _, part = evaluate(weights, wrong_colour, [text], [META], per_step=True)
+  good, part = good["interleaved_alignment_partial_steps"][0], part[
+      "interleaved_alignment_partial_steps"][0]
+  np.testing.assert_allclose(good, [1, 1, 0, 0])
+  np.testing.assert_allclose(part, [2 / 3, (1 + 2 / 3) / 2, 0, 0], rtol=1e-6)

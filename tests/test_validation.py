@@ -34,7 +34,7 @@ def fails(c, match, num_devices=1):
 def test_the_shipped_configs_pass():
   validation.validate(shapeworld.get_config(), 1)
   validation.validate(shapeworld.get_config("tiny"), 8)
-  for variant in ("", "tiny", "outcome", "tiny,process"):
+  for variant in ("", "tiny", "outcome", "tiny,process", "dense"):
     validation.validate(interleaved.get_config(variant), 1)
 
 

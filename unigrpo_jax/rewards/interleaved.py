@@ -16,6 +16,8 @@ twice: `interleaved_<name>` → (B,) for the whole trajectory, `interleaved_<nam
     to j − 1 (the steps sum to the whole story's credit);
   * `alignment` — visual–text alignment: image j against everything planned up to j, F1 over
     (colour, shape, cell) of the detected objects; the whole story is the mean over its images;
+  * `alignment_partial` — a denser training signal for the same thing: per planned object the
+    best detection's share of matching colour, shape and cell (`partial_match`);
   * `geneval` (whole only) — the final scene: mini-GenEval strict on the last drawn image;
   * `score` (whole only) — the mean of the four: the headline of the interleaved evaluation.
 """
@@ -132,23 +134,54 @@ def relevance(images, texts, metadata):
   return relevance_steps(images, texts, metadata).sum(axis=1)
 
 
-@register("interleaved_alignment_steps")
-def alignment_steps(images, texts, metadata):
+def partial_match(planned, detections, cell: int) -> float:
+  """A denser alignment: for each planned object, the best detection's share of matching
+  colour, shape and cell; the mean over the plan, scaled by planned / max(planned, detected)
+  so that extra objects cost."""
+  if not planned:
+    return 0.0
+  credit = [max((np.mean([d.color == o.color, d.shape == o.shape,
+                          (d.box[1] // cell, d.box[0] // cell) == (o.row, o.col)])
+                 for d in detections), default=0.0) for o in planned]
+  return float(np.mean(credit)) * len(planned) / max(len(planned), len(detections))
+
+
+def _alignment_steps(images, texts, metadata, match):
   images = np.asarray(images)
 
   def step(i, story, r):
     if not story.drawn[r]:
       return 0.0
-    return cell_f1(story.planned(r), detect(images[i, r]), images.shape[2] // metadata[i]["grid"])
+    return match(story.planned(r), detect(images[i, r]), images.shape[2] // metadata[i]["grid"])
   return _per_round(texts, metadata, images.shape[1], step)
+
+
+def _alignment(images, texts, metadata, match):
+  """The whole story's alignment: the mean over the images it drew."""
+  per_step = _alignment_steps(images, texts, metadata, match)
+  drawn = [segment(t, m).images for t, m in zip(texts, metadata)]
+  return np.array([per_step[i, d].mean() if d else 0.0 for i, d in enumerate(drawn)],
+                  np.float32)
+
+
+@register("interleaved_alignment_steps")
+def alignment_steps(images, texts, metadata):
+  return _alignment_steps(images, texts, metadata, cell_f1)
 
 
 @register("interleaved_alignment")
 def alignment(images, texts, metadata):
-  per_step = alignment_steps(images, texts, metadata)
-  drawn = [segment(t, m).images for t, m in zip(texts, metadata)]
-  return np.array([per_step[i, d].mean() if d else 0.0 for i, d in enumerate(drawn)],
-                  np.float32)
+  return _alignment(images, texts, metadata, cell_f1)
+
+
+@register("interleaved_alignment_partial_steps")
+def alignment_partial_steps(images, texts, metadata):
+  return _alignment_steps(images, texts, metadata, partial_match)
+
+
+@register("interleaved_alignment_partial")
+def alignment_partial(images, texts, metadata):
+  return _alignment(images, texts, metadata, partial_match)
 
 
 @register("interleaved_geneval")

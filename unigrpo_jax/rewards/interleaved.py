@@ -22,6 +22,7 @@ twice: `interleaved_<name>` → (B,) for the whole trajectory, `interleaved_<nam
   * `score` (whole only) — the mean of the four: the headline of the interleaved evaluation.
 """
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -164,24 +165,11 @@ def _alignment(images, texts, metadata, match):
                   np.float32)
 
 
-@register("interleaved_alignment_steps")
-def alignment_steps(images, texts, metadata):
-  return _alignment_steps(images, texts, metadata, cell_f1)
-
-
-@register("interleaved_alignment")
-def alignment(images, texts, metadata):
-  return _alignment(images, texts, metadata, cell_f1)
-
-
-@register("interleaved_alignment_partial_steps")
-def alignment_partial_steps(images, texts, metadata):
-  return _alignment_steps(images, texts, metadata, partial_match)
-
-
-@register("interleaved_alignment_partial")
-def alignment_partial(images, texts, metadata):
-  return _alignment(images, texts, metadata, partial_match)
+# interleaved_alignment[_steps] (strict F1) and interleaved_alignment_partial[_steps].
+for _suffix, _match in (("", cell_f1), ("_partial", partial_match)):
+  register(f"interleaved_alignment{_suffix}_steps")(
+      functools.partial(_alignment_steps, match=_match))
+  register(f"interleaved_alignment{_suffix}")(functools.partial(_alignment, match=_match))
 
 
 @register("interleaved_geneval")
@@ -197,5 +185,6 @@ def final_geneval(images, texts, metadata):
 
 @register("interleaved_score")
 def score(images, texts, metadata):
-  return np.mean([fn(images, texts, metadata) for fn in (structure, relevance, alignment,
-                                                           final_geneval)], axis=0)
+  return np.mean([structure(images, texts, metadata), relevance(images, texts, metadata),
+                  _alignment(images, texts, metadata, cell_f1),
+                  final_geneval(images, texts, metadata)], axis=0)

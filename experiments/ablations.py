@@ -10,7 +10,6 @@ partial, ODE sampler, greedy text) before and after, the training reward over th
 the steps (SDE samples), and rollout / step times. A training reward that climbs while the
 held-out strict score does not is reward hacking.
 """
-import json
 import os
 import shutil
 import time

@@ -1,6 +1,5 @@
 """Warm-up SFT: the loss is what it says, a short run lowers both losses; the evaluator runs."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

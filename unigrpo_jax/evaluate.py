@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unigrpo_jax.data.pipeline import encode_prompts
+from unigrpo_jax.data.pipeline import encode_prompts, with_prefix
 from unigrpo_jax.rewards import evaluate as evaluate_rewards
 from unigrpo_jax.sampling import make_rollout
 
@@ -32,7 +32,8 @@ def evaluate(params, examples, *, model, spec, tokenizer, grid: int, batch_size:
 
   spec should be an ODE-mode RolloutSpec (greedy text for a deterministic score). Returns
   dict(per_family={family: {reward: mean}}, overall={reward: mean of family means}, n), and
-  with step_rewards per_step={reward: [mean over the trajectories that reach round r]}.
+  with step_rewards per_step={reward: [mean over the trajectories that reach round r],
+  "reached": [fraction of the trajectories that reach round r]}.
   """
   sample = sample or make_rollout(model, spec)
   key = jax.random.key(0) if key is None else key
@@ -42,7 +43,7 @@ def evaluate(params, examples, *, model, spec, tokenizer, grid: int, batch_size:
   for start in range(0, len(examples), batch_size):
     chunk = examples[start:start + batch_size]
     # A short last chunk repeats its first prompt: fixed batch shape, one compile.
-    texts = [f"{prefix} {ex['prompt']}" if prefix else ex["prompt"] for ex in chunk]
+    texts = [with_prefix(ex["prompt"], prefix) for ex in chunk]
     tokens, mask = encode_prompts(texts + texts[:1] * (batch_size - len(chunk)), tokenizer,
                                   spec.prompt_len)
     traj = sample(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.fold_in(key, start))

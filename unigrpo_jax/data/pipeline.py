@@ -17,6 +17,11 @@ import grain
 import numpy as np
 
 
+def with_prefix(text: str, prefix: str) -> str:
+  """The prompt as the model reads it: `prefix` (a task's marker, e.g. "stepwise") first."""
+  return f"{prefix} {text}" if prefix else text
+
+
 def encode_prompt(text: str, tokenizer, prompt_len: int):
   """[BOS] + the prompt's words, left-padded: (tokens (P,) int32, mask (P,) bool)."""
   ids = [tokenizer.bos_token_id] + tokenizer(text)["input_ids"]
@@ -77,8 +82,7 @@ def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
   (the interleaved task's marker)."""
   def encode(example):
     text = as_text(example["prompt"])
-    tokens, mask = encode_prompt(f"{prefix} {text}" if prefix else text, tokenizer,
-                                 prompt_len)
+    tokens, mask = encode_prompt(with_prefix(text, prefix), tokenizer, prompt_len)
     meta = dict(prompt=json.loads(as_text(example["metadata"])),
                 family=as_text(example["family"]),
                 grid=grid)

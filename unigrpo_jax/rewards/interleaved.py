@@ -5,7 +5,7 @@ image of the scene so far; after step K the story ends (EOS) unless the rounds r
 `texts[i]` is the decoded trajectory with one line per round (`evaluate.decode_texts`);
 `images` (B, R, S, S, C); `metadata[i]` the prompt's JSON and the `grid`. Every reward comes
 twice: `interleaved_<name>` → (B,) for the whole trajectory, `interleaved_<name>_steps` →
-(B, R) per round (0 on rounds the trajectory does not reach; `story_steps` says which exist):
+(B, R) per round (0 on rounds the trajectory does not reach):
 
   * `structure` — structural fidelity: a step is 1 when it is a well-formed image block (one
     parseable object, tags balanced, nothing nested) and it is one of the K, or when it is the
@@ -28,7 +28,7 @@ import numpy as np
 
 from unigrpo_jax.data import geneval
 from unigrpo_jax.data.detector import detect
-from unigrpo_jax.data.prompts import Prompt, parse_plan
+from unigrpo_jax.data.prompts import Prompt
 from unigrpo_jax.rewards.registry import register
 from unigrpo_jax.rewards.text import as_detection, cell_f1, plan_of
 
@@ -80,12 +80,6 @@ def segment(text: str, meta: dict) -> Story:
     drawn.append(EOS not in seg)
   return Story(segments, tuple(objects), tuple(drawn), target_steps(Prompt.from_json(
       meta["prompt"])))
-
-
-def story_steps(texts, rounds: int) -> np.ndarray:
-  """(B, R) bool: the rounds each trajectory reaches (its steps, the closing EOS included)."""
-  counts = [len(t.split("\n")) if t else 0 for t in texts]
-  return np.arange(rounds)[None, :] < np.asarray(counts)[:, None]
 
 
 def _per_round(texts, metadata, rounds: int, fn) -> np.ndarray:

@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax import sharding, visualize
 from unigrpo_jax.data import tokenizer as tokenizer_lib
-from unigrpo_jax.data.pipeline import Subset, as_text, check_prompt_lengths, encode_prompts
+from unigrpo_jax.data.pipeline import (Subset, as_text, check_prompt_lengths, encode_prompts,
+                                       with_prefix)
 from unigrpo_jax.data.tfds_shapeworld import prepare
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
 from unigrpo_jax.rl import init_train_state, train_state_shardings
@@ -48,20 +49,22 @@ class Experiment:
     return jax.jit(lambda k: init_params(self.model_spec, k),
                    out_shardings=self.param_shardings)(key)
 
+  def train_state_shardings(self, optimizer):
+    """Shardings of a TrainState: optimizer moments sharded like their parameters."""
+    return train_state_shardings(optimizer, self.abstract_params, self.param_shardings,
+                                 self.mesh)
+
   def init_train_state(self, params, optimizer):
-    """(TrainState over `params`, its shardings): optimizer moments created sharded like
-    their parameters, so the state is laid out on the mesh from the start."""
-    shardings = train_state_shardings(optimizer, self.abstract_params, self.param_shardings,
-                                      self.mesh)
-    init = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=shardings)
-    return init(params), shardings
+    """A TrainState over `params` laid out on the mesh from the start."""
+    init = jax.jit(lambda p: init_train_state(p, optimizer),
+                   out_shardings=self.train_state_shardings(optimizer))
+    return init(params)
 
   def abstract_train_state(self, optimizer):
     """The TrainState `init_train_state` would make, as ShapeDtypeStructs with shardings: the
     target a checkpoint restores into, nothing allocated."""
     shapes = jax.eval_shape(lambda p: init_train_state(p, optimizer), self.abstract_params)
-    return sharding.with_shardings(shapes, train_state_shardings(
-        optimizer, self.abstract_params, self.param_shardings, self.mesh))
+    return sharding.with_shardings(shapes, self.train_state_shardings(optimizer))
 
   def evaluate(self, params, split: str = "heldout") -> dict:
     """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the
@@ -80,8 +83,7 @@ class Experiment:
     image the model draws (ODE) beside the prompt and the plan it wrote — or, for
     multi-round tasks, the story as a strip: each round's image over its sentence."""
     examples = self.eval_examples[:self.config.eval.grid_prompts]
-    texts = [f"{self.task.prefix} {ex['prompt']}" if self.task.prefix else ex["prompt"]
-             for ex in examples]
+    texts = [with_prefix(ex["prompt"], self.task.prefix) for ex in examples]
     batch = self.config.eval.batch_size
     tokens, mask = encode_prompts((texts * batch)[:batch], self.tokenizer,
                                   self.eval_spec.prompt_len)
@@ -106,24 +108,23 @@ def build(config) -> Experiment:
   data_cfg = dict(config.data)
   builder = prepare(data_cfg.pop("data_dir"), **data_cfg)
 
+  # Each split's task prompts, read once: all checked against the prompt slots, the first
+  # `eval.num_prompts` / `eval.train_prompts` kept for evaluation.
+  examples = {}
   for split in ("train", "heldout"):
     source = Subset(builder.as_data_source(split), task.families)
-    check_prompt_lengths([f"{task.prefix} {as_text(source[i]['prompt'])}".strip()
-                          for i in range(len(source))], tok, eval_spec.prompt_len,
-                         f"the {split} prompts of task {task.name}")
-
-  def examples(split, n):
-    source = Subset(builder.as_data_source(split), task.families)
-    return [dict(prompt=as_text(source[i]["prompt"]), family=as_text(source[i]["family"]),
-                 metadata=as_text(source[i]["metadata"])) for i in range(min(n, len(source)))]
+    examples[split] = [{k: as_text(record[k]) for k in ("prompt", "family", "metadata")}
+                       for record in map(source.__getitem__, range(len(source)))]
+    check_prompt_lengths([with_prefix(ex["prompt"], task.prefix) for ex in examples[split]],
+                         tok, eval_spec.prompt_len, f"the {split} prompts of task {task.name}")
 
   model = UnifiedTransformer(model_spec)
   return Experiment(config=config, model_spec=model_spec, model=model, tokenizer=tok,
                     data=builder, mesh=mesh, param_shardings=shardings,
                     abstract_params=sharding.with_shardings(shapes, shardings), task=task,
                     eval_spec=eval_spec, sample=make_rollout(model, eval_spec),
-                    eval_examples=examples("heldout", config.eval.num_prompts),
-                    train_examples=examples("train", config.eval.train_prompts))
+                    eval_examples=examples["heldout"][:config.eval.num_prompts],
+                    train_examples=examples["train"][:config.eval.train_prompts])
 
 
 def save_annotated_grid(images, prompts, plans, path: str, scale: int = 4, columns: int = 4):

@@ -116,7 +116,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
     start, key, source = 0, jax.random.key(cfg.seed + 2), reference_source(exp, workdir)
   ref_params = starting_params(exp, source)
   if restored is None:
-    state, _ = exp.init_train_state(ref_params, optimizer)
+    state = exp.init_train_state(ref_params, optimizer)
     before = dict(heldout=exp.evaluate(state.params), train=exp.evaluate(state.params, "train"))
     write_json(before_path, before)
     writer.write(0, {f"eval/{k}": v for k, v in before["heldout"]["overall"].items()})

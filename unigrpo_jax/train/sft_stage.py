@@ -2,9 +2,9 @@
 kind of example) → checkpoints → held-out evaluation → a parameters-only checkpoint that GRPO
 starts from (`<workdir>/sft/params`).
 
-Everything the stage writes lives in `<workdir>/sft/`: `checkpoints/` (train state + host state:
-data position, key, skip counts; resumed from on restart, exactly), TensorBoard events and `metrics.jsonl`, `samples.png`,
-`results.json` (held-out mini-GenEval before and after; per kind, teacher-forced text
+Everything the stage writes lives in `<workdir>/sft/`: `checkpoints/` (train state + host
+state: data position, key, skip counts; resumed from on restart, exactly), TensorBoard events
+and `metrics.jsonl`, `samples.png`, `results.json` (held-out mini-GenEval before and after; per kind, teacher-forced text
 accuracy — for understanding, the captioning accuracy — and flow MSE).
 """
 import functools
@@ -52,8 +52,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   cfg, guard = exp.config, guard if guard is not None else Guard()
   stage_dir = os.path.join(workdir, "sft")
   optimizer = make_optimizer(cfg.sft_optim)
-  abstract_state = exp.abstract_train_state(optimizer)
-  state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
+  state_shardings = exp.train_state_shardings(optimizer)
   specs = sft_rollout_specs(cfg)
   weights = dict(cfg.sft_data.mix)
   encoders = sft_encoders(specs, tokenizer=exp.tokenizer, model_spec=exp.model_spec,
@@ -66,7 +65,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   data = iter(sft_mix(exp.data.as_data_source("train"), encoders=encoders, weights=weights,
                       batch_size=batch_size, seed=cfg.seed))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
-  restored = checkpoints.restore_latest(abstract_state)
+  restored = checkpoints.restore_latest(exp.abstract_train_state(optimizer))
   skips = SkipCounter(cfg.faults.max_skipped_in_a_row)
   results = {}
   if restored is not None:
@@ -76,7 +75,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
     key = restore_key(host)
   else:
     start, key = 0, jax.random.key(cfg.seed + 1)
-    state, _ = exp.init_train_state(exp.init_params(jax.random.key(cfg.seed)), optimizer)
+    state = exp.init_train_state(exp.init_params(jax.random.key(cfg.seed)), optimizer)
     if cfg.sft_train.eval_before:
       results["before"] = exp.evaluate(state.params)
   writer = MetricWriter(stage_dir)

@@ -16,6 +16,7 @@ setuptools.setup(
         "grain>=0.2.18,<0.3",
         "transformers>=5.0,<6",
         "tokenizers>=0.22,<1",
+        "safetensors>=0.4",
         "tensorflow-datasets>=4.9.10,<5",
         "importlib_resources>=6",  # tfds imports it on the array_record path, undeclared
         "array_record>=0.5",
@@ -28,6 +29,9 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6", "matplotlib>=3.8"],
+        # torch only for the golden-logit tests of the Hugging Face conversion; exactly this
+        # version is a CPU build on PyPI (any other pulls several GB of CUDA).
+        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6", "matplotlib>=3.8",
+                 "torch==2.13.0"],
     },
 )

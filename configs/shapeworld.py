@@ -77,6 +77,12 @@ def get_config(arg: str = ""):
   # "" = the shipped ShapeWorld tokenizer; modules imported at start-up to register rewards.
   c.tokenizer_path = ""
   c.reward_modules = ()
+  # A pretrained Hugging Face Qwen2 checkpoint directory to start from ("" = fresh weights):
+  # text weights imported into both experts (Bagel), image layers fresh; its tokenizer is used
+  # (unless tokenizer_path is set), with the tokens of each role added where missing.
+  c.hf = dict(checkpoint="", tokens=dict(pad="[PAD]", bos="[BOS]", eos="[EOS]",
+                                         image_start="<img>", image_end="</img>"),
+              added_tokens=("<plan>", "</plan>"))
 
   if arg == "sft":
     c.stages = ("sft",)

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -58,15 +60,36 @@ def test_sft_warmup_experiment_runs(tmp_path):
   assert "| **overall** |" in out.with_suffix(".md").read_text()
 
 
-def test_pod_config_builds_abstractly_and_fits():
-  stdout = _run(["experiments/pod_memory.py", "--config=configs/pod.py"])
+@pytest.mark.parametrize("variant, devices, mesh", [
+    ("7b", 256, {"data": 1, "fsdp": 64, "tensor": 4}),
+    ("0.5b", 8, {"data": 1, "fsdp": 8, "tensor": 1})])
+def test_dry_run_of_the_qwen2_5_configs(variant, devices, mesh):
+  """Built abstractly in seconds; the parameter count agrees with the closed formula and with
+  Qwen2.5's published sizes; per-device bytes follow from it."""
+  stdout = _run(["experiments/dry_run.py", f"--config=configs/qwen2_5.py:{variant}"])
   result = json.loads(stdout[stdout.index("{"):])
-  assert result["parameters"] > 10e9 and result["mesh"] == {"data": 1, "fsdp": 64, "tensor": 4}
-  memory = result["gib_per_device"]
-  # f32 weights + two Adam moments of ~14 B parameters over 256 chips, plus bf16 reference.
-  assert abs(memory["params"] - result["parameters"] * 4 / 256 / 2**30) < 0.01
-  assert abs(memory["optimizer"] - 2 * memory["params"]) < 0.01
-  assert memory["total"] < 16  # well inside a v5p chip's 95 GiB HBM
+  assert result["devices"] == devices and result["mesh"] == mesh
+  n = result["parameters"]
+  assert n == result["parameters_by_formula"]
+  # Qwen2.5 text backbone (7.62 B / 0.49 B, as published) + a second expert of its blocks
+  # and final norm + the image layers: 2×2×16 patches in and out, the flow-time MLP.
+  m = {"7b": dict(v=152_064, w=3584, l=28, h=28, k=4, f=18_944, untied=1),
+       "0.5b": dict(v=151_936, w=896, l=24, h=14, k=2, f=4864, untied=0)}[variant]
+  d = m["w"] // m["h"]
+  block = 2 * m["w"] + m["w"] * d * 2 * (m["h"] + m["k"]) + d * (m["h"] + 2 * m["k"]) \
+      + 3 * m["w"] * m["f"]
+  backbone = m["v"] * m["w"] * (1 + m["untied"]) + m["l"] * block + m["w"]
+  assert abs(backbone / {"7b": 7.62e9, "0.5b": 0.494e9}[variant] - 1) < 0.005
+  w = m["w"]
+  image_layers = (64 * w + w) + (256 * w + w) + (w * w + w) + (w * 64 + 64)
+  assert n == backbone + m["l"] * block + w + image_layers
+  per_device = result["bytes_per_device"]
+  # float32 weights split over every chip but for a few replicated vectors; two Adam moments
+  # (+ the step count) sharded like them; the bfloat16 reference half their size.
+  assert 0 <= per_device["params"] - 4 * n / devices < 0.005 * 4 * n / devices
+  assert 0 <= per_device["optimizer"] - 2 * per_device["params"] <= 8
+  assert per_device["reference"] * 2 == per_device["params"]
+  assert result["gib_per_device"]["total"] < 16  # well inside one chip's HBM
 
 
 def test_ablation_script_writes_its_table(tmp_path):

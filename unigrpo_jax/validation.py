@@ -9,8 +9,10 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
   * `stages`, `rl.task`, `advantages.kind`, `sft_data.mix` kinds and reward names are known
     (listed); reward weights (`rewards`, and `process_rewards` when the advantages use them)
     are finite numbers, not all zero; `reward_modules` import;
-  * the tokenizer (`tokenizer_path`) loads, fits `model.vocab_size` and has the ids `tokens`
-    names;
+  * the tokenizer (`tokenizer_path`, or the checkpoint's) loads, fits `model.vocab_size` and
+    has the ids `tokens` names;
+  * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
+    tensors it needs, shaped as it needs (headers only: nothing is read);
   * a workdir that already holds a run was started with a compatible config
     (`check_workdir`): only `RESUMABLE` fields may change across a resume.
 Whether every prompt fits `rollout.prompt_len` (the KV cache's prompt slots) is checked when the
@@ -25,6 +27,7 @@ import os
 import jax
 
 from unigrpo_jax import rewards, sharding
+from unigrpo_jax.convert import qwen2
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.model import ModelSpec
 from unigrpo_jax.rl import LossSpec, UpdateSpec, make_optimizer
@@ -86,6 +89,13 @@ def validate(config, num_devices: int | None = None, *,
   if not training:
     return
   tokenizer_lib.for_config(config)
+  if config.hf.checkpoint:
+    try:
+      hf_config = qwen2.read_config(config.hf.checkpoint)
+      qwen2.check_spec(model, hf_config)
+      qwen2.check_tensors(config.hf.checkpoint, model, hf_config.vocab_size)
+    except (OSError, ValueError) as e:
+      raise ConfigError(f"config.hf.checkpoint: {e}") from e
   num_devices = jax.device_count() if num_devices is None else num_devices
   mesh = jax.sharding.AbstractMesh(sharding.mesh_shape(config.mesh, num_devices),
                                    sharding.MESH_AXES)

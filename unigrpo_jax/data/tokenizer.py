@@ -14,6 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from unigrpo_jax.convert import tokenizer as hf_tokenizer
 from unigrpo_jax.data import prompts, shapeworld
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "<img>", "</img>", "<plan>", "</plan>", "[UNK]")
@@ -66,17 +67,25 @@ def load(path: str = PATH) -> PreTrainedTokenizerFast:
   return tok
 
 
-def for_config(config) -> PreTrainedTokenizerFast:
-  """The tokenizer `config.tokenizer_path` names ("" = the shipped one), checked against the
-  config: it must fit `model.vocab_size` and have the ids `config.tokens` names."""
-  path = config.tokenizer_path or PATH
-  tok = load(path)
-  if tok.vocab_size > config.model.vocab_size:
+def for_config(config):
+  """The tokenizer of the config, checked against it: `config.tokenizer_path`, else the
+  Hugging Face checkpoint `config.hf.checkpoint`, else the shipped one. A directory is read as
+  a Hugging Face tokenizer extended by `config.hf.tokens` / `added_tokens`
+  (`convert/tokenizer.py`). It must fit `model.vocab_size` and have the ids `config.tokens`
+  names."""
+  path = config.tokenizer_path or config.hf.checkpoint or PATH
+  if os.path.isdir(path):
+    tok = hf_tokenizer.load(path, dict(config.hf.tokens), tuple(config.hf.added_tokens))
+    image = (config.hf.tokens["image_start"], config.hf.tokens["image_end"])
+  else:
+    tok = load(path)
+    image = ("<img>", "</img>")
+  if len(tok) > config.model.vocab_size:
     raise ValueError(f"config.model.vocab_size ({config.model.vocab_size}) is smaller than the "
-                     f"vocabulary of tokenizer {path!r} ({tok.vocab_size})")
+                     f"vocabulary of tokenizer {path!r} ({len(tok)})")
   ids = dict(pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id,
-             image_start_id=tok.convert_tokens_to_ids("<img>"),
-             image_end_id=tok.convert_tokens_to_ids("</img>"))
+             image_start_id=tok.convert_tokens_to_ids(image[0]),
+             image_end_id=tok.convert_tokens_to_ids(image[1]))
   for name, want in ids.items():
     if config.tokens[name] != want:
       raise ValueError(f"config.tokens.{name} is {config.tokens[name]} but tokenizer {path!r} "

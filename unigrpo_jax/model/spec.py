@@ -91,3 +91,21 @@ class ModelSpec:
   @property
   def num_experts(self) -> int:
     return 2 if self.mot else 1
+
+  def param_count(self) -> int:
+    """Parameters by formula (W width, L depth, H/K heads/KV heads of size D, M MLP, V vocab,
+    E experts, p²C patch values):
+
+      V·W·(1 + untied)                               embedding (+ LM head)
+      + E·L·(2W + W·D·(2H + 2K) + D·(H + 2K)·bias + 3·W·M)   blocks: 2 norms, q/k/v/o, SwiGLU
+      + E·W                                          final norm per expert
+      + (p²C·W + W) + (256·W + W) + (W² + W)         patch and flow-time embeddings
+      + (W·p²C + p²C)                                velocity head
+    """
+    w, d, p = self.width, self.head_dim, self.patch_dim
+    heads, kv = self.num_heads, self.num_kv_heads
+    block = (2 * w + w * d * (2 * heads + 2 * kv) + d * (heads + 2 * kv) * self.qkv_bias
+             + 3 * w * self.mlp_dim)
+    return (self.vocab_size * w * (1 + (not self.tie_embeddings))
+            + self.num_experts * (self.depth * block + w)
+            + (p * w + w) + (256 * w + w) + (w * w + w) + (w * p + p))

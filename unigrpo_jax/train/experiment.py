@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax import sharding, visualize
+from unigrpo_jax.convert import qwen2
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.data.pipeline import (Subset, as_text, check_prompt_lengths, encode_prompts,
                                        with_prefix)
@@ -45,9 +46,13 @@ class Experiment:
   train_examples: list  # training-split prompts scored the same way: the generalisation gap
 
   def init_params(self, key):
-    """Fresh parameters, created directly in their shardings."""
-    return jax.jit(lambda k: init_params(self.model_spec, k),
-                   out_shardings=self.param_shardings)(key)
+    """Fresh parameters, created directly in their shardings; with `config.hf.checkpoint`,
+    the pretrained text weights written into them (both experts; `convert/qwen2.py`)."""
+    params = jax.jit(lambda k: init_params(self.model_spec, k),
+                     out_shardings=self.param_shardings)(key)
+    if self.config.hf.checkpoint:
+      params = qwen2.load_into(params, self.config.hf.checkpoint, self.model_spec)
+    return params
 
   def train_state_shardings(self, optimizer):
     """Shardings of a TrainState: optimizer moments sharded like their parameters."""

@@ -1,8 +1,11 @@
-r"""Per-device memory of a pod-scale config, built abstractly: `jax.eval_shape` parameters on an
-AbstractMesh of `config.pod.num_devices` chips, sharded by the same rules as any run; nothing is
-allocated, so this runs on a laptop. Prints JSON (GiB per device).
+r"""Dry run of a pod-scale config: per-device memory, built abstractly — `jax.eval_shape`
+parameters on an AbstractMesh of `config.pod.num_devices` chips, sharded by the same rules as
+any run; nothing is allocated, so this runs on a laptop in seconds. Prints JSON: bytes (and
+GiB) per device of parameters, optimizer state, the frozen reference and the rollout's KV
+cache, and the parameter count both from the built tree and from `ModelSpec.param_count`'s
+formula.
 
-  python experiments/pod_memory.py --config=configs/pod.py
+  python experiments/dry_run.py --config=configs/qwen2_5.py:7b
 """
 import json
 
@@ -17,7 +20,7 @@ from unigrpo_jax.model import ModelSpec, init_params, param_logical_axes
 from unigrpo_jax.rl import make_optimizer, train_state_shardings
 from unigrpo_jax.sampling import RolloutSpec
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/pod.py", "Config.")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2_5.py:7b", "Config.")
 GIB = 2.0**30
 
 
@@ -46,15 +49,17 @@ def main(argv):
   kv_bytes = (2 * spec.depth * rows * length * spec.num_kv_heads * spec.head_dim
               * np.dtype(spec.dtype).itemsize / (mesh.shape["data"] * mesh.shape["fsdp"])
               / kv_shards)
-  per_device = dict(params=sharding.bytes_per_device(params) / GIB,
-                    optimizer=sharding.bytes_per_device(opt_state) / GIB,
-                    reference=sharding.bytes_per_device(reference) / GIB,
-                    rollout_kv_cache=kv_bytes / GIB)
+  per_device = dict(params=sharding.bytes_per_device(params),
+                    optimizer=sharding.bytes_per_device(opt_state),
+                    reference=sharding.bytes_per_device(reference),
+                    rollout_kv_cache=int(kv_bytes))
   per_device["total"] = sum(per_device.values())
   print(json.dumps(dict(
       devices=devices, mesh=dict(mesh.shape),
       parameters=int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))),
-      rollout_rows=rows, sequence_length=length, gib_per_device=per_device,
+      parameters_by_formula=spec.param_count(),
+      rollout_rows=rows, sequence_length=length, bytes_per_device=per_device,
+      gib_per_device={k: round(v / GIB, 4) for k, v in per_device.items()},
       embedding_sharding=str(param_sh["embed"]["embedding"].spec)), indent=1))
 
 

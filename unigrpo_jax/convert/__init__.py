@@ -1,0 +1,1 @@
+"""Hugging Face interoperability: Qwen2-family checkpoints in and out, their tokenizers."""

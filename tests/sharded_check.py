@@ -1,6 +1,7 @@
 """Run by test_sharding.py in a subprocess with 8 fake CPU devices (XLA_FLAGS set before JAX
-starts): the same rollout and GRPO update on one device and on a data × fsdp × tensor mesh.
-Prints one JSON line of maximum absolute differences."""
+starts): the same rollout, GRPO update and SFT steps on one device (computed once) and on each
+data × fsdp × tensor mesh given as a JSON list. Prints one JSON line of maximum absolute
+differences per mesh."""
 import json
 import os
 import sys
@@ -24,7 +25,7 @@ OPTIM = dict(learning_rate=1e-3, schedule="constant", warmup_steps=0, total_step
 
 
 def main():
-  mesh_config = json.loads(sys.argv[1])
+  mesh_configs = json.loads(sys.argv[1])
   assert jax.device_count() == 8, jax.devices()
   spec = tiny_spec()
   model = UnifiedTransformer(spec)
@@ -51,13 +52,6 @@ def main():
   one = jax.devices()[0]
   traj1, state1, metrics1 = run(*jax.device_put((params, prompts, mask), one))
 
-  mesh = sharding.make_mesh(mesh_config)
-  sharding.check_batch(mesh, batch_size, group)
-  shardings = sharding.param_shardings(param_logical_axes(spec), mesh, params)
-  params_sharded = jax.device_put(params, shardings)
-  prompts_s, mask_s = sharding.shard_batch((prompts, mask), mesh, batch_size)
-  traj2, state2, metrics2 = run(params_sharded, prompts_s, mask_s)
-
   # Two SFT steps on the sampled sequences as targets: one device vs the mesh, the state
   # pinned to its shardings.
   def sft_run(state, traj, step):
@@ -72,31 +66,38 @@ def main():
   fresh = lambda: init_train_state(jax.tree.map(jnp.copy, params), optimizer)  # noqa: E731
   sft1, sft_metrics1 = sft_run(jax.device_put(fresh(), one), traj1,
                                make_sft_step(model, rollout, sft, optimizer))
-  state_shardings = train_state_shardings(optimizer, params, shardings, mesh)
-  sft2, sft_metrics2 = sft_run(
-      jax.device_put(fresh(), state_shardings), traj2,
-      make_sft_step(model, rollout, sft, optimizer, state_shardings=state_shardings))
-  sft_kernel = sft2.params["layers"]["text"]["q"]["kernel"]
 
   def max_diff(a, b):
     return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
-  kernel = state2.params["layers"]["text"]["q"]["kernel"]
-  print(json.dumps(dict(
-      mesh=dict(mesh.shape), trajectory=max_diff(traj1, traj2),
-      params=max_diff(state1.params, state2.params),
-      update_size=max_diff(state1.params, params),
-      metrics=max_diff(metrics1, metrics2),
-      param_shards=len(kernel.sharding.device_set),
-      param_sharding=str(kernel.sharding.spec),
-      sft_params=max_diff(sft1.params, sft2.params),
-      sft_metrics=max_diff(sft_metrics1, sft_metrics2),
-      sft_update_size=max_diff(sft1.params, params),
-      sft_kept_sharding=sft_kernel.sharding.is_equivalent_to(
-          shardings["layers"]["text"]["q"]["kernel"], sft_kernel.ndim),
-      bytes_one=sharding.bytes_per_device(state1.params),
-      bytes_mesh=sharding.bytes_per_device(state2.params))))
+  for mesh_config in mesh_configs:
+    mesh = sharding.make_mesh(mesh_config)
+    sharding.check_batch(mesh, batch_size, group)
+    shardings = sharding.param_shardings(param_logical_axes(spec), mesh, params)
+    params_sharded = jax.device_put(params, shardings)
+    prompts_s, mask_s = sharding.shard_batch((prompts, mask), mesh, batch_size)
+    traj2, state2, metrics2 = run(params_sharded, prompts_s, mask_s)
+    state_shardings = train_state_shardings(optimizer, params, shardings, mesh)
+    sft2, sft_metrics2 = sft_run(
+        jax.device_put(fresh(), state_shardings), traj2,
+        make_sft_step(model, rollout, sft, optimizer, state_shardings=state_shardings))
+    sft_kernel = sft2.params["layers"]["text"]["q"]["kernel"]
+    kernel = state2.params["layers"]["text"]["q"]["kernel"]
+    print(json.dumps(dict(
+        mesh=dict(mesh.shape), trajectory=max_diff(traj1, traj2),
+        params=max_diff(state1.params, state2.params),
+        update_size=max_diff(state1.params, params),
+        metrics=max_diff(metrics1, metrics2),
+        param_shards=len(kernel.sharding.device_set),
+        param_sharding=str(kernel.sharding.spec),
+        sft_params=max_diff(sft1.params, sft2.params),
+        sft_metrics=max_diff(sft_metrics1, sft_metrics2),
+        sft_update_size=max_diff(sft1.params, params),
+        sft_kept_sharding=sft_kernel.sharding.is_equivalent_to(
+            shardings["layers"]["text"]["q"]["kernel"], sft_kernel.ndim),
+        bytes_one=sharding.bytes_per_device(state1.params),
+        bytes_mesh=sharding.bytes_per_device(state2.params))), flush=True)
 
 
 if __name__ == "__main__":

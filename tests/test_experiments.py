@@ -92,16 +92,20 @@ def test_dry_run_of_the_qwen2_5_configs(variant, devices, mesh):
   assert result["gib_per_device"]["total"] < 16  # well inside one chip's HBM
 
 
-def test_ablation_script_writes_its_table(tmp_path):
+def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
+  """From the tiny main job's SFT checkpoint and data (the script's --sft_params path)."""
+  main_workdir, main = tiny_main_job
+  assert main.returncode == 0, main.stderr[-4000:]
   out = tmp_path / "ablations"
   _run(["experiments/ablations.py", "--config=configs/shapeworld.py:tiny",
-        f"--config.data.data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'runs'}",
-        "--variants=joint,cfg,latent_kl", f"--out={out}"])
+        f"--config.data.data_dir={main_workdir / 'tfds'}", f"--workdir={tmp_path / 'runs'}",
+        f"--sft_params={main_workdir / 'sft' / 'params'}", "--variants=joint,latent_kl",
+        f"--out={out}"])
   result = json.loads(out.with_suffix(".json").read_text())
-  assert set(result["rows"]) == {"joint/0", "cfg/0", "latent_kl/0"}
+  assert set(result["rows"]) == {"joint/0", "latent_kl/0"}
   rows = result["rows"]
-  # Same SFT start, same deterministic evaluation (CFG evaluates with guidance: its own).
+  # Same SFT start, same deterministic evaluation.
   assert rows["latent_kl/0"]["before"] == rows["joint/0"]["before"]
   for row in rows.values():
     assert row["step_s"] > 0 and "combined" in row["train_reward"]
-  assert out.with_suffix(".md").read_text().count("\n") == 2 + 3
+  assert out.with_suffix(".md").read_text().count("\n") == 2 + 2

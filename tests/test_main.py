@@ -9,11 +9,8 @@ from unigrpo_jax import metric_writer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tmp_path):
-  out = subprocess.run(
-      [sys.executable, "-m", "unigrpo_jax.main", "--config=configs/shapeworld.py:tiny",
-       f"--workdir={tmp_path}", f"--config.data.data_dir={tmp_path / 'tfds'}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tiny_main_job):
+  tmp_path, out = tiny_main_job
   assert out.returncode == 0, out.stderr[-4000:]
   results = json.loads((tmp_path / "results.json").read_text())
   grpo = results["grpo"]

@@ -14,15 +14,26 @@ from unigrpo_jax.model import init_params, param_logical_axes
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.mark.parametrize("mesh", [{"data": 2, "fsdp": 2, "tensor": 2}, {"fsdp": -1}])
-def test_sharded_rollout_and_update_equal_single_device(mesh):
+MESHES = [{"data": 2, "fsdp": 2, "tensor": 2}, {"fsdp": -1}]
+
+
+@pytest.fixture(scope="module")
+def sharded_results():
+  """One subprocess: the single-device reference once, then each mesh of MESHES."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, os.path.join(HERE, "sharded_check.py"),
-                        json.dumps(mesh)], capture_output=True, text=True, env=env,
+                        json.dumps(MESHES)], capture_output=True, text=True, env=env,
                        timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-4000:]
-  result = json.loads(out.stdout.strip().splitlines()[-1])
+  return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(MESHES):]]
+
+
+@pytest.mark.parametrize("index", range(len(MESHES)))
+def test_sharded_rollout_and_update_equal_single_device(sharded_results, index):
+  result = sharded_results[index]
+  assert result["mesh"] == dict(zip(sharding.MESH_AXES,
+                                    sharding.mesh_shape(MESHES[index], 8)))
   assert result["param_shards"] == 8  # the parameters really are spread over the mesh
   assert result["bytes_mesh"] < result["bytes_one"] / 2
   assert result["update_size"] > 1e-4  # the update moved the parameters

@@ -24,13 +24,14 @@ import functools
 import math
 import os
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from absl import flags
 from flax import traverse_util
+import jax
+import numpy as np
 
+from unigrpo_jax import checkpoint, sharding
 from unigrpo_jax.convert import shards
-from unigrpo_jax.model import ModelSpec
+from unigrpo_jax.model import ModelSpec, init_params, param_logical_axes
 
 LAYER = "{layer}"
 
@@ -181,7 +182,6 @@ def hf_config_from_spec(spec: ModelSpec):
 
 def expected_tensors(spec: ModelSpec, vocab_rows: int) -> dict[str, tuple[int, ...]]:
   """{HF tensor name: shape} a checkpoint for `spec` holds (`vocab_rows` embedding rows)."""
-  from unigrpo_jax.model import init_params
   params = traverse_util.flatten_dict(
       jax.eval_shape(lambda: init_params(spec, jax.random.key(0))))
   out = {}
@@ -298,28 +298,26 @@ def export(params, spec: ModelSpec, path: str, max_shard_bytes: int = 5 * 2**30)
 
 
 def main(argv):
-  from absl import flags
-  from unigrpo_jax import checkpoint, sharding
-  from unigrpo_jax.model import init_params, param_logical_axes
-  cfg = flags.FLAGS.config
+  """The command line (module docstring): import into a parameters-only checkpoint, or export
+  one (`--export_from`)."""
+  del argv
+  cfg, args = flags.FLAGS.config, flags.FLAGS
   spec = ModelSpec(**cfg.model)
   mesh = sharding.make_mesh(cfg.mesh)
   shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
   shardings = sharding.param_shardings(param_logical_axes(spec), mesh, shapes)
-  if flags.FLAGS.export_from:
-    params = checkpoint.load_params(flags.FLAGS.export_from,
-                                    sharding.with_shardings(shapes, shardings))
-    export(params, spec, flags.FLAGS.out)
+  if args.export_from:
+    params = checkpoint.load_params(args.export_from, sharding.with_shardings(shapes, shardings))
+    export(params, spec, args.out)
   else:
     params = jax.jit(lambda k: init_params(spec, k), out_shardings=shardings)(
         jax.random.key(cfg.seed))
-    checkpoint.save_params(flags.FLAGS.out, load_into(params, flags.FLAGS.hf_dir, spec))
-  print(f"wrote {flags.FLAGS.out}")
-  del argv
+    checkpoint.save_params(args.out, load_into(params, args.hf_dir, spec))
+  print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import app
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", None, "Model config (configs/qwen2_5.py:0.5b).")
   flags.DEFINE_string("hf_dir", "", "Hugging Face checkpoint directory to import.")

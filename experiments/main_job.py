@@ -4,6 +4,9 @@ the README's first command; this script only reads its `results.json`:
 
   python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/main
   python experiments/main_job.py --config=configs/shapeworld.py --workdir=workdir/main
+
+A job run as two commands (the SFT stage in one workdir, GRPO from its `sft/params` in another)
+names the first with `--sft_workdir`.
 """
 import json
 import os
@@ -17,6 +20,8 @@ from unigrpo_jax.train import experiment
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/shapeworld.py",
                                           "The config the job ran with.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/main", "The finished job's workdir.")
+_SFT_WORKDIR = flags.DEFINE_string("sft_workdir", "", "Where the SFT stage ran, if not in "
+                                   "--workdir.")
 _OUT = flags.DEFINE_string("out", "experiments/results/main_job", "Output path prefix.")
 
 
@@ -26,6 +31,12 @@ def main(argv):
   with open(os.path.join(_WORKDIR.value, "results.json")) as f:
     results = json.load(f)
   grpo = results["grpo"]
+  wall_s = results["wall_s"]
+  if _SFT_WORKDIR.value:
+    with open(os.path.join(_SFT_WORKDIR.value, "results.json")) as f:
+      sft_results = json.load(f)
+    results["sft"] = sft_results["sft"]
+    wall_s += sft_results["wall_s"]
   summary = dict(
       geneval_gain=grpo["geneval_gain"],
       geneval_gain_train_prompts=grpo["geneval_gain_train_prompts"],
@@ -33,7 +44,7 @@ def main(argv):
       per_family={f: dict(sft=grpo["before"]["per_family"][f]["geneval_strict"],
                           grpo=grpo["after"]["per_family"][f]["geneval_strict"])
                   for f in sorted(grpo["before"]["per_family"])},
-      seed=cfg.seed, wall_s=results["wall_s"], sft_train_s=results["sft"]["train_s"],
+      seed=cfg.seed, wall_s=wall_s, sft_train_s=results["sft"]["train_s"],
       grpo_train_s=grpo["train_s"], grpo_steps=grpo["steps"],
       heldout_examples=grpo["heldout_prompts"], config=cfg.to_dict())
   experiment.write_json(_OUT.value + ".json", summary)

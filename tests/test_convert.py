@@ -262,7 +262,7 @@ def test_import_places_tensors_on_the_mesh(tmp_path):
   assert int(out.stdout.split()[-1]) >= 20  # the big matrices really are split
 
 
-def test_checkpoint_listing_reads_headers_only(imported):
+def test_checkpoint_listing_gives_every_name_and_shape(imported):
   shapes = shards.tensor_shapes(imported["path"])
   with open(os.path.join(imported["path"], "config.json")) as f:
     hf = json.load(f)
@@ -283,12 +283,7 @@ def test_main_starts_from_a_hugging_face_checkpoint(tmp_path):
   ckpt = str(tmp_path / "qwen2")
   torch.manual_seed(0)
   m = cfg.model
-  model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
-      vocab_size=m.vocab_size, hidden_size=m.width, intermediate_size=m.mlp_dim,
-      num_hidden_layers=m.depth, num_attention_heads=m.num_heads,
-      num_key_value_heads=m.num_kv_heads, head_dim=m.head_dim, rms_norm_eps=m.norm_eps,
-      rope_parameters={"rope_type": "default", "rope_theta": m.rope_theta},
-      tie_word_embeddings=m.tie_embeddings))
+  model = transformers.Qwen2ForCausalLM(qwen2.hf_config_from_spec(ModelSpec(**m)))
   model.save_pretrained(ckpt)
   tokenizer_lib.load().save_pretrained(ckpt)
   common = ["--config=configs/shapeworld.py:tiny", f"--config.data.data_dir={tmp_path / 'tfds'}",

@@ -91,9 +91,7 @@ def validate(config, num_devices: int | None = None, *,
   tokenizer_lib.for_config(config)
   if config.hf.checkpoint:
     try:
-      hf_config = qwen2.read_config(config.hf.checkpoint)
-      qwen2.check_spec(model, hf_config)
-      qwen2.check_tensors(config.hf.checkpoint, model, hf_config.vocab_size)
+      qwen2.check_checkpoint(config.hf.checkpoint, model)
     except (OSError, ValueError) as e:
       raise ConfigError(f"config.hf.checkpoint: {e}") from e
   num_devices = jax.device_count() if num_devices is None else num_devices

@@ -151,7 +151,7 @@ def read_config(path: str):
   return AutoConfig.from_pretrained(path)
 
 
-def check_spec(spec: ModelSpec, hf_config, field: str = "model"):
+def check_spec(spec: ModelSpec, hf_config):
   """Raises naming every `model.<field>` that disagrees with the checkpoint's config (the
   vocabulary may be larger than the checkpoint's: added tokens)."""
   wrong = []
@@ -160,7 +160,7 @@ def check_spec(spec: ModelSpec, hf_config, field: str = "model"):
     if name == "vocab_size" and ours >= value:
       continue
     if ours != value:
-      wrong.append(f"{field}.{name} is {ours!r} but the checkpoint has {value!r}")
+      wrong.append(f"model.{name} is {ours!r} but the checkpoint has {value!r}")
   if wrong:
     raise ValueError("config does not match the checkpoint: " + "; ".join(wrong))
 
@@ -215,6 +215,16 @@ def check_tensors(path: str, spec: ModelSpec, vocab_rows: int):
     raise ValueError(f"checkpoint {path!r} does not fit the model — " + "; ".join(parts))
 
 
+def check_checkpoint(path: str, spec: ModelSpec):
+  """Every check of checkpoint directory `path` against `spec` (its config, then its tensor
+  names and shapes), from config.json and the safetensors headers alone. Returns the
+  checkpoint's `transformers` config."""
+  hf_config = read_config(path)
+  check_spec(spec, hf_config)
+  check_tensors(path, spec, hf_config.vocab_size)
+  return hf_config
+
+
 def _index(spec: ModelSpec) -> dict[str, tuple[Rule, int | None]]:
   return {rule.hf.replace(LAYER, str(i)): (rule, i if rule.per_layer else None)
           for rule in rules(spec)
@@ -249,27 +259,24 @@ def load_into(params, path: str, spec: ModelSpec):
   """Writes the Qwen2 checkpoint in directory `path` into `params` (a full parameter tree for
   `spec`, e.g. fresh from `init_params`, placed anywhere: each tensor goes straight into its
   leaf's sharding). Returns the new tree; `params`' buffers are consumed."""
-  hf_config = read_config(path)
-  check_spec(spec, hf_config)
-  check_tensors(path, spec, hf_config.vocab_size)
+  hf_config = check_checkpoint(path, spec)
   flat = traverse_util.flatten_dict(params)
   index = _index(spec)
   for name, x in shards.iter_tensors(path):
     if name not in index:  # a tied checkpoint's redundant lm_head (checked above)
       continue
     rule, layer = index[name]
-    for dest in destinations(rule, spec):
+    dests = destinations(rule, spec)
+    # Transformed once on the host; the experts' copies have the same shape and dtype.
+    shape = list(flat[dests[0]].shape[1:] if layer is not None else flat[dests[0]].shape)
+    if rule.vocab_axis is None:
+      y = rule.layout.to_ours(x, tuple(shape))
+    else:
+      shape[rule.vocab_axis] = hf_config.vocab_size
+      y = _grow_vocab(rule.layout.to_ours(x, tuple(shape)), rule.vocab_axis, spec.vocab_size)
+    y = np.asarray(y, dtype=flat[dests[0]].dtype)
+    for dest in dests:
       leaf = flat[dest]
-      shape = leaf.shape[1:] if layer is not None else leaf.shape
-      y = x
-      if rule.vocab_axis is not None:
-        vocab_shape = list(shape)
-        vocab_shape[rule.vocab_axis] = hf_config.vocab_size
-        y = _grow_vocab(rule.layout.to_ours(x, tuple(vocab_shape)), rule.vocab_axis,
-                        spec.vocab_size)
-      else:
-        y = rule.layout.to_ours(x, shape)
-      y = np.asarray(y, dtype=leaf.dtype)
       if layer is None:
         flat[dest] = jax.device_put(y, leaf.sharding)
       else:

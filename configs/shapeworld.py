@@ -27,8 +27,10 @@ def get_config(arg: str = ""):
   c.stages = ("sft", "grpo")
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
   c.data = dict(data_dir="workdir/tfds", num_train=4096, num_heldout=256, seed=0,
-                heldout_fraction=0.2, size=32, grid=4, large_prob=0.0)
-  c.model = dict(vocab_size=48, width=128, depth=4, num_heads=4, num_kv_heads=2, head_dim=32,
+                heldout_fraction=0.2, size=32, grid=4, large_prob=0.0,
+                families=("single_object", "two_object", "counting", "colors", "position",
+                          "color_attr"))
+  c.model = dict(vocab_size=64, width=128, depth=4, num_heads=4, num_kv_heads=2, head_dim=32,
                  mlp_dim=512, image_size=32, patch_size=8, image_channels=3,
                  rope_theta=10_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
                  mot=True, scan_layers=False, prediction="x0", x0_min_time=0.02,

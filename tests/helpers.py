@@ -9,7 +9,7 @@ TOKENS = dict(pad_id=0, eos_id=1, image_start_id=2, image_end_id=3)
 
 
 def tiny_spec(**overrides) -> ModelSpec:
-  kw = dict(vocab_size=48, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
+  kw = dict(vocab_size=64, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
             mlp_dim=64, image_size=8, patch_size=4, image_channels=3, mot=True,
             tie_embeddings=False)
   kw.update(overrides)

@@ -52,7 +52,7 @@ def test_strict_and_partial_on_hand_built_scenes():
   assert _score([O("triangle", "red", 0, 0), O("triangle", "cyan", 3, 3)], single) == (True, 1.0)
 
 
-@pytest.mark.parametrize("family", prompts.FAMILIES)
+@pytest.mark.parametrize("family", prompts.ALL_FAMILIES)
 def test_target_scenes_satisfy_their_prompts(family):
   rng = np.random.default_rng(0)
   for _ in range(30):
@@ -68,10 +68,10 @@ def test_target_scenes_satisfy_their_prompts(family):
 
 
 def test_prompt_space_and_splits():
-  sizes = {f: len(prompts.all_prompts(f)) for f in prompts.FAMILIES}
+  sizes = {f: len(prompts.all_prompts(f)) for f in prompts.ALL_FAMILIES}
   assert sizes == dict(single_object=3, two_object=6, counting=9, colors=18, position=24,
-                       color_attr=180)
-  for family in prompts.FAMILIES:
+                       color_attr=180, howto=30)
+  for family in prompts.ALL_FAMILIES:
     train = {p.text for p in prompts.split_prompts(family, "train", 0.2)}
     heldout = {p.text for p in prompts.split_prompts(family, "heldout", 0.2)}
     assert heldout and not train & heldout  # every family evaluated, no prompt shared
@@ -93,3 +93,19 @@ def test_registered_geneval_rewards():
   assert scores["geneval_partial"][0] == 0.0 and (scores["geneval_partial"][1:] == 1).all()
   np.testing.assert_allclose(total, scores["geneval_strict"] + 0.5 * scores["geneval_partial"])
   assert {"geneval_strict", "geneval_partial"} <= set(REWARDS)
+
+
+def test_how_to_prompts_are_recipes_built_in_order():
+  robot = next(p for p in prompts.all_prompts(prompts.HOWTO) if p.text == "how to draw a red robot")
+  assert robot.include == (Clause("square", 1, "red"), Clause("circle", 1, "red", ("above", 0)),
+                           Clause("triangle", 2, "red", ("below", 0)))
+  scene = prompts.target_scene(np.random.default_rng(1), robot)
+  steps = prompts.interleaved_rounds(scene, robot)
+  assert [plan.split()[1] for plan, _ in steps] == ["square", "circle", "triangle", "triangle"]
+  assert [len(s.objects) for _, s in steps] == [1, 2, 3, 4]
+  assert set(steps[-1][1].objects) == set(scene.objects)
+  # Every other family builds its scene in raster order.
+  pair = Prompt("a photo of a circle above a square", "position",
+                (Clause("square"), Clause("circle", position=("above", 0))))
+  objects = [O("square", "red", 3, 0), O("circle", "red", 0, 0)]
+  assert prompts.story_order(objects, pair) == objects[::-1]

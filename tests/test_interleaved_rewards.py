@@ -46,6 +46,27 @@ def test_a_perfect_story_scores_one_everywhere_and_splits_credit_by_step():
   assert steps["alignment"] == [1, 1, 0, 0]  # the EOS round draws nothing
 
 
+def test_how_to_story_credits_the_recipe_step_by_step():
+  house = Prompt("how to draw a red house", "howto", (
+      Clause("square", color="red"), Clause("triangle", color="red", position=("above", 0))))
+  meta = {"prompt": house.to_json(), "grid": 4}
+  base, roof = O("square", "red", 2, 1), O("triangle", "red", 1, 1)
+  steps_text = ["<plan> red square at 2 1 </plan> <img>", "<plan> red triangle at 1 1 </plan> <img>"]
+
+  def run(order):
+    text = "\n".join([steps_text[i] for i in order] + ["[EOS]"])
+    objects = [[base, roof][i] for i in order]
+    imgs = images(objects[:1], objects)
+    _, w = evaluate({"interleaved_score": 1.0}, imgs, [text], [meta])
+    _, s = evaluate({"interleaved_relevance_steps": 1.0}, imgs, [text], [meta], per_step=True)
+    return float(w["interleaved_score"][0]), s["interleaved_relevance_steps"][0].tolist()
+
+  assert run([0, 1]) == (1.0, [0.5, 0.5, 0, 0])
+  # Roof first: it earns its shape and colour but not "above" a base that is not there yet.
+  score_reversed, relevance = run([1, 0])
+  assert score_reversed == 1.0 and np.allclose(relevance, [1 / 3, 2 / 3, 0, 0])
+
+
 def test_segmentation_follows_rounds():
   story = segment("\n".join([STEP_CIRCLE, "<plan> blue square at 2 2", "[EOS]"]), META)
   assert story.k == 2 and story.objects == (CIRCLE, None, None)

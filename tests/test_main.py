@@ -48,7 +48,7 @@ def test_interleaved_grpo_runs_on_the_smallest_variant(tmp_path):
   grpo = json.loads((tmp_path / "results.json").read_text())["grpo"]
   assert grpo["headline"] == "interleaved_score"
   assert set(grpo["after"]["per_family"]) == {"two_object", "counting", "position",
-                                              "color_attr"}
+                                              "color_attr", "howto"}
   assert len(grpo["after"]["per_step"]["interleaved_alignment_steps"]) == 4
   assert (tmp_path / "grpo" / "samples_4.png").stat().st_size > 0
   steps = [r for r in metric_writer.read(str(tmp_path / "grpo")) if "reward/combined" in r]

@@ -180,7 +180,7 @@ def test_parameters_carry_logical_axes():
     ("model.dtype", dict(dtype="float33")),
 ])
 def test_bad_model_spec_names_the_field(field, overrides):
-  kw = dict(vocab_size=48, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
+  kw = dict(vocab_size=64, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
             mlp_dim=64, image_size=8, patch_size=4)
   kw.update(overrides)
   with pytest.raises(ValueError, match=field.replace(".", r"\.")):

@@ -1,4 +1,6 @@
 """Warm-up SFT: the loss is what it says, a short run lowers both losses; the evaluator runs."""
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from unigrpo_jax.sampling import RolloutSpec
 from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sample_times, sft_loss, t2i_batch,
                                    understanding_batch)
 
-SPEC = ModelSpec(vocab_size=48, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
+SPEC = ModelSpec(vocab_size=64, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
                  mlp_dim=64, image_size=32, patch_size=8, mot=True)
 ROLLOUT = RolloutSpec(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=4, **TOKENS)
 OPTIM = dict(learning_rate=3e-3, schedule="constant", warmup_steps=0, total_steps=100, b1=0.9,
@@ -27,7 +29,7 @@ def _examples(n, seed=0):
     scene = prompts.target_scene(rng, prompt)
     image = np.round((shapeworld.render(scene) + 1) * 127.5).astype(np.uint8)
     out.append(dict(prompt=prompt.text, plan=prompts.plan_text(scene), image=image,
-                    family=prompt.family, metadata=__import__("json").dumps(prompt.to_json())))
+                    family=prompt.family, metadata=json.dumps(prompt.to_json())))
   return out
 
 
@@ -144,7 +146,9 @@ def test_interleaved_batches_build_the_scene_one_object_per_round():
   ids = dict(pad_id=0, eos_id=2, image_start_id=3, image_end_id=4)  # the real tokenizer's
   rollout = RolloutSpec(prompt_len=12, max_text_tokens=12, rounds=3, num_steps=4, **ids)
   layout = rollout.layout(SPEC)
-  ex = dict(prompt="a photo of two circles", plan="red circle at 0 1 ; blue circle at 2 3")
+  two = prompts.Prompt("a photo of two circles", "counting", (prompts.Clause("circle", 2),))
+  ex = dict(prompt=two.text, plan="red circle at 0 1 ; blue circle at 2 3",
+            metadata=json.dumps(two.to_json()))
   batch = interleaved_batch([ex], tokenizer=tok, rollout=rollout, model_spec=SPEC, grid=4)
   texts = [tok.decode(np.asarray(batch.tokens)[0, r][np.asarray(batch.token_mask)[0, r]])
            for r in range(3)]
@@ -167,3 +171,11 @@ def test_interleaved_batches_build_the_scene_one_object_per_round():
   with pytest.raises(ValueError, match=r"more rounds than sft_data\.interleaved_rounds = 1"):
     interleaved_batch([ex], tokenizer=tok, model_spec=SPEC, grid=4,
                       rollout=RolloutSpec(prompt_len=12, max_text_tokens=12, rounds=1, **ids))
+  # A how-to story follows its recipe (base, then roof), not the plan's raster order.
+  house = next(p for p in prompts.all_prompts(prompts.HOWTO) if p.text.endswith("red house"))
+  ex = dict(prompt=house.text, plan="red triangle at 1 1 ; red square at 2 1",
+            metadata=json.dumps(house.to_json()))
+  batch = interleaved_batch([ex], tokenizer=tok, rollout=rollout, model_spec=SPEC, grid=4)
+  assert [tok.decode(np.asarray(batch.tokens)[0, r][np.asarray(batch.token_mask)[0, r]])
+          for r in range(2)] == ["<plan> red square at 2 1 </plan> <img>",
+                                 "<plan> red triangle at 1 1 </plan> <img>"]

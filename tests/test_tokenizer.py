@@ -18,7 +18,7 @@ def test_special_token_ids_and_round_trip():
   assert [tok.convert_tokens_to_ids(t) for t in tokenizer.SPECIAL_TOKENS] == list(range(8))
   assert tok.pad_token_id == 0 and tok.bos_token_id == 1 and tok.eos_token_id == 2
   rng = np.random.default_rng(7)  # other prompts than the training corpus's seed
-  for family in prompts.FAMILIES:
+  for family in prompts.ALL_FAMILIES:
     for _ in range(20):
       prompt = prompts.sample_prompt(rng, family)
       scene = prompts.target_scene(rng, prompt, large_prob=0.3)

@@ -6,9 +6,9 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
     the known ones), the optimizers, the update passes; unknown fields are named;
   * `mesh` fits the devices; the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
     groups and, like `sft_data.batch_size`, divides over the data axes;
-  * `stages`, `rl.task`, `advantages.kind`, `sft_data.mix` kinds and reward names are known
-    (listed); reward weights (`rewards`, and `process_rewards` when the advantages use them)
-    are finite numbers, not all zero; `reward_modules` import;
+  * `stages`, `data.families`, `rl.task`, `advantages.kind`, `sft_data.mix` kinds and reward
+    names are known (listed); reward weights (`rewards`, and `process_rewards` when the
+    advantages use them) are finite numbers, not all zero; `reward_modules` import;
   * the tokenizer (`tokenizer_path`, or the checkpoint's) loads, fits `model.vocab_size` and
     has the ids `tokens` names;
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
@@ -28,7 +28,7 @@ import jax
 
 from unigrpo_jax import rewards, sharding
 from unigrpo_jax.convert import qwen2
-from unigrpo_jax.data import tokenizer as tokenizer_lib
+from unigrpo_jax.data import prompts, tokenizer as tokenizer_lib
 from unigrpo_jax.model import ModelSpec
 from unigrpo_jax.rl import LossSpec, UpdateSpec, make_optimizer
 from unigrpo_jax.sampling import RolloutSpec
@@ -88,6 +88,10 @@ def validate(config, num_devices: int | None = None, *,
   training = [s for s in config.stages if s in ("sft", "grpo")]
   if not training:
     return
+  families = [f for f in config.data.families if f not in prompts.ALL_FAMILIES]
+  if families:
+    raise ConfigError(f"config.data.families names unknown families {families}; known: "
+                      f"{prompts.ALL_FAMILIES}")
   tokenizer_lib.for_config(config)
   if config.hf.checkpoint:
     try:

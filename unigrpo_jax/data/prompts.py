@@ -1,10 +1,14 @@
-"""ShapeWorld prompts in GenEval's six families, each with scorer metadata and a target scene.
+"""ShapeWorld prompts in GenEval's six families and the how-to family, each with scorer
+metadata and a target scene.
 
 A prompt is GenEval-simple ("a photo of a red circle"); its metadata says what a correct image
 must contain, as GenEval's `include` / `exclude` clauses with shapes as classes. Sampling also
 returns a *target scene* that satisfies the prompt — the image and plan of supervised data —
 and the plan text, which names every object's colour, shape, size and cell: the detail the
 prompt leaves open and the model decides in text before it draws.
+The how-to family ("how to draw a red house") asks for a figure of `FIGURES`: a recipe of
+parts, each placed relative to an earlier one, all in the prompt's colour; its GenEval clauses
+are the parts in recipe order, and a story builds the figure in that order (`story_order`).
 The prompt space is finite and enumerated; train and held-out prompts are split per family by
 a hash of the prompt text, so they share none.
 """
@@ -20,6 +24,17 @@ from unigrpo_jax.data import geneval, shapeworld
 from unigrpo_jax.data.detector import detect
 
 FAMILIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+HOWTO = "howto"
+ALL_FAMILIES = FAMILIES + (HOWTO,)
+# Figure → its recipe, one part a step: (shape, count, (relation, earlier part) or None). Shapes
+# differ between parts, because GenEval matches a clause to the objects of its shape.
+FIGURES = {
+    "house": (("square", 1, None), ("triangle", 1, ("above", 0))),
+    "flag": (("square", 1, None), ("triangle", 1, ("right of", 0))),
+    "tower": (("square", 1, None), ("circle", 1, ("above", 0)), ("triangle", 1, ("above", 1))),
+    "cart": (("square", 1, None), ("circle", 2, ("below", 0))),
+    "robot": (("square", 1, None), ("circle", 1, ("above", 0)), ("triangle", 2, ("below", 0))),
+}
 NUMBERS = {2: "two", 3: "three", 4: "four"}
 # Prefixed to a prompt, asks for the interleaved form: one object per round, each round's
 # image the scene so far.
@@ -84,7 +99,11 @@ def all_prompts(family: str) -> tuple[Prompt, ...]:
     return tuple(Prompt(f"a photo of a {c1} {a} and a {c2} {b}", family,
                         (Clause(a, color=c1), Clause(b, color=c2)))
                  for a, b in pairs for c1 in colors for c2 in colors if c1 != c2)
-  raise ValueError(f"unknown prompt family {family!r}; known: {FAMILIES}")
+  if family == HOWTO:
+    return tuple(Prompt(f"how to draw a {c} {name}", family,
+                        tuple(Clause(shape, n, c, rel) for shape, n, rel in recipe))
+                 for name, recipe in FIGURES.items() for c in colors)
+  raise ValueError(f"unknown prompt family {family!r}; known: {ALL_FAMILIES}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -141,10 +160,21 @@ def plan_text(scene: shapeworld.Scene) -> str:
   return " ; ".join(parts)
 
 
-def interleaved_rounds(scene: shapeworld.Scene):
-  """The scene built up one object per round, raster order: [(plan of that object, the scene
-  so far)] — the interleaved form of a text-to-image example."""
-  objects = sorted(scene.objects, key=lambda o: (o.row, o.col))
+def story_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
+  """The order a story adds `objects` in: a how-to prompt's recipe order (the part each
+  object's shape makes, raster order within a part), every other prompt's raster order."""
+  def part(o):
+    if prompt.family != HOWTO:
+      return 0
+    return next((i for i, c in enumerate(prompt.include) if c.shape == o.shape),
+                len(prompt.include))
+  return sorted(objects, key=lambda o: (part(o), o.row, o.col))
+
+
+def interleaved_rounds(scene: shapeworld.Scene, prompt: Prompt):
+  """The scene built up one object per round in `story_order`: [(plan of that object, the
+  scene so far)] — the interleaved form of a text-to-image example."""
+  objects = story_order(scene.objects, prompt)
   return [(plan_text(shapeworld.Scene((o,), scene.size, scene.grid)),
            shapeworld.Scene(tuple(objects[:k + 1]), scene.size, scene.grid))
           for k, o in enumerate(objects)]

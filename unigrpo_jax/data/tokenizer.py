@@ -26,7 +26,7 @@ def domain_corpus(seed: int = 0, samples: int = 400) -> list[str]:
   (so rare words — every cell index, every plural — are in the vocabulary)."""
   rng = np.random.default_rng(seed)
   texts = []
-  for family in prompts.FAMILIES:
+  for family in prompts.ALL_FAMILIES:
     for _ in range(samples):
       prompt = prompts.sample_prompt(rng, family)
       scene = prompts.target_scene(rng, prompt, large_prob=0.2)

@@ -28,13 +28,14 @@ import numpy as np
 
 from unigrpo_jax.data import geneval
 from unigrpo_jax.data.detector import detect
-from unigrpo_jax.data.prompts import Prompt
+from unigrpo_jax.data.prompts import HOWTO, Prompt
 from unigrpo_jax.rewards.registry import register
 from unigrpo_jax.rewards.text import as_detection, cell_f1, plan_of
 
 EOS = "[EOS]"
-# Families whose prompts ask for 2–4 objects: the stories have 2–4 steps.
-STORY_FAMILIES = ("two_object", "counting", "position", "color_attr")
+# Families whose prompts ask for 2–4 objects: the stories have 2–4 steps (the how-to's follow
+# the figure's recipe).
+STORY_FAMILIES = ("two_object", "counting", "position", "color_attr", HOWTO)
 
 
 def target_steps(prompt: Prompt) -> int:

@@ -12,6 +12,7 @@ target x_1 − x_0. t is logit-normal, then shifted like the sampling grid (SD3 
 """
 import dataclasses
 import functools
+import json
 
 import flax.struct
 import jax
@@ -199,11 +200,12 @@ def understanding_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec
 def interleaved_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec,
                       grid: int) -> SFTBatch:
   """Interleaved examples in the R-round layout: the prompt prefixed with
-  `prompts.INTERLEAVED_MARKER`, then per object (raster order) `<plan> object </plan> <img>`
+  `prompts.INTERLEAVED_MARKER`, then per object (`prompts.story_order`: raster, or a how-to's
+  recipe) `<plan> object </plan> <img>`
   and the scene so far, each image the clean context of the next round. A scene of n < R
   objects ends with EOS as round n's only token (later rounds masked), as a rollout that stops.
-  Every text is trained, every drawn image gets the flow loss. examples: dicts with prompt and
-  plan (str)."""
+  Every text is trained, every drawn image gets the flow loss. examples: dicts with prompt,
+  metadata (the prompt's JSON) and plan (str)."""
   r_max, t, size = rollout.rounds, rollout.max_text_tokens, model_spec.image_size
   layout = rollout.layout(model_spec)
   b = len(examples)
@@ -219,7 +221,8 @@ def interleaved_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec,
     if objects is None:
       raise ValueError(f"plan {ex['plan']!r} of {ex['prompt']!r} does not parse")
     scene = shapeworld.Scene(tuple(objects), size, grid)
-    steps = prompts.interleaved_rounds(scene)
+    steps = prompts.interleaved_rounds(scene, prompts.Prompt.from_json(
+        json.loads(ex["metadata"])))
     if len(steps) > r_max:
       raise ValueError(f"{ex['prompt']!r} has {len(steps)} objects, more rounds than "
                        f"sft_data.interleaved_rounds = {r_max}")

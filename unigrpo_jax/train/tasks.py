@@ -1,17 +1,17 @@
 """What the model is trained and evaluated to do (`config.rl.task`), as data: the trajectory
 layout, which prompts and how they are worded, and the rewards evaluation reports.
 
-  * `t2i` (UniGRPO): prompt → `<plan> … </plan> <img>` → one image, every prompt family; the
-    layout is `config.rollout`.
+  * `t2i` (UniGRPO): prompt → `<plan> … </plan> <img>` → one image, GenEval's six families;
+    the layout is `config.rollout`.
   * `interleaved` (Interleaved GRPO): "stepwise" + prompt → K rounds of `<plan> object </plan>
-    <img>` + the scene so far, then EOS; the families whose prompts ask for 2–4 objects; the
-    layout is the interleaved warm-up's (`sft_data.interleaved_rounds` rounds of
-    `sft_data.interleaved_tokens`), so RL continues exactly the format SFT taught.
+    <img>` + the scene so far, then EOS; the families whose prompts ask for 2–4 objects and the
+    how-to figures; the layout is the interleaved warm-up's (`sft_data.interleaved_rounds`
+    rounds of `sft_data.interleaved_tokens`), so RL continues exactly the format SFT taught.
 """
 import dataclasses
 
 from unigrpo_jax import evaluate
-from unigrpo_jax.data.prompts import INTERLEAVED_MARKER
+from unigrpo_jax.data.prompts import FAMILIES, INTERLEAVED_MARKER
 from unigrpo_jax.rewards.interleaved import STORY_FAMILIES
 from unigrpo_jax.sampling import RolloutSpec
 from unigrpo_jax.train.sft import sft_rollout_specs
@@ -20,7 +20,7 @@ from unigrpo_jax.train.sft import sft_rollout_specs
 @dataclasses.dataclass(frozen=True)
 class Task:
   name: str
-  families: tuple[str, ...] | None  # None: every family
+  families: tuple[str, ...]
   prefix: str  # written before every prompt
   eval_rewards: tuple[str, ...]
   eval_step_rewards: tuple[str, ...]  # per-round rewards evaluation reports per step
@@ -35,7 +35,7 @@ class Task:
 
 
 TASKS = {
-    "t2i": Task("t2i", None, "", evaluate.REWARDS, (), "geneval_strict"),
+    "t2i": Task("t2i", FAMILIES, "", evaluate.REWARDS, (), "geneval_strict"),
     "interleaved": Task("interleaved", STORY_FAMILIES, INTERLEAVED_MARKER,
                         ("interleaved_score", "interleaved_structure", "interleaved_relevance",
                          "interleaved_alignment", "interleaved_geneval"),

@@ -38,7 +38,11 @@ def test_sharded_rollout_and_update_equal_single_device(sharded_results, index):
   assert result["bytes_mesh"] < result["bytes_one"] / 2
   assert result["update_size"] > 1e-4  # the update moved the parameters
   assert result["trajectory"] < 1e-5
-  assert result["params"] < 1e-5
+  # Adam divides each gradient by its running RMS, so float32 reduction-order differences
+  # (a sum over 8 devices vs one) reach the parameters at ~0.1–0.3 % of the update (seen:
+  # 1.2e-5 of 4e-3); a sharding bug (a reduction over the wrong devices) moves them by
+  # O(update), and a wrongly scaled gradient shows in the metrics (its norm).
+  assert result["params"] < 5e-3 * result["update_size"]
   assert result["metrics"] < 1e-5
   # The SFT step: same rules, same numbers, and the state stays in its shardings.
   assert result["sft_update_size"] > 1e-4

@@ -1,9 +1,10 @@
 r"""Interleaved GRPO on ShapeWorld: stories that build the prompt's scene in K steps (K = 2–4,
 the objects it asks for; a how-to prompt's figure part by part, in its recipe's order), each
-step `<plan> object </plan> <img>` + the image of the scene so far, then EOS. Warm-up SFT on a hybrid mix weighted to interleaved sequences (plus a little
-text-to-image and understanding data), then GRPO over the whole trajectory with hybrid rewards
-(structure, textual relevance, visual–text alignment, final-scene mini-GenEval) and
-process-level rewards turned into step-wise advantages. Launch:
+step `<plan> object </plan> <img>` + the image of the scene so far, then EOS. Warm-up SFT
+(2400 steps) on a hybrid mix weighted to interleaved sequences (plus a little text-to-image and
+understanding data), then GRPO over the whole trajectory with hybrid rewards (structure,
+textual relevance, visual–text alignment, final-scene mini-GenEval) and process-level rewards
+turned into step-wise advantages. Launch:
 
   python -m unigrpo_jax.main --config=configs/interleaved.py --workdir=workdir/interleaved
 

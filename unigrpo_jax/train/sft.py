@@ -201,11 +201,10 @@ def interleaved_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec,
                       grid: int) -> SFTBatch:
   """Interleaved examples in the R-round layout: the prompt prefixed with
   `prompts.INTERLEAVED_MARKER`, then per object (`prompts.story_order`: raster, or a how-to's
-  recipe) `<plan> object </plan> <img>`
-  and the scene so far, each image the clean context of the next round. A scene of n < R
-  objects ends with EOS as round n's only token (later rounds masked), as a rollout that stops.
-  Every text is trained, every drawn image gets the flow loss. examples: dicts with prompt,
-  metadata (the prompt's JSON) and plan (str)."""
+  recipe) `<plan> object </plan> <img>` and the scene so far, each image the clean context of
+  the next round. A scene of n < R objects ends with EOS as round n's only token (later rounds
+  masked), as a rollout that stops. Every text is trained, every drawn image gets the flow
+  loss. examples: dicts with prompt, metadata (the prompt's JSON) and plan (str)."""
   r_max, t, size = rollout.rounds, rollout.max_text_tokens, model_spec.image_size
   layout = rollout.layout(model_spec)
   b = len(examples)

@@ -41,9 +41,10 @@ def get_config(arg: str = ""):
                    cfg_scale=1.0)
 
   # Warm-up SFT. x0 prediction weights the velocity loss by 1/t²: train on unshifted t.
-  # Condition dropout 0.1 trains the unconditional velocity that the CFG ablation uses.
+  # Condition dropout 0.1 trains the unconditional velocity that the CFG ablation uses; prompt
+  # dropout hides the prompt (not the plan) from that share of images.
   c.sft = dict(text_weight=1.0, image_weight=1.0, t_mean=0.0, t_std=1.0, shift=1.0,
-               cfg_dropout=0.1)
+               cfg_dropout=0.1, prompt_dropout=0.0)
   c.sft_data = dict(mix=dict(t2i=1.0, understanding=0.1, interleaved=0.1), caption_tokens=32,
                     interleaved_rounds=4, interleaved_tokens=12, batch_size=32)
   c.sft_train = dict(steps=1200, log_every=50, eval_before=False)

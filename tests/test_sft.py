@@ -140,6 +140,28 @@ def test_condition_dropout_hides_prompt_and_plan_from_the_image():
     SFTSpec(cfg_dropout=1.0)
 
 
+def test_prompt_dropout_hides_the_prompt_and_only_the_prompt_from_the_image():
+  model = UnifiedTransformer(SPEC)
+  params = init_params(SPEC, jax.random.key(0))
+  params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(
+      jax.random.key(1), params["image_out"]["proj"]["kernel"].shape)
+  batch = t2i_batch(_examples(4), tokenizer=tokenizer.load(), rollout=ROLLOUT, model_spec=SPEC)
+  layout = ROLLOUT.layout(SPEC)
+  text = np.zeros(layout.length, bool)
+  text[layout.text_start(0):layout.image_start(0)] = True
+  no_text = batch.replace(valid=np.asarray(batch.valid) & ~text)
+  flow = lambda b, **kw: float(sft_loss(params, b, jax.random.key(2), model=model,  # noqa: E731
+                                        rollout=ROLLOUT, sft=SFTSpec(**kw))[1]["flow_mse"])
+  almost = 1 - 1e-7
+  # Without the plan in view, hiding the prompt leaves only the image: condition dropout.
+  assert abs(flow(no_text, prompt_dropout=almost) - flow(no_text, cfg_dropout=almost)) < 1e-6
+  assert abs(flow(no_text, prompt_dropout=almost) - flow(no_text)) > 1e-4
+  # With the plan in view, the image still reads it.
+  assert abs(flow(batch, prompt_dropout=almost) - flow(batch, cfg_dropout=almost)) > 1e-4
+  with pytest.raises(ValueError, match=r"sft\.prompt_dropout must be in \[0, 1\)"):
+    SFTSpec(prompt_dropout=-0.1)
+
+
 def test_interleaved_batches_build_the_scene_one_object_per_round():
   from unigrpo_jax.train.sft import interleaved_batch
   tok = tokenizer.load()

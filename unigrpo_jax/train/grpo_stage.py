@@ -57,6 +57,14 @@ def starting_params(exp: Experiment, source: str):
   return load_params(source, exp.abstract_params)
 
 
+def eval_scalars(ev: dict, headline: str) -> dict:
+  """Scalars of one held-out evaluation: every overall score, and the headline score per
+  family (which family a gain or a loss comes from, along the run)."""
+  return {**{f"eval/{k}": v for k, v in ev["overall"].items()},
+          **{f"eval/{family}/{headline}": scores[headline]
+             for family, scores in ev["per_family"].items()}}
+
+
 ADVANTAGE_KINDS = ("outcome", "process", "both")
 
 
@@ -119,7 +127,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
     state = exp.init_train_state(ref_params, optimizer)
     before = dict(heldout=exp.evaluate(state.params), train=exp.evaluate(state.params, "train"))
     write_json(before_path, before)
-    writer.write(0, {f"eval/{k}": v for k, v in before["heldout"]["overall"].items()})
+    writer.write(0, eval_scalars(before["heldout"], exp.task.headline))
   else:
     with open(before_path) as f:
       before = json.load(f)
@@ -173,7 +181,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                     step_s=f"{time.perf_counter() - t0:.2f}")
     if (i + 1) % cfg.eval.every == 0 and i + 1 < total:
       ev = exp.evaluate(state.params)
-      writer.write(i + 1, {f"eval/{k}": v for k, v in ev["overall"].items()})
+      writer.write(i + 1, eval_scalars(ev, exp.task.headline))
       exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{i + 1}.png"))
     finish_step(i + 1, total, stage="grpo", state=state, checkpoints=checkpoints, guard=guard,
                 skips=skips, host=host_state(cfg, data=prompts.get_state(), key=key,
@@ -182,7 +190,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   save_params(os.path.join(stage_dir, "params"), state.params)
   results["after"] = exp.evaluate(state.params)
   results["after_train_prompts"] = exp.evaluate(state.params, "train")
-  writer.write(total, {f"eval/{k}": v for k, v in results["after"]["overall"].items()})
+  writer.write(total, eval_scalars(results["after"], exp.task.headline))
   writer.close()
   exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{total}.png"))
   results.update(steps=total, train_s=time.time() - t_start, batch_size=batch_size,

@@ -44,18 +44,23 @@ class SFTBatch:
 
 @dataclasses.dataclass(frozen=True)
 class SFTSpec:
-  """`config.sft`: loss weights, the training-time distribution of t, and the probability
-  that an image's flow loss sees no prompt or text (condition dropout, for CFG)."""
+  """`config.sft`: loss weights, the training-time distribution of t, the probability that
+  an image's flow loss sees no prompt or text (condition dropout, for CFG), and the
+  probability that it sees the text but not the prompt (prompt dropout: the plan names every
+  object's colour, shape, size and cell, so an image that cannot read the prompt must follow
+  the plan — the link text GRPO acts through)."""
   text_weight: float = 1.0
   image_weight: float = 1.0
   t_mean: float = 0.0
   t_std: float = 1.0
   shift: float = 3.0
   cfg_dropout: float = 0.0
+  prompt_dropout: float = 0.0
 
   def __post_init__(self):
-    if not 0.0 <= self.cfg_dropout < 1.0:
-      raise ValueError(f"sft.cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
+    for name in ("cfg_dropout", "prompt_dropout"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ValueError(f"sft.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 def sample_times(key, shape, spec: SFTSpec):
@@ -82,6 +87,7 @@ def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout
                 / jnp.maximum(jnp.sum(has_text), 1))
   b = batch.tokens.shape[0]
   block_ids = jnp.asarray(layout.block_ids())
+  prompt_slots = jnp.arange(layout.length) < layout.prompt_len
   flow = []
   for r in range(rollout.rounds):
     t_key, noise_key, drop_key = jax.random.split(jax.random.fold_in(key, r), 3)
@@ -91,7 +97,9 @@ def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout
     tt = t[:, None, None, None]
     # Condition dropout: these rows' images see no prompt or text (what CFG's v_u needs).
     drop = jax.random.bernoulli(drop_key, sft.cfg_dropout, (b,))
-    valid = jnp.where(drop[:, None], unconditional(batch.valid, block_ids), batch.valid)
+    hide_prompt = jax.random.bernoulli(jax.random.fold_in(drop_key, 1), sft.prompt_dropout, (b,))
+    valid = jnp.where(hide_prompt[:, None], batch.valid & ~prompt_slots[None], batch.valid)
+    valid = jnp.where(drop[:, None], unconditional(batch.valid, block_ids), valid)
     v = image_velocity(model, run_params, (1.0 - tt) * x0 + tt * x1, t, layout.image_start(r),
                        valid, block_ids, batch.prompt_mask, context)
     flow.append(jnp.mean((v - (x1 - x0)) ** 2, axis=(1, 2, 3)))

@@ -7,8 +7,9 @@ cell (16 tokens for the 32×32 canvas), a 2.1 M-parameter MoT model. Launch:
 
   python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/shapeworld
 
-Expected on the 2-core CPU: ≈22 min (SFT 5 min, 1200 GRPO steps at 0.8 s, evaluations);
-held-out mini-GenEval strict 0 → 0.34 after SFT → 0.41 after GRPO (README, "The main job").
+Expected on the 2-core CPU: ≈24 min (SFT 6 min, 1200 GRPO steps at 0.84 s, evaluations);
+held-out mini-GenEval strict 0 → 0.31 after SFT → 0.33 after GRPO (README, "The main job":
+without the object-precision reward GRPO crowds the canvas to pass GenEval's at-least rules).
 Variants: `tiny` (a test-sized model, a few steps of each stage, ≈1 min; scores ~0), `sft`
 (the warm-up only, as experiments/sft_warmup.py runs it, ≈5 min, 0.34), `colab` (the default
 model, short stages: the quickstart notebook's few minutes). Overrides:
@@ -56,9 +57,10 @@ def get_config(arg: str = ""):
               num_minibatches=1, log_every=10, init_params="")
   # The image must follow the plan (visual_text_alignment) and the plan must answer the prompt
   # (text_relevance, structure); mini-GenEval scores the image. Image-only rewards let the
-  # plans drift (structure fell to 0 in 200 steps at one learning rate of 1e-4).
-  c.rewards = dict(geneval_strict=1.0, geneval_partial=0.5, visual_text_alignment=1.0,
-                   text_relevance=1.0, structure=0.5)
+  # plans drift (structure fell to 0 in 200 steps at one learning rate of 1e-4). GenEval's
+  # rules let extra objects pass; without object_precision the images fill up with shapes.
+  c.rewards = dict(geneval_strict=1.0, geneval_partial=0.5, object_precision=1.0,
+                   visual_text_alignment=1.0, text_relevance=1.0, structure=0.5)
   # Per-round rewards ((B, R) scores) for process-level advantages (advantages.kind "process"
   # or "both"; configs/interleaved.py); the outcome advantages use `rewards`.
   c.process_rewards = {}

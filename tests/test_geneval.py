@@ -52,6 +52,29 @@ def test_strict_and_partial_on_hand_built_scenes():
   assert _score([O("triangle", "red", 0, 0), O("triangle", "cyan", 3, 3)], single) == (True, 1.0)
 
 
+def test_precision_counts_the_objects_nobody_asked_for():
+  def precision(objects, prompt):
+    return geneval.precision(detect(shapeworld.render(shapeworld.Scene(tuple(objects)))), prompt)
+  single = Prompt("a photo of a triangle", "single_object", (Clause("triangle"),))
+  assert precision([O("triangle", "red", 0, 0)], single) == 1.0
+  # GenEval passes these; precision sees the extras.
+  assert precision([O("triangle", "red", 0, 0), O("triangle", "cyan", 3, 3)], single) == 0.5
+  assert precision([O("triangle", "red", 0, 0), O("circle", "red", 0, 2), O("square", "red", 2, 2),
+                    O("square", "blue", 3, 3)], single) == 0.25
+  assert precision([], single) == 0.0
+  two_circles = Prompt("a photo of two circles", "counting", (Clause("circle", 2),),
+                       (Clause("circle", 3),))
+  assert precision([O("circle", "red", 0, 0), O("circle", "red", 0, 2), O("circle", "red", 2, 2)],
+                   two_circles) == pytest.approx(2 / 3)
+  # A clause with a colour claims only objects of that colour.
+  red_square = Prompt("a photo of a red square", "colors", (Clause("square", color="red"),))
+  assert precision([O("square", "blue", 1, 1)], red_square) == 0.0
+  pair = Prompt("a photo of a red square and a blue circle", "color_attr",
+                (Clause("square", color="red"), Clause("circle", color="blue")))
+  assert precision([O("square", "red", 0, 0), O("circle", "blue", 2, 2), O("circle", "red", 3, 0)],
+                   pair) == pytest.approx(2 / 3)
+
+
 @pytest.mark.parametrize("family", prompts.ALL_FAMILIES)
 def test_target_scenes_satisfy_their_prompts(family):
   rng = np.random.default_rng(0)
@@ -61,6 +84,7 @@ def test_target_scenes_satisfy_their_prompts(family):
     scene = prompts.target_scene(rng, prompt, large_prob=0.2)
     dets = detect(shapeworld.render(scene))
     assert geneval.strict(dets, prompt) and geneval.partial(dets, prompt) == 1.0
+    assert geneval.precision(dets, prompt) == 1.0
     plan = prompts.plan_text(scene)
     assert plan.count(";") == len(scene.objects) - 1
     for obj in scene.objects:
@@ -92,7 +116,9 @@ def test_registered_geneval_rewards():
   np.testing.assert_array_equal(scores["geneval_strict"], [0] + [1] * (len(batch) - 1))
   assert scores["geneval_partial"][0] == 0.0 and (scores["geneval_partial"][1:] == 1).all()
   np.testing.assert_allclose(total, scores["geneval_strict"] + 0.5 * scores["geneval_partial"])
-  assert {"geneval_strict", "geneval_partial"} <= set(REWARDS)
+  assert {"geneval_strict", "geneval_partial", "object_precision"} <= set(REWARDS)
+  _, scores = evaluate({"object_precision": 1.0}, images, [""] * len(batch), meta)
+  np.testing.assert_array_equal(scores["object_precision"], [0] + [1] * (len(batch) - 1))
 
 
 def test_how_to_prompts_are_recipes_built_in_order():

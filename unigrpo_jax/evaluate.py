@@ -12,8 +12,8 @@ from unigrpo_jax.data.pipeline import encode_prompts, with_prefix
 from unigrpo_jax.rewards import evaluate as evaluate_rewards
 from unigrpo_jax.sampling import make_rollout
 
-REWARDS = ("geneval_strict", "geneval_partial", "structure", "text_relevance",
-           "visual_text_alignment")
+REWARDS = ("geneval_strict", "geneval_partial", "object_precision", "structure",
+           "text_relevance", "visual_text_alignment")
 
 
 def decode_texts(traj, tokenizer) -> list[str]:

@@ -9,6 +9,9 @@ relation holds past 0.5. `partial` gives the per-clause partial credit Flow-GRPO
 1 − |N_req − N_det| / N_req for counts (N_det capped at N_req unless the count is exact), the
 fraction of right colours and of right relations; clauses averaged. An image that passes
 `strict` scores 1 on `partial`.
+`precision` is what GenEval does not check: the share of detected objects the prompt asks for.
+GenEval's object and two-object clauses let extra objects pass, so an image crowded with every
+shape passes them — a policy trained on the rules alone learns that (README, "The main job").
 """
 import numpy as np
 
@@ -87,3 +90,19 @@ def partial(detections, prompt) -> float:
     matched.append(found)
     scores.append(float(np.mean(credits)))
   return float(np.mean(scores))
+
+
+def precision(detections, prompt) -> float:
+  """Share of the detections that some include clause asks for, in [0, 1] (0 for an empty
+  image): each clause claims up to `count` objects of its shape (and colour, if it names one),
+  largest first; whatever no clause claims is an extra object."""
+  if not detections:
+    return 0.0
+  left = sorted(detections, key=lambda d: -d.area)
+  claimed = 0
+  for clause in prompt.include:
+    mine = [d for d in left if d.shape == clause.shape
+            and (clause.color is None or d.color == clause.color)][:clause.count]
+    claimed += len(mine)
+    left = [d for d in left if all(d is not m for m in mine)]
+  return claimed / len(detections)

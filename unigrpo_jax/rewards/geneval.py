@@ -27,3 +27,11 @@ def geneval_partial(images, texts, metadata):
   """Per-clause partial credit (Flow-GRPO's training reward), in [0, 1]."""
   del texts
   return _score(images, metadata, geneval.partial)
+
+
+@register("object_precision")
+def object_precision(images, texts, metadata):
+  """Share of the final image's objects that the prompt asks for (`geneval.precision`): 1 for
+  a scene with nothing extra. GenEval's rules let extra objects pass; this reward does not."""
+  del texts
+  return _score(images, metadata, geneval.precision)

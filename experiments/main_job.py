@@ -52,8 +52,9 @@ def main(argv):
     f.write("Held-out, after warm-up SFT\n\n" + evaluation.markdown_table(grpo["before"])
             + "\n\nHeld-out, after UniGRPO\n\n" + evaluation.markdown_table(grpo["after"])
             + f"\n\ngeneval_gain {summary['geneval_gain']:+.3f} (training prompts "
-            f"{summary['geneval_gain_train_prompts']:+.3f}); seed {cfg.seed}; wall "
-            f"{summary['wall_s'] / 60:.1f} min\n")
+            f"{summary['geneval_gain_train_prompts']:+.3f}); seed {cfg.seed}; training "
+            f"{summary['sft_train_s'] / 60:.1f} min SFT + {summary['grpo_train_s'] / 60:.1f} min "
+            f"GRPO (summed over resumes); wall {summary['wall_s'] / 60:.1f} min\n")
   print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
 
 

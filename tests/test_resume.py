@@ -1,6 +1,7 @@
 """A real training subprocess (`main`, the tiny GRPO run of tests/fault_config.py) stopped by
 kill -9 or SIGTERM, resumed over a damaged checkpoint, fed NaN rewards: nothing lost, and a
 resumed run equals one that never stopped, bit for bit."""
+import json
 import os
 import signal
 import subprocess
@@ -146,11 +147,17 @@ def test_sigterm_stops_after_the_step_in_flight_with_a_checkpoint_there(tmp_path
   assert (f"preempted by SIGTERM in stage grpo at step {stopped_at}/{STEPS}: checkpoint saved in "
           f"{tmp_path / 'grpo' / 'checkpoints'}/{stopped_at}") in proc.stderr_text
   assert "Traceback" not in proc.stderr_text
+  with open(tmp_path / "grpo" / "checkpoints" / str(stopped_at) / "host" / "metadata") as f:
+    trained_before_stop = json.load(f)["train_s"]
+  assert trained_before_stop > 0
   # The checkpoint at the stop holds exactly the uninterrupted run's state at that step.
   out = run(tmp_path, data_dir)
   assert out.returncode == 0, out.stderr[-3000:]
   assert_same_state(saved_state(tmp_path, STEPS), saved_state(uninterrupted, STEPS))
   assert rewards_by_step(tmp_path) == rewards_by_step(uninterrupted)
+  # The stage's training time counts both processes.
+  with open(tmp_path / "grpo" / "results.json") as f:
+    assert json.load(f)["train_s"] > trained_before_stop
 
 
 def test_nan_reward_skips_those_updates_counts_them_and_goes_on(tmp_path, data_dir):

@@ -38,7 +38,7 @@ from unigrpo_jax.rl.advantages import combine_rewards, group_advantages, process
 from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.train.experiment import Experiment, write_json
 from unigrpo_jax.train.faults import SkipCounter
-from unigrpo_jax.train.loop import finish_step, host_state, restore_key
+from unigrpo_jax.train.loop import TrainClock, finish_step, host_state, restore_key
 from unigrpo_jax.train.preemption import Guard
 
 
@@ -133,7 +133,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
       before = json.load(f)
   results = dict(before=before["heldout"], before_train_prompts=before["train"])
   total = rl.steps
-  t_start = time.time()
+  clock = TrainClock(host if restored is not None else None)
   bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc="grpo",
                   mininterval=2.0)
   for i in bar:
@@ -185,7 +185,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
       exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{i + 1}.png"))
     finish_step(i + 1, total, stage="grpo", state=state, checkpoints=checkpoints, guard=guard,
                 skips=skips, host=host_state(cfg, data=prompts.get_state(), key=key,
-                                             skips=skips, reference=source))
+                                             skips=skips, clock=clock, reference=source))
   checkpoints.close()
   save_params(os.path.join(stage_dir, "params"), state.params)
   results["after"] = exp.evaluate(state.params)
@@ -193,7 +193,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   writer.write(total, eval_scalars(results["after"], exp.task.headline))
   writer.close()
   exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{total}.png"))
-  results.update(steps=total, train_s=time.time() - t_start, batch_size=batch_size,
+  results.update(steps=total, train_s=clock.seconds(), batch_size=batch_size,
                  heldout_prompts=len(exp.eval_examples))
   headline = exp.task.headline
   gain = lambda a, b: (results[a]["overall"][headline]  # noqa: E731

@@ -1,7 +1,10 @@
 """What every training loop does around its steps: the host state a checkpoint carries beside
-the train state, and the end of a step — checkpoint on the cadence, and stop cleanly (after a
-checkpoint at that step) on a signal or after too many skipped updates.
+the train state, the stage's training time summed over resumes, and the end of a step —
+checkpoint on the cadence, and stop cleanly (after a checkpoint at that step) on a signal or
+after too many skipped updates.
 """
+import time
+
 import jax
 import numpy as np
 
@@ -10,11 +13,25 @@ from unigrpo_jax.train.faults import SkipCounter
 from unigrpo_jax.train.preemption import Guard, Preempted
 
 
-def host_state(config, *, data: dict, key, skips: SkipCounter, **extra) -> dict:
+def host_state(config, *, data: dict, key, skips: SkipCounter, clock: "TrainClock",
+               **extra) -> dict:
   """JSON of what is not on the device: the data position, the loop's PRNG key, the skip
-  counters, the config that wrote it, and any `extra` (e.g. where the reference comes from)."""
+  counters, the training seconds so far, the config that wrote it, and any `extra` (e.g. where
+  the reference comes from)."""
   return dict(data=data, key=np.asarray(jax.random.key_data(key)).tolist(),
-              skips=skips.state(), config=config.to_dict(), **extra)
+              skips=skips.state(), train_s=clock.seconds(), config=config.to_dict(), **extra)
+
+
+class TrainClock:
+  """Seconds a stage has spent in its loop, over every process that ran it: a resumed run
+  starts from the `train_s` its checkpoint's host state carries (0 for a fresh run)."""
+
+  def __init__(self, host: dict | None = None):
+    self._before = float((host or {}).get("train_s", 0.0))
+    self._start = time.time()
+
+  def seconds(self) -> float:
+    return self._before + time.time() - self._start
 
 
 def restore_key(host: dict):

@@ -9,7 +9,6 @@ accuracy — for understanding, the captioning accuracy — and flow MSE).
 """
 import functools
 import os
-import time
 
 import jax
 import numpy as np
@@ -23,7 +22,7 @@ from unigrpo_jax.rl import make_optimizer
 from unigrpo_jax.train import experiment
 from unigrpo_jax.train.experiment import Experiment, write_json
 from unigrpo_jax.train.faults import SkipCounter
-from unigrpo_jax.train.loop import finish_step, host_state, restore_key
+from unigrpo_jax.train.loop import TrainClock, finish_step, host_state, restore_key
 from unigrpo_jax.train.preemption import Guard
 from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sft_encoders, sft_loss,
                                    sft_rollout_specs)
@@ -80,7 +79,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
       results["before"] = exp.evaluate(state.params)
   writer = MetricWriter(stage_dir)
   total = cfg.sft_train.steps
-  t_start = time.time()
+  clock = TrainClock(host if restored is not None else None)
   bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc="sft",
                   mininterval=2.0)
   for i in bar:
@@ -93,11 +92,12 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                            "faults/skipped_total": skips.total})
       bar.set_postfix(kind=kind, loss=f"{metrics['loss']:.3f}")
     finish_step(i + 1, total, stage="sft", state=state, checkpoints=checkpoints, guard=guard,
-                skips=skips, host=host_state(cfg, data=data.get_state(), key=key, skips=skips))
+                skips=skips, host=host_state(cfg, data=data.get_state(), key=key, skips=skips,
+                                             clock=clock))
   checkpoints.close()
   writer.close()
   save_params(os.path.join(stage_dir, "params"), state.params)
-  results.update(after=exp.evaluate(state.params), steps=total, train_s=time.time() - t_start,
+  results.update(after=exp.evaluate(state.params), steps=total, train_s=clock.seconds(),
                  params=int(sum(x.size for x in jax.tree.leaves(state.params))),
                  heldout_prompts=len(exp.eval_examples), mix=weights)
   results["heldout_teacher_forced"] = {

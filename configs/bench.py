@@ -28,7 +28,7 @@ def get_config(arg: str = ""):
                  mlp_dim=1024, image_size=32, patch_size=4, image_channels=3,
                  rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
                  mot=False, scan_layers=False, prediction="velocity", x0_min_time=0.02,
-                 dtype="float32", param_dtype="float32")
+                 dtype="float32", param_dtype="float32", matmul_dtype="")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
   # Rows that stop early are masked, not skipped: every row costs all 64 decode steps, as in
   # the peer's benchmark (which never stops).

@@ -22,7 +22,7 @@ def get_config(arg: str = ""):
                  mlp_dim=512, image_size=32, patch_size=4, image_channels=3,
                  rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
                  mot=True, scan_layers=False, prediction="velocity", x0_min_time=0.02,
-                 dtype="float32", param_dtype="float32")
+                 dtype="float32", param_dtype="float32", matmul_dtype="")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
   c.rollout = dict(prompt_len=16, max_text_tokens=24, rounds=2, num_steps=10, shift=3.0,
                    noise_level=0.7, sde_window=None, mode="sde", temperature=1.0, top_k=0)

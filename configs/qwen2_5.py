@@ -42,7 +42,8 @@ def get_config(arg: str = "7b"):
   c.model.update(BACKBONES[arg])
   c.model.update(image_size=32, patch_size=2, image_channels=16, rope_theta=1_000_000.0,
                  norm_eps=1e-6, qkv_bias=True, mot=True, scan_layers=True,
-                 prediction="velocity", dtype="bfloat16", param_dtype="float32")
+                 prediction="velocity", dtype="bfloat16", param_dtype="float32",
+                 matmul_dtype="bfloat16")
   # Qwen2.5's own special tokens; the plan markers are added (ids after its 151 665 tokens).
   c.hf.update(tokens=dict(pad="<|endoftext|>", bos="<|im_start|>", eos="<|im_end|>",
                           image_start="<|vision_start|>", image_end="<|vision_end|>"))

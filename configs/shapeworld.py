@@ -35,7 +35,7 @@ def get_config(arg: str = ""):
                  mlp_dim=512, image_size=32, patch_size=8, image_channels=3,
                  rope_theta=10_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
                  mot=True, scan_layers=False, prediction="x0", x0_min_time=0.02,
-                 dtype="float32", param_dtype="float32")
+                 dtype="float32", param_dtype="float32", matmul_dtype="")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
   c.rollout = dict(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=20, shift=3.0,
                    noise_level=0.7, sde_window=(0, 6), mode="sde", temperature=1.0, top_k=0,

@@ -30,7 +30,7 @@ from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state, mak
 from unigrpo_jax.rl.advantages import group_advantages
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 from unigrpo_jax.sampling import flops as sampling_flops
-from unigrpo_jax.timing import matmul_peak_gflops
+from unigrpo_jax.timing import matmul_peak_gflops, mixed_precision_figures
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:update_text",
                                           "Benchmark config.")
@@ -75,6 +75,8 @@ def main(argv):
   mask = jnp.ones(prompts.shape, bool)
 
   peak = matmul_peak_gflops(cfg.bench.matmul_size, cfg.bench.repeats)
+  mixed_peak = (matmul_peak_gflops(cfg.bench.matmul_size, cfg.bench.repeats, ms.matmul_dtype)
+                if ms.matmul_dtype else None)
   sample = make_rollout(model, spec)
   update = make_update(model, spec, loss, update_spec, optimizer)
   state = init_train_state(params, optimizer)
@@ -121,6 +123,7 @@ def main(argv):
       matmul_peak_gflops=peak,
       step_gflops=step_flops / step_s / 1e9,
       mfu=step_flops / step_s / 1e9 / peak,
+      **mixed_precision_figures(ms, step_flops / step_s / 1e9, mixed_peak),
       bytes_per_device={"1": bytes_one, str(cfg.bench.fsdp_devices): bytes_fsdp},
       fsdp_bytes_fraction=bytes_fsdp / bytes_one,
       last_loss=float(np.asarray(metrics["loss"]).ravel()[-1]),

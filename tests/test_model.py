@@ -19,7 +19,7 @@ def _logits(model, params, h):
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(mot=False, tie_embeddings=True),
-                                       dict(num_kv_heads=4)])
+                                       dict(num_kv_heads=4), dict(matmul_dtype="bfloat16")])
 def test_cached_decode_equals_full_forward(overrides):
   spec = tiny_spec(**overrides)
   model = UnifiedTransformer(spec)

@@ -1,5 +1,6 @@
 """Timing helpers for benchmarks: median wall time of a jitted call and the machine's measured
-float32 matmul peak (what MFU is a fraction of)."""
+matmul peak (what MFU is a fraction of): float32, or a lower operand dtype accumulated in
+float32 (`model.matmul_dtype`)."""
 import statistics
 import time
 
@@ -18,8 +19,19 @@ def timed(fn, *args, repeats: int):
   return statistics.median(times)
 
 
-def matmul_peak_gflops(n: int, repeats: int = 10) -> float:
-  """GFLOP/s of a jitted n×n float32 matmul (median of `repeats`, at least 10)."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  return 2 * n**3 / timed(jax.jit(jnp.matmul), a, b, repeats=max(repeats, 10)) / 1e9
+def matmul_peak_gflops(n: int, repeats: int = 10, dtype="float32") -> float:
+  """GFLOP/s of a jitted n×n matmul of `dtype` operands accumulated in float32 (median of
+  `repeats`, at least 10)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  matmul = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+  return 2 * n**3 / timed(matmul, a, b, repeats=max(repeats, 10)) / 1e9
+
+
+def mixed_precision_figures(spec, gflops: float, mixed_peak: float | None) -> dict:
+  """A benchmark's extra figures under `model.matmul_dtype`: that dtype, its matmul peak and
+  the MFU against it (`mfu` stays against the float32 peak). Empty without one."""
+  if not spec.matmul_dtype:
+    return {}
+  return dict(matmul_dtype=spec.matmul_dtype, matmul_peak_gflops_mixed=mixed_peak,
+              mfu_mixed=gflops / mixed_peak)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unigrpo_jax.model.layers import DEFAULT_INIT, param_init
+from unigrpo_jax.model.matmul import dense_dot_general
 
 
 def patchify(x, p: int):
@@ -55,10 +56,12 @@ class ImageEmbed(nn.Module):
   patch_size: int
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  matmul_dtype: jnp.dtype
 
   @nn.nowrap
   def _dense(self, features, name, in_axis=None):
     return nn.Dense(features, dtype=self.dtype, param_dtype=self.param_dtype,
+                    dot_general=dense_dot_general(self.matmul_dtype),
                     kernel_init=param_init(DEFAULT_INIT, (in_axis, "embed")),
                     bias_init=param_init(nn.initializers.zeros, ("embed",)), name=name)
 
@@ -80,11 +83,13 @@ class VelocityHead(nn.Module):
   channels: int
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  matmul_dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, h):
     out = nn.Dense(self.patch_size * self.patch_size * self.channels, dtype=self.dtype,
                    param_dtype=self.param_dtype,
+                   dot_general=dense_dot_general(self.matmul_dtype),
                    kernel_init=param_init(nn.initializers.zeros, ("embed", "patch")),
                    bias_init=param_init(nn.initializers.zeros, ("patch",)), name="proj")(h)
     return unpatchify(out, self.patch_size, self.image_size, self.channels)

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unigrpo_jax.model.matmul import matmul
+
 # Qwen2 initialises linear and embedding weights from N(0, 0.02²).
 DEFAULT_INIT = nn.initializers.normal(stddev=0.02)
 
@@ -72,15 +74,15 @@ class Weights(nn.Module):
     return kernel, bias
 
 
-def fused_projection(x, weights, dtype):
+def fused_projection(x, weights, dtype, matmul_dtype):
   """Applies several projections of x (…, width) as one matmul; returns their outputs.
 
   weights: list of (kernel (width, *out_i), bias or None), with equal trailing dims past the
-  first output axis (q/k/v: (heads_i, head_dim); gate/up: (mlp,)).
+  first output axis (q/k/v: (heads_i, head_dim); gate/up: (mlp,)). The matmul reads its
+  operands in `matmul_dtype` (`model/matmul.py`).
   """
   kernel = jnp.concatenate([k.astype(dtype) for k, _ in weights], axis=1)
-  y = jnp.einsum("...w,wo->...o", x, kernel.reshape(kernel.shape[0], -1))
-  y = y.reshape(x.shape[:-1] + kernel.shape[1:])
+  y = matmul(x, kernel, matmul_dtype)
   if weights[0][1] is not None:
     y = y + jnp.concatenate([b.astype(dtype) for _, b in weights], axis=0)
   splits = np.cumsum([k.shape[1] for k, _ in weights])[:-1]
@@ -92,13 +94,14 @@ class MLP(nn.Module):
   mlp_dim: int
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  matmul_dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
     weights = [Weights((width, self.mlp_dim), ("embed", "mlp"), False, self.param_dtype,
                        name=name)() for name in ("gate", "up")]
-    gate, up = fused_projection(x, weights, self.dtype)
+    gate, up = fused_projection(x, weights, self.dtype, self.matmul_dtype)
     down, _ = Weights((self.mlp_dim, width), ("mlp", "embed"), False, self.param_dtype,
                       name="down")()
-    return jnp.einsum("...m,mw->...w", nn.silu(gate) * up, down.astype(self.dtype))
+    return matmul(nn.silu(gate) * up, down.astype(self.dtype), self.matmul_dtype)

@@ -18,7 +18,9 @@ class ModelSpec:
   Image part: square `image_size`×`image_size`×`image_channels` inputs (pixels or latents) cut
   into `patch_size`² patches. `mot`: Bagel-style mixture of transformers (a second weight set
   per block for noised image tokens). `dtype` is the activation dtype, `param_dtype` the
-  storage dtype of parameters. `scan_layers`: training passes run the blocks as one
+  storage dtype of parameters. `matmul_dtype`: "" runs the weight matmuls in the activation
+  dtype; a dtype ("bfloat16": mixed precision) casts their operands to it and accumulates in
+  float32 (`model/matmul.py`). `scan_layers`: training passes run the blocks as one
   `lax.scan` (compile time independent of depth: deep models, pods) instead of a loop over
   per-layer weights (faster for shallow models on CPU). Parameters are stacked either way; the
   rollout always loops. `prediction`: what the image head outputs — "velocity" (Bagel,
@@ -46,6 +48,7 @@ class ModelSpec:
   x0_min_time: float = 0.02
   dtype: str = "float32"
   param_dtype: str = "float32"
+  matmul_dtype: str = ""
 
   def __post_init__(self):
     for name in ("vocab_size", "width", "depth", "num_heads", "num_kv_heads", "head_dim",
@@ -63,7 +66,9 @@ class ModelSpec:
       raise ValueError(f"model.prediction must be 'velocity' or 'x0', got {self.prediction!r}")
     if not 0 < self.x0_min_time < 1:
       raise ValueError(f"model.x0_min_time must be in (0, 1), got {self.x0_min_time}")
-    for name in ("dtype", "param_dtype"):
+    for name in ("dtype", "param_dtype", "matmul_dtype"):
+      if name == "matmul_dtype" and not self.matmul_dtype:
+        continue
       try:
         jnp.dtype(getattr(self, name))
       except TypeError as e:

@@ -23,13 +23,16 @@ from unigrpo_jax.model import attention
 from unigrpo_jax.model.image import ImageEmbed, VelocityHead
 from unigrpo_jax.model.layers import (DEFAULT_INIT, MLP, RMSNorm, Weights, fused_projection,
                                       param_init, rope)
+from unigrpo_jax.model.matmul import dense_dot_general, matmul
 from unigrpo_jax.model.spec import ModelSpec
 
 TEXT, IMAGE = 0, 1  # modality ids; clean image context counts as TEXT (it uses the text expert)
 
 
 def _dtypes(spec: ModelSpec):
-  return jnp.dtype(spec.dtype), jnp.dtype(spec.param_dtype)
+  """Activation, parameter and matmul-operand dtypes (None: matmuls in the activation dtype)."""
+  return (jnp.dtype(spec.dtype), jnp.dtype(spec.param_dtype),
+          jnp.dtype(spec.matmul_dtype) if spec.matmul_dtype else None)
 
 
 class Expert(nn.Module):
@@ -38,7 +41,7 @@ class Expert(nn.Module):
 
   def setup(self):
     s = self.spec
-    dtype, param_dtype = _dtypes(s)
+    dtype, param_dtype, matmul_dtype = _dtypes(s)
 
     self.attn_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
     self.q = Weights((s.width, s.num_heads, s.head_dim), ("embed", "heads", "head_dim"),
@@ -49,14 +52,16 @@ class Expert(nn.Module):
                      s.qkv_bias, param_dtype)
     self.o = nn.DenseGeneral(s.width, axis=(-2, -1), use_bias=False, dtype=dtype,
                              param_dtype=param_dtype,
+                             dot_general=dense_dot_general(matmul_dtype),
                              kernel_init=param_init(DEFAULT_INIT, ("heads", "head_dim", "embed")))
     self.mlp_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
-    self.mlp = MLP(s.mlp_dim, dtype, param_dtype)
+    self.mlp = MLP(s.mlp_dim, dtype, param_dtype, matmul_dtype)
 
   def qkv(self, h):
     """(B, T, width) → q (B, T, H, D), k and v (B, T, K, D), one matmul."""
-    return tuple(fused_projection(self.attn_norm(h), [self.q(), self.k(), self.v()],
-                                  jnp.dtype(self.spec.dtype)))
+    dtype, _, matmul_dtype = _dtypes(self.spec)
+    return tuple(fused_projection(self.attn_norm(h), [self.q(), self.k(), self.v()], dtype,
+                                  matmul_dtype))
 
   def out(self, a):
     return self.o(a)
@@ -113,12 +118,12 @@ class UnifiedTransformer(nn.Module):
 
   def setup(self):
     s = self.spec
-    dtype, param_dtype = _dtypes(s)
+    dtype, param_dtype, matmul_dtype = _dtypes(s)
     self.embed = nn.Embed(s.vocab_size, s.width, dtype=dtype, param_dtype=param_dtype,
                           embedding_init=param_init(DEFAULT_INIT, ("vocab", "embed")))
-    self.image_in = ImageEmbed(s.width, s.patch_size, dtype, param_dtype)
+    self.image_in = ImageEmbed(s.width, s.patch_size, dtype, param_dtype, matmul_dtype)
     self.image_out = VelocityHead(s.patch_size, s.image_size, s.image_channels, dtype,
-                                  param_dtype)
+                                  param_dtype, matmul_dtype)
     broadcast = (nn.broadcast,) * 5
     self.layers = nn.scan(
         Block, variable_axes={"params": 0}, split_rngs={"params": True},
@@ -129,6 +134,7 @@ class UnifiedTransformer(nn.Module):
       self.image_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
     if not s.tie_embeddings:
       self.lm_head = nn.Dense(s.vocab_size, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+                              dot_general=dense_dot_general(matmul_dtype),
                               kernel_init=param_init(DEFAULT_INIT, ("embed", "vocab")))
 
   def embed_tokens(self, tokens):
@@ -154,8 +160,10 @@ class UnifiedTransformer(nn.Module):
   def logits(self, h):
     """(…, width) → (…, vocab) float32 text logits."""
     h = self.text_norm(h)
-    out = self.embed.attend(h) if self.spec.tie_embeddings else self.lm_head(h)
-    return out.astype(jnp.float32)
+    if not self.spec.tie_embeddings:
+      return self.lm_head(h).astype(jnp.float32)
+    dtype, _, matmul_dtype = _dtypes(self.spec)
+    return matmul(h, self.embed.embedding.astype(dtype).T, matmul_dtype).astype(jnp.float32)
 
   def velocity(self, h, x, t):
     """Hidden states (B, (S/p)², width) of the image block for x_t (B, S, S, C) at flow time

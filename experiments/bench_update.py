@@ -62,7 +62,7 @@ def main(argv):
   ms = ModelSpec(**cfg.model)
   spec = RolloutSpec.from_config(cfg.rollout, cfg.tokens)
   loss = LossSpec(**cfg.loss)
-  update_spec = UpdateSpec(cfg.rl.num_updates, cfg.rl.num_minibatches)
+  update_spec = UpdateSpec(cfg.rl.num_updates, cfg.rl.num_minibatches, cfg.rl.group_size)
   model = UnifiedTransformer(ms)
   optimizer = make_optimizer(cfg.optim)
   group = cfg.rl.group_size
@@ -105,9 +105,12 @@ def main(argv):
   step_s = statistics.median(step_t)
 
   updates = update_spec.num_updates
-  forward = sampling_flops.score_flops(ms, spec, batch)
+  minibatches = update_spec.num_minibatches
+  reference = sampling_flops.score_flops(ms, spec, batch, update_spec.group_size)
+  forward = minibatches * sampling_flops.score_flops(ms, spec, batch // minibatches,
+                                                     update_spec.minibatch_group_size)
   step_flops = (sampling_flops.rollout_flops(ms, spec, batch)
-                + (forward if loss.needs_reference else 0) + 3 * forward * updates)
+                + (reference if loss.needs_reference else 0) + 3 * forward * updates)
   length = spec.layout(ms).length
   fsdp = jax.sharding.AbstractMesh((1, cfg.bench.fsdp_devices, 1), sharding.MESH_AXES)
   one = jax.sharding.AbstractMesh((1, 1, 1), sharding.MESH_AXES)

@@ -32,12 +32,15 @@ def main():
   params = lively_params(spec)
   rollout = tiny_rollout()
   batch_size, group = 8, 4
-  prompts = jax.random.randint(jax.random.key(0), (batch_size, 6), 4, spec.vocab_size)
+  # GRPO groups: each prompt four times (the update encodes it once per group).
+  prompts = jnp.repeat(jax.random.randint(jax.random.key(0), (batch_size // group, 6), 4,
+                                          spec.vocab_size), group, axis=0)
   mask = jnp.ones(prompts.shape, bool)
   key = jax.random.key(1)
   optimizer = make_optimizer(OPTIM)
   loss = LossSpec(beta=0.04)
-  update = make_update(model, rollout, loss, UpdateSpec(num_updates=2, num_minibatches=2),
+  update = make_update(model, rollout, loss,
+                       UpdateSpec(num_updates=2, num_minibatches=2, group_size=group),
                        optimizer, donate=False)
   sample = make_rollout(model, rollout)
   rewards = jax.random.uniform(jax.random.key(2), (batch_size,))

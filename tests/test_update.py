@@ -10,6 +10,7 @@ from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state, mak
                             make_update)
 from unigrpo_jax.rl.advantages import group_advantages
 from unigrpo_jax.sampling import make_rollout
+from unigrpo_jax.sampling.scoring import check_group_prompts
 
 OPTIM = dict(learning_rate=1e-3, schedule="constant", warmup_steps=0, total_steps=100, b1=0.9,
              b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
@@ -76,8 +77,8 @@ def test_non_finite_loss_skips_the_update_and_keeps_the_state():
 
 def _train(reward_fn, loss, iterations, optim, group=8, prompts=2):
   rollout = tiny_rollout(rounds=1, max_text_tokens=4, num_steps=4, sde_window=(0, 3))
-  model, params, rollout, sample, update, optimizer = _setup(loss=loss, rollout=rollout,
-                                                             optim=optim)
+  model, params, rollout, sample, update, optimizer = _setup(
+      loss=loss, rollout=rollout, optim=optim, update=UpdateSpec(group_size=group))
   state = init_train_state(params, optimizer)
   base = jax.random.randint(jax.random.key(0), (prompts, 6), 4, 48)
   tokens = jnp.repeat(base, group, axis=0)
@@ -110,6 +111,49 @@ def test_flow_grpo_raises_a_reward_that_favours_bright_images():
   history = _train(reward, LossSpec(text=False, velocity_weight=0.0, clip_image=1e-2), 15,
                    dict(OPTIM, learning_rate=1e-2))
   assert np.mean(history[-3:]) > np.mean(history[:3]) + 0.3, history
+
+
+def test_prompt_encoded_once_per_group_gives_the_same_update():
+  """`group_size` only changes how the shared prompt is computed: the same new parameters and
+  metrics as encoding every row, with minibatches that keep half a group each."""
+  loss = LossSpec(beta=0.04, latent_kl_weight=0.1)
+  _, params, rollout, sample, per_row, optimizer = _setup(
+      loss=loss, update=UpdateSpec(num_updates=2, num_minibatches=2))
+  *_, grouped, _ = _setup(loss=loss, update=UpdateSpec(num_updates=2, num_minibatches=2,
+                                                       group_size=4))
+  prompts = jnp.repeat(jax.random.randint(jax.random.key(0), (2, 6), 4, 48), 4, axis=0)
+  mask = jnp.ones(prompts.shape, bool).at[:4, :2].set(False)  # group 0 left-padded
+  traj = sample(params, prompts, mask, jax.random.key(1))
+  batch = RLBatch(traj=traj, advantages=_outcome(np.arange(8.0) % 3, 4, rollout.rounds))
+  state = init_train_state(params, optimizer)
+  want, want_metrics = per_row(state, params, batch)
+  got, got_metrics = grouped(state, params, batch)
+  moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(want.params),
+                                                              jax.tree.leaves(params)))
+  assert moved > 1e-4
+  for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  for name in ("loss", "text/ratio_max", "image/ratio_max", "text/kl_ref"):
+    np.testing.assert_allclose(got_metrics[name], want_metrics[name], atol=1e-5, rtol=1e-5)
+
+
+def test_groups_that_do_not_share_a_prompt_are_refused():
+  tokens = np.repeat(np.arange(12).reshape(2, 6), 3, axis=0)
+  mask = np.ones(tokens.shape, bool)
+  check_group_prompts(tokens, mask, 3)
+  check_group_prompts(np.where(mask, tokens, 99), mask, 3)
+  bad = tokens.copy()
+  bad[4, 1] += 1
+  with pytest.raises(ValueError, match=r"group 1 \(rows 3–5\) have different prompt_tokens"):
+    check_group_prompts(bad, mask, 3)
+  bad_mask = mask.copy()
+  bad_mask[0, 0] = False
+  with pytest.raises(ValueError, match=r"group 0 \(rows 0–2\) have different prompt_mask"):
+    check_group_prompts(tokens, bad_mask, 3)
+  with pytest.raises(ValueError, match="groups of 4"):
+    check_group_prompts(tokens, mask, 4)
+  with pytest.raises(ValueError, match=r"rl\.group_size must be >= 1"):
+    UpdateSpec(group_size=0)
 
 
 def test_bad_update_inputs_fail_clearly():

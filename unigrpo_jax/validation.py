@@ -109,7 +109,7 @@ def validate(config, num_devices: int | None = None, *,
   if "grpo" in training:
     _check_fields(LossSpec, config.loss, "loss")
     LossSpec(**config.loss)
-    UpdateSpec(config.rl.num_updates, config.rl.num_minibatches)
+    UpdateSpec(config.rl.num_updates, config.rl.num_minibatches, config.rl.group_size)
     batch = config.rl.prompts_per_batch * config.rl.group_size
     field = "the RL batch (rl.prompts_per_batch × rl.group_size)"
     sharding.check_batch(mesh, batch, config.rl.group_size, field=field)

@@ -73,3 +73,16 @@ def dense_dot_general(dtype):
     return matmul(x, w, dtype, n)
 
   return dot_general
+
+
+def cast_kernels(params, dtype):
+  """`params` with every matmul kernel (a leaf named "kernel") in `dtype`; unchanged for None.
+
+  For loops that reuse the weights many times without gradients (decoding, denoising): the
+  cast is paid once per rollout instead of once per matmul call.
+  """
+  if dtype is None:
+    return params
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: x.astype(dtype) if getattr(path[-1], "key", None) == "kernel" else x,
+      params)

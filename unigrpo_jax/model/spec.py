@@ -75,6 +75,11 @@ class ModelSpec:
         raise ValueError(f"model.{name}: unknown dtype {getattr(self, name)!r}") from e
 
   @property
+  def matmul_operand_dtype(self):
+    """`matmul_dtype` as a dtype, or None (matmuls in the activation dtype)."""
+    return jnp.dtype(self.matmul_dtype) if self.matmul_dtype else None
+
+  @property
   def grid(self) -> int:
     """Patches per image side."""
     return self.image_size // self.patch_size

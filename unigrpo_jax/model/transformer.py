@@ -31,8 +31,7 @@ TEXT, IMAGE = 0, 1  # modality ids; clean image context counts as TEXT (it uses 
 
 def _dtypes(spec: ModelSpec):
   """Activation, parameter and matmul-operand dtypes (None: matmuls in the activation dtype)."""
-  return (jnp.dtype(spec.dtype), jnp.dtype(spec.param_dtype),
-          jnp.dtype(spec.matmul_dtype) if spec.matmul_dtype else None)
+  return jnp.dtype(spec.dtype), jnp.dtype(spec.param_dtype), spec.matmul_operand_dtype
 
 
 class Expert(nn.Module):

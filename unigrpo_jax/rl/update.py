@@ -37,14 +37,24 @@ class TrainState:
 @dataclasses.dataclass(frozen=True)
 class UpdateSpec:
   """`config.rl.num_updates` passes over each rollout batch, `config.rl.num_minibatches` per
-  pass."""
+  pass. `group_size`: the batch's rows come in contiguous GRPO groups of this many samples of
+  one prompt (`config.rl.group_size`), so scoring encodes each prompt once per group
+  (`sampling.scoring.encode`); 1 encodes every row's prompt."""
   num_updates: int = 1
   num_minibatches: int = 1
+  group_size: int = 1
 
   def __post_init__(self):
-    for name in ("num_updates", "num_minibatches"):
+    for name in ("num_updates", "num_minibatches", "group_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"rl.{name} must be >= 1, got {getattr(self, name)}")
+
+  @property
+  def minibatch_group_size(self) -> int:
+    """Rows per group inside a strided minibatch: G/M consecutive rows of each group when M
+    divides G, else groups do not stay together (1)."""
+    g, m = self.group_size, self.num_minibatches
+    return g // m if g % m == 0 else 1
 
 
 def image_parameters(params):
@@ -133,18 +143,21 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
   if batch.advantages.shape != (batch_size, rollout.rounds):
     raise ValueError(f"advantages have shape {batch.advantages.shape}, expected "
                      f"{(batch_size, rollout.rounds)} (batch, rounds)")
+  if batch_size % update.group_size:
+    raise ValueError(f"rollout batch of {batch_size} rows does not split into groups of "
+                     f"rl.group_size = {update.group_size}")
   score = functools.partial(score_trajectory, model=model, spec=rollout)
   stochastic = rollout.stochastic_steps()
   if (loss.image or loss.velocity_weight or loss.latent_kl_weight) and not stochastic.any():
     raise ValueError("the loss has image terms (loss.image, loss.velocity_weight or "
                      "loss.latent_kl_weight) but the rollout trains no SDE step "
                      "(rollout.mode 'ode', rollout.draw_images off, or an empty sde_window)")
-  ref = (jax.lax.stop_gradient(score(ref_params, batch.traj)) if loss.needs_reference
-         else None)
+  ref = (jax.lax.stop_gradient(score(ref_params, batch.traj, group_size=update.group_size))
+         if loss.needs_reference else None)
 
   def loss_fn(params, minibatch, ref_minibatch):
-    return unigrpo_objective(score(params, minibatch.traj), ref_minibatch, minibatch, loss,
-                             stochastic)
+    scores = score(params, minibatch.traj, group_size=update.minibatch_group_size)
+    return unigrpo_objective(scores, ref_minibatch, minibatch, loss, stochastic)
 
   def step(state, xs):
     minibatch, ref_minibatch = xs

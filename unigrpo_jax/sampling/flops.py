@@ -40,11 +40,14 @@ def rollout_flops(model: ModelSpec, spec: RolloutSpec, batch: int) -> int:
   return total
 
 
-def score_flops(model: ModelSpec, spec: RolloutSpec, batch: int) -> int:
-  """One `score_trajectory` forward: the clean sequence once, then every trained SDE step."""
+def score_flops(model: ModelSpec, spec: RolloutSpec, batch: int, group_size: int = 1) -> int:
+  """One `score_trajectory` forward: the clean sequence once (the prompt once per group of
+  `group_size` rows), then every trained SDE step."""
   layout = spec.layout(model)
   length, tokens = layout.length, batch * layout.image_tokens
-  total = (flops.stack_flops(model, batch * length, length)
+  p = spec.prompt_len if group_size > 1 else 0
+  total = (flops.stack_flops(model, batch // group_size * p, p)
+           + flops.stack_flops(model, batch * (length - p), length)
            + flops.text_head_flops(model, batch * spec.rounds * spec.max_text_tokens)
            + spec.rounds * flops.image_embed_flops(model, tokens))
   trained = int(np.sum(spec.stochastic_steps()))

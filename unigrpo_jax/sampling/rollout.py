@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unigrpo_jax.model import TEXT, UnifiedTransformer, empty_cache, unstack_layers
+from unigrpo_jax.model.matmul import cast_kernels
 from unigrpo_jax.sampling import sde
 from unigrpo_jax.sampling.forward import guided_velocity, run_slots
 from unigrpo_jax.sampling.spec import RolloutSpec
@@ -75,7 +76,8 @@ class Phases:
   """
 
   def __init__(self, params, prompt_mask, *, model: UnifiedTransformer, spec: RolloutSpec):
-    self.model, self.params, self.spec = model, unstack_layers(params), spec
+    self.model, self.spec = model, spec
+    self.params = cast_kernels(unstack_layers(params), model.spec.matmul_operand_dtype)
     self.prompt_mask = prompt_mask
     self.layout = spec.layout(model.spec)
     self.blocks = jnp.asarray(self.layout.block_ids())

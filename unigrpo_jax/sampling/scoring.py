@@ -4,6 +4,12 @@ This is the policy side of the GRPO ratio. The clean sequence (prompt, text, cle
 `</img>`) goes through the model once; its keys/values are the shared context every noised image
 block then attends to, so the context is computed once, not once per SDE step. With the
 parameters that produced the rollout, every log-prob equals the recorded one (ratio = 1).
+
+A GRPO group is G samples of one prompt. With `group_size` G the rows come in contiguous
+groups that share their prompt slots, and the prompt is encoded once per group: its keys and
+values are repeated to the group's rows, which then run only from the first slot after the
+prompt (the gradient sums over the group through the repeat). Same results, 1/G of the prompt
+work.
 """
 import jax
 import jax.numpy as jnp
@@ -30,11 +36,53 @@ def sequence_tokens(traj, spec: RolloutSpec, layout: SequenceLayout):
   return seq
 
 
-def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec):
+def _repeat_prefix(cache, group_size: int, length: int):
+  """A prompt-only KV cache (…, B/G, K, P, D) leaves → each group's row repeated G times and
+  the slot axis padded to the sequence length: (…, B, K, L, D)."""
+  def grow(x):
+    x = jnp.repeat(x, group_size, axis=x.ndim - 4)
+    pad = [(0, 0)] * x.ndim
+    pad[-2] = (0, length - x.shape[-2])
+    return jnp.pad(x, pad)
+  return jax.tree.map(grow, cache)
+
+
+def _run_sequence(model, run_params, h, seq, blocks, spec: RolloutSpec, group_size: int):
+  """The block stack over the whole clean sequence h (B, L, width): (hidden, context cache).
+  With group_size > 1, the prompt slots run once per group (module docstring)."""
+  if group_size == 1:
+    return run_slots(model, run_params, h, 0, seq.valid, blocks, seq.prompt_mask)
+  p = spec.prompt_len
+  head = slice(None, None, group_size)
+  hp, prefix = run_slots(model, run_params, h[head, :p], 0, seq.valid[head, :p], blocks[:p],
+                         seq.prompt_mask[head])
+  hs, cache = run_slots(model, run_params, h[:, p:], p, seq.valid, blocks, seq.prompt_mask,
+                        _repeat_prefix(prefix, group_size, h.shape[1]))
+  return jnp.concatenate([jnp.repeat(hp, group_size, axis=0), hs], axis=1), cache
+
+
+def check_group_prompts(prompt_tokens, prompt_mask, group_size: int):
+  """Host-side check of `group_size`'s contract: rows come in contiguous groups of G with one
+  prompt each. Raises ValueError naming the first group that differs."""
+  tokens, mask = np.asarray(prompt_tokens), np.asarray(prompt_mask)
+  if tokens.shape[0] % group_size:
+    raise ValueError(f"batch of {tokens.shape[0]} rows does not split into groups of "
+                     f"{group_size}")
+  for name, x in (("prompt_mask", mask), ("prompt_tokens", np.where(mask, tokens, -1))):
+    groups = x.reshape((-1, group_size) + x.shape[1:])
+    bad = np.flatnonzero((groups != groups[:, :1]).reshape(groups.shape[0], -1).any(axis=1))
+    if bad.size:
+      raise ValueError(f"rows of group {bad[0]} (rows {bad[0] * group_size}–"
+                       f"{(bad[0] + 1) * group_size - 1}) have different {name}: a group's "
+                       f"samples must share one prompt")
+
+
+def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec, group_size: int = 1):
   """Teacher-forced pass over a sequence's clean slots (prompt, text, clean images, `</img>`).
 
   seq: anything with a Trajectory's prompt_tokens, prompt_mask, tokens, token_mask, images
-  and valid (a Trajectory, or a supervised batch). Returns (token_logp, token_entropy —
+  and valid (a Trajectory, or a supervised batch); with `group_size` G its rows come in
+  contiguous groups of G sharing one prompt (module docstring). Returns (token_logp, token_entropy —
   (B, R, T), 0 on masked tokens —, greedy — (B, R, T) bool, the token is the argmax, so a
   sequence whose every token is greedy is what greedy decoding writes —, and the context: the
   KV cache of the whole sequence and the parameters in the form that computed it, for noised
@@ -54,8 +102,8 @@ def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec):
     h = h.at[:, start:start + ms.image_tokens].set(
         apply(seq.images[:, r], clean, method=model.embed_image))
   run_params = params if ms.scan_layers else unstack_layers(params)
-  hidden, cache = run_slots(model, run_params, h, 0, seq.valid,
-                            jnp.asarray(layout.block_ids()), seq.prompt_mask)
+  hidden, cache = _run_sequence(model, run_params, h, seq, jnp.asarray(layout.block_ids()),
+                                spec, group_size)
   token_logp, entropy, greedy = [], [], []
   for r in range(spec.rounds):
     start = layout.text_start(r)
@@ -68,8 +116,9 @@ def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec):
   return token_logp, entropy, jnp.stack(greedy, axis=1), (cache, run_params)
 
 
-def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spec: RolloutSpec):
-  """Recomputes a trajectory's log-probs under `params`.
+def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spec: RolloutSpec,
+                     group_size: int = 1):
+  """Recomputes a trajectory's log-probs under `params` (`group_size`: see `encode`).
 
   Returns a dict: token_logp, token_entropy (B, R, T) (0 on masked tokens); step_logp
   (B, R, N) (0 on deterministic steps); at the S_n stochastic steps
@@ -80,7 +129,8 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
   layout = spec.layout(ms)
   b = traj.tokens.shape[0]
   blocks = jnp.asarray(layout.block_ids())
-  token_logp, entropy, _, (context, params) = encode(params, traj, model=model, spec=spec)
+  token_logp, entropy, _, (context, params) = encode(params, traj, model=model, spec=spec,
+                                                     group_size=group_size)
 
   grid = traj.timesteps
   steps = np.flatnonzero(spec.stochastic_steps())

@@ -36,6 +36,7 @@ from unigrpo_jax.metric_writer import MetricWriter
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_optimizer, make_update
 from unigrpo_jax.rl.advantages import combine_rewards, group_advantages, process_advantages
 from unigrpo_jax.sampling import make_rollout
+from unigrpo_jax.sampling.scoring import check_group_prompts
 from unigrpo_jax.train.experiment import Experiment, write_json
 from unigrpo_jax.train.faults import SkipCounter
 from unigrpo_jax.train.loop import TrainClock, finish_step, host_state, restore_key
@@ -103,8 +104,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   loss = LossSpec(**cfg.loss)
   optimizer = make_optimizer(cfg.rl_optim)
   sample = make_rollout(exp.model, spec)
-  update = make_update(exp.model, spec, loss, UpdateSpec(rl.num_updates, rl.num_minibatches),
-                       optimizer)
+  update = make_update(exp.model, spec, loss,
+                       UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer)
   prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,
                             prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
                             group_size=rl.group_size, seed=cfg.seed, grid=cfg.data.grid,
@@ -139,6 +140,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   for i in bar:
     t0 = time.perf_counter()
     batch = next(prompts)
+    check_group_prompts(batch["tokens"], batch["mask"], rl.group_size)
     tokens, mask = sharding.shard_batch((batch["tokens"], batch["mask"]), exp.mesh, batch_size)
     traj = sample(state.params, tokens, mask, jax.random.fold_in(key, i))
     images = np.asarray(traj.images)

@@ -77,7 +77,7 @@ def main(argv):
   peak = matmul_peak_gflops(cfg.bench.matmul_size, cfg.bench.repeats)
   mixed_peak = (matmul_peak_gflops(cfg.bench.matmul_size, cfg.bench.repeats, ms.matmul_dtype)
                 if ms.matmul_dtype else None)
-  sample = make_rollout(model, spec)
+  sample = make_rollout(model, spec, group)
   update = make_update(model, spec, loss, update_spec, optimizer)
   state = init_train_state(params, optimizer)
 
@@ -109,7 +109,7 @@ def main(argv):
   reference = sampling_flops.score_flops(ms, spec, batch, update_spec.group_size)
   forward = minibatches * sampling_flops.score_flops(ms, spec, batch // minibatches,
                                                      update_spec.minibatch_group_size)
-  step_flops = (sampling_flops.rollout_flops(ms, spec, batch)
+  step_flops = (sampling_flops.rollout_flops(ms, spec, batch, group)
                 + (reference if loss.needs_reference else 0) + 3 * forward * updates)
   length = spec.layout(ms).length
   fsdp = jax.sharding.AbstractMesh((1, cfg.bench.fsdp_devices, 1), sharding.MESH_AXES)

@@ -34,10 +34,13 @@ def test_bench_rollout_prints_its_json():
 
 def test_bench_update_prints_its_json():
   stdout = _run(["experiments/bench_update.py", "--config=configs/bench.py:update_joint",
-                 "--config.batch_size=4", "--config.rl.group_size=2"] + TINY)
+                 "--config.batch_size=4", "--config.rl.group_size=2",
+                 "--config.model.matmul_dtype=bfloat16"] + TINY)
   result = json.loads(stdout[stdout.index("{"):])
-  for key in ("step_s", "compile_s", "tokens_per_s", "mfu"):
+  for key in ("step_s", "compile_s", "tokens_per_s", "mfu", "matmul_peak_gflops_mixed",
+              "mfu_mixed"):
     assert result[key] > 0, key
+  assert result["matmul_dtype"] == "bfloat16"
   # The 8-way FSDP mesh holds well under a quarter of the parameters and optimizer state.
   assert result["bytes_per_device"]["8"] < result["bytes_per_device"]["1"] / 4
 

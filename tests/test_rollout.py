@@ -183,8 +183,9 @@ def test_cfg_unconditional_branch_ignores_prompt_and_text(tiny):
 
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_prompt_encoded_once_per_group_scores_like_every_row(scan_layers):
-  """Scoring with `group_size` (each group's prompt run once, its keys/values repeated to the
-  group) gives every row's log-probs, velocities and gradients as scoring each row alone."""
+  """Rollout and scoring with `group_size` (each group's prompt run once, its keys/values
+  repeated to the group) give every row's samples, log-probs, velocities and gradients as
+  running each row alone."""
   spec = tiny_spec(scan_layers=scan_layers)
   model = UnifiedTransformer(spec)
   params = lively_params(spec)
@@ -192,6 +193,12 @@ def test_prompt_encoded_once_per_group_scores_like_every_row(scan_layers):
   tokens, mask = _prompts(b=2)
   tokens, mask = jnp.repeat(tokens, 3, axis=0), jnp.repeat(mask, 3, axis=0)
   traj = make_rollout(model, rollout)(params, tokens, mask, jax.random.key(7))
+  # Prefilled once per group, the rollout samples the same trajectories.
+  grouped = make_rollout(model, rollout, group_size=3)(params, tokens, mask, jax.random.key(7))
+  np.testing.assert_array_equal(np.asarray(grouped.tokens), np.asarray(traj.tokens))
+  for name in ("token_logp", "step_logp", "images"):
+    np.testing.assert_allclose(np.asarray(getattr(grouped, name)),
+                               np.asarray(getattr(traj, name)), atol=1e-5, rtol=1e-5)
 
   def score(p, group_size):
     return score_trajectory(p, traj, model=model, spec=rollout, group_size=group_size)

@@ -25,11 +25,13 @@ def image_flops(model: ModelSpec, spec: RolloutSpec, batch: int) -> int:
                            + 2 * flops.image_embed_flops(model, tokens))
 
 
-def rollout_flops(model: ModelSpec, spec: RolloutSpec, batch: int) -> int:
+def rollout_flops(model: ModelSpec, spec: RolloutSpec, batch: int, group_size: int = 1) -> int:
+  """The whole rollout; the prompt prefilled once per group of `group_size` rows."""
   layout = spec.layout(model)
   length, tokens = layout.length, batch * model.image_tokens
-  total = (flops.stack_flops(model, batch * spec.prompt_len, length)
-           + flops.text_head_flops(model, batch))
+  prompts = batch // group_size
+  total = (flops.stack_flops(model, prompts * spec.prompt_len, length)
+           + flops.text_head_flops(model, prompts))
   for r in range(spec.rounds):
     total += decode_flops(model, spec, batch, r)
     if spec.draw_images:

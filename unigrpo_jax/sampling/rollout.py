@@ -100,13 +100,22 @@ class Phases:
                            cache)
     return self._apply(h[:, -1], method=self.model.logits), cache
 
-  def prefill(self, prompt_tokens):
-    """Writes the (left-padded) prompts into a fresh cache; returns the decoding state."""
-    b = prompt_tokens.shape[0]
-    cache = empty_cache(self.model.spec, b, self.layout.length, per_layer=True)
+  def prefill(self, prompt_tokens, group_size: int = 1):
+    """Writes the (left-padded) prompts into a fresh cache; returns the decoding state.
+
+    With `group_size` G the rows come in contiguous groups of G sharing one prompt: each
+    group's prompt runs once and its cache and next-token logits are repeated to its rows.
+    """
+    b, g = prompt_tokens.shape[0], group_size
     valid = jnp.zeros((b, self.layout.length), bool)
     valid = valid.at[:, :self.spec.prompt_len].set(self.prompt_mask)
-    logits, cache = self._feed(prompt_tokens, 0, valid, cache)
+    cache = empty_cache(self.model.spec, b // g, self.layout.length, per_layer=True)
+    h = self._apply(prompt_tokens[::g], method=self.model.embed_tokens)
+    h, cache = run_slots(self.model, self.params, h, 0, valid[::g], self.blocks,
+                         self.prompt_mask[::g], cache)
+    logits = self._apply(h[:, -1], method=self.model.logits)
+    if g > 1:
+      logits, cache = jax.tree.map(lambda x: jnp.repeat(x, g, axis=0), (logits, cache))
     return cache, valid, logits, jnp.zeros((b,), bool)
 
   def decode(self, state, r: int, key):
@@ -181,13 +190,14 @@ class Phases:
 
 
 def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransformer,
-            spec: RolloutSpec) -> Trajectory:
-  """Samples one trajectory per prompt row. prompt_tokens/mask: (B, P' ≤ prompt_len)."""
+            spec: RolloutSpec, group_size: int = 1) -> Trajectory:
+  """Samples one trajectory per prompt row. prompt_tokens/mask: (B, P' ≤ prompt_len); with
+  `group_size` G, contiguous groups of G rows share one prompt (prefilled once per group)."""
   spec.check_model(model.spec)
   prompt_tokens, prompt_mask = pad_prompts(prompt_tokens, prompt_mask, spec)
   phases = Phases(params, prompt_mask, model=model, spec=spec)
   trained = jnp.asarray(spec.stochastic_steps())
-  state = phases.prefill(prompt_tokens)
+  state = phases.prefill(prompt_tokens, group_size)
   rounds = []
   for r in range(spec.rounds):
     text_key, noise_key, sde_key = jax.random.split(jax.random.fold_in(key, r), 3)
@@ -211,6 +221,7 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
                     timesteps=phases.grid, valid=state[1], **stacked)
 
 
-def make_rollout(model: UnifiedTransformer, spec: RolloutSpec):
-  """The compiled rollout: fn(params, prompt_tokens, prompt_mask, key) → Trajectory."""
-  return jax.jit(functools.partial(rollout, model=model, spec=spec))
+def make_rollout(model: UnifiedTransformer, spec: RolloutSpec, group_size: int = 1):
+  """The compiled rollout: fn(params, prompt_tokens, prompt_mask, key) → Trajectory (rows in
+  contiguous groups of `group_size` sharing one prompt; see `rollout`)."""
+  return jax.jit(functools.partial(rollout, model=model, spec=spec, group_size=group_size))

@@ -103,7 +103,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   spec = exp.task.rollout(cfg)
   loss = LossSpec(**cfg.loss)
   optimizer = make_optimizer(cfg.rl_optim)
-  sample = make_rollout(exp.model, spec)
+  sample = make_rollout(exp.model, spec, rl.group_size)
   update = make_update(exp.model, spec, loss,
                        UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer)
   prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,

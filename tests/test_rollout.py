@@ -15,11 +15,16 @@ def _prompts(b=4, p=5, vocab=48, seed=2):
   return tokens, mask
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(rounds=1, sde_window=None, top_k=5),
-                                       dict(cfg_scale=3.0)])
-def test_recomputed_log_probs_equal_the_rollout(tiny, overrides):
-  """Ratio = 1 on-policy: teacher-forced scoring reproduces every recorded log-prob."""
+@pytest.mark.parametrize("overrides,model_overrides", [
+    (dict(), {}), (dict(rounds=1, sde_window=None, top_k=5), {}), (dict(cfg_scale=3.0), {}),
+    (dict(), dict(matmul_dtype="bfloat16"))])
+def test_recomputed_log_probs_equal_the_rollout(tiny, overrides, model_overrides):
+  """Ratio = 1 on-policy: teacher-forced scoring reproduces every recorded log-prob (with
+  bfloat16 matmuls too: rollout and rescoring run the same products)."""
   model, params = tiny
+  if model_overrides:
+    model = UnifiedTransformer(tiny_spec(**model_overrides))
+    params = lively_params(model.spec)
   spec = tiny_rollout(**overrides)
   tokens, mask = _prompts()
   traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(7))

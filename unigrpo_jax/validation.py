@@ -109,10 +109,10 @@ def validate(config, num_devices: int | None = None, *,
   if "grpo" in training:
     _check_fields(LossSpec, config.loss, "loss")
     LossSpec(**config.loss)
-    UpdateSpec(config.rl.num_updates, config.rl.num_minibatches, config.rl.group_size)
     batch = config.rl.prompts_per_batch * config.rl.group_size
     field = "the RL batch (rl.prompts_per_batch × rl.group_size)"
     sharding.check_batch(mesh, batch, config.rl.group_size, field=field)
+    UpdateSpec(config.rl.num_updates, config.rl.num_minibatches, config.rl.group_size)
     if batch % config.rl.num_minibatches:
       raise ConfigError(f"{field} {batch} does not split into rl.num_minibatches = "
                         f"{config.rl.num_minibatches}")

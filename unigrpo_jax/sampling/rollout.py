@@ -88,17 +88,16 @@ class Phases:
   def _apply(self, *args, method):
     return self.model.apply({"params": self.params}, *args, method=method)
 
-  def _write(self, h, start, valid, cache, route=TEXT, prompt_mask=None):
+  def _write(self, h, start, valid, cache, route=TEXT):
     """Runs h at `start` and writes it into the cache, which may be a prefix window of slots
-    (as long as `valid`). `prompt_mask` defaults to the batch's (another for a row subset)."""
-    prompt_mask = self.prompt_mask if prompt_mask is None else prompt_mask
+    (as long as `valid`)."""
     return run_slots(self.model, self.params, h, start, valid, self.blocks[:valid.shape[1]],
-                     prompt_mask, cache, route)
+                     self.prompt_mask, cache, route)
 
-  def _feed(self, tokens, start, valid, cache, prompt_mask=None):
+  def _feed(self, tokens, start, valid, cache):
     """Writes tokens (B, T) at `start`; returns (logits after the last one, cache)."""
     h, cache = self._write(self._apply(tokens, method=self.model.embed_tokens), start, valid,
-                           cache, prompt_mask=prompt_mask)
+                           cache)
     return self._apply(h[:, -1], method=self.model.logits), cache
 
   def prefill(self, prompt_tokens, group_size: int = 1):
@@ -111,8 +110,10 @@ class Phases:
     valid = jnp.zeros((b, self.layout.length), bool)
     valid = valid.at[:, :self.spec.prompt_len].set(self.prompt_mask)
     cache = empty_cache(self.model.spec, b // g, self.layout.length, per_layer=True)
-    logits, cache = self._feed(prompt_tokens[::g], 0, valid[::g], cache,
-                               prompt_mask=self.prompt_mask[::g])
+    h = self._apply(prompt_tokens[::g], method=self.model.embed_tokens)
+    h, cache = run_slots(self.model, self.params, h, 0, valid[::g], self.blocks,
+                         self.prompt_mask[::g], cache)
+    logits = self._apply(h[:, -1], method=self.model.logits)
     if g > 1:
       logits, cache = jax.tree.map(lambda x: jnp.repeat(x, g, axis=0), (logits, cache))
     return cache, valid, logits, jnp.zeros((b,), bool)

@@ -42,8 +42,6 @@ def main(argv):
   key = jax.random.key(2)
 
   peak = matmul_peak_gflops(cfg.bench.matmul_size, reps)
-  mixed_peak = (matmul_peak_gflops(cfg.bench.matmul_size, reps, ms.matmul_dtype)
-                if ms.matmul_dtype else None)
 
   t0 = time.perf_counter()
   compiled = jax.jit(functools.partial(rollout, model=model, spec=spec)).lower(
@@ -85,7 +83,8 @@ def main(argv):
       mfu=gflops(total_flops, rollout_s) / peak,
       decode_mfu=gflops(decode_flops, decode_s) / peak,
       image_mfu=gflops(image_flops, image_s) / peak,
-      **mixed_precision_figures(ms, gflops(total_flops, rollout_s), mixed_peak),
+      **mixed_precision_figures(ms, gflops(total_flops, rollout_s), cfg.bench.matmul_size,
+                                reps),
       batch=b, prompt_len=spec.prompt_len, new_tokens=t, sde_steps=n, image_tokens=img,
       cache_len=layout.length,
       params=sum(x.size for x in jax.tree.leaves(params)),

@@ -75,8 +75,6 @@ def main(argv):
   mask = jnp.ones(prompts.shape, bool)
 
   peak = matmul_peak_gflops(cfg.bench.matmul_size, cfg.bench.repeats)
-  mixed_peak = (matmul_peak_gflops(cfg.bench.matmul_size, cfg.bench.repeats, ms.matmul_dtype)
-                if ms.matmul_dtype else None)
   sample = make_rollout(model, spec, group)
   update = make_update(model, spec, loss, update_spec, optimizer)
   state = init_train_state(params, optimizer)
@@ -126,7 +124,8 @@ def main(argv):
       matmul_peak_gflops=peak,
       step_gflops=step_flops / step_s / 1e9,
       mfu=step_flops / step_s / 1e9 / peak,
-      **mixed_precision_figures(ms, step_flops / step_s / 1e9, mixed_peak),
+      **mixed_precision_figures(ms, step_flops / step_s / 1e9, cfg.bench.matmul_size,
+                                cfg.bench.repeats),
       bytes_per_device={"1": bytes_one, str(cfg.bench.fsdp_devices): bytes_fsdp},
       fsdp_bytes_fraction=bytes_fsdp / bytes_one,
       last_loss=float(np.asarray(metrics["loss"]).ravel()[-1]),

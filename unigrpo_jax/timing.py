@@ -28,10 +28,12 @@ def matmul_peak_gflops(n: int, repeats: int = 10, dtype="float32") -> float:
   return 2 * n**3 / timed(matmul, a, b, repeats=max(repeats, 10)) / 1e9
 
 
-def mixed_precision_figures(spec, gflops: float, mixed_peak: float | None) -> dict:
-  """A benchmark's extra figures under `model.matmul_dtype`: that dtype, its matmul peak and
-  the MFU against it (`mfu` stays against the float32 peak). Empty without one."""
+def mixed_precision_figures(spec, gflops: float, n: int, repeats: int) -> dict:
+  """A benchmark's extra figures under `model.matmul_dtype`: that dtype, its n×n matmul peak
+  (measured now) and the MFU against it (`mfu` stays against the float32 peak). Empty
+  without one."""
   if not spec.matmul_dtype:
     return {}
-  return dict(matmul_dtype=spec.matmul_dtype, matmul_peak_gflops_mixed=mixed_peak,
-              mfu_mixed=gflops / mixed_peak)
+  peak = matmul_peak_gflops(n, repeats, spec.matmul_dtype)
+  return dict(matmul_dtype=spec.matmul_dtype, matmul_peak_gflops_mixed=peak,
+              mfu_mixed=gflops / peak)

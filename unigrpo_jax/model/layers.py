@@ -74,6 +74,12 @@ class Weights(nn.Module):
     return kernel, bias
 
 
+def _operand(kernel, dtype, matmul_dtype):
+  """A kernel as a matmul reads it: in the activation dtype, unless it is already in the
+  matmul dtype (`cast_kernels`), where it stays — no round trip per call."""
+  return kernel if kernel.dtype == matmul_dtype else kernel.astype(dtype)
+
+
 def fused_projection(x, weights, dtype, matmul_dtype):
   """Applies several projections of x (…, width) as one matmul; returns their outputs.
 
@@ -81,9 +87,7 @@ def fused_projection(x, weights, dtype, matmul_dtype):
   first output axis (q/k/v: (heads_i, head_dim); gate/up: (mlp,)). The matmul reads its
   operands in `matmul_dtype` (`model/matmul.py`).
   """
-  # Kernels already in the matmul dtype (`cast_kernels`) stay in it: no round trip per call.
-  kernel = jnp.concatenate([k if k.dtype == matmul_dtype else k.astype(dtype)
-                            for k, _ in weights], axis=1)
+  kernel = jnp.concatenate([_operand(k, dtype, matmul_dtype) for k, _ in weights], axis=1)
   y = matmul(x, kernel, matmul_dtype)
   if weights[0][1] is not None:
     y = y + jnp.concatenate([b.astype(dtype) for _, b in weights], axis=0)
@@ -106,5 +110,5 @@ class MLP(nn.Module):
     gate, up = fused_projection(x, weights, self.dtype, self.matmul_dtype)
     down, _ = Weights((self.mlp_dim, width), ("mlp", "embed"), False, self.param_dtype,
                       name="down")()
-    down = down if down.dtype == self.matmul_dtype else down.astype(self.dtype)
-    return matmul(nn.silu(gate) * up, down, self.matmul_dtype)
+    return matmul(nn.silu(gate) * up, _operand(down, self.dtype, self.matmul_dtype),
+                  self.matmul_dtype)

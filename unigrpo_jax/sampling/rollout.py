@@ -88,16 +88,17 @@ class Phases:
   def _apply(self, *args, method):
     return self.model.apply({"params": self.params}, *args, method=method)
 
-  def _write(self, h, start, valid, cache, route=TEXT):
+  def _write(self, h, start, valid, cache, route=TEXT, prompt_mask=None):
     """Runs h at `start` and writes it into the cache, which may be a prefix window of slots
-    (as long as `valid`)."""
+    (as long as `valid`). `prompt_mask` defaults to the batch's (another for a row subset)."""
+    prompt_mask = self.prompt_mask if prompt_mask is None else prompt_mask
     return run_slots(self.model, self.params, h, start, valid, self.blocks[:valid.shape[1]],
-                     self.prompt_mask, cache, route)
+                     prompt_mask, cache, route)
 
-  def _feed(self, tokens, start, valid, cache):
+  def _feed(self, tokens, start, valid, cache, prompt_mask=None):
     """Writes tokens (B, T) at `start`; returns (logits after the last one, cache)."""
     h, cache = self._write(self._apply(tokens, method=self.model.embed_tokens), start, valid,
-                           cache)
+                           cache, prompt_mask=prompt_mask)
     return self._apply(h[:, -1], method=self.model.logits), cache
 
   def prefill(self, prompt_tokens, group_size: int = 1):
@@ -110,10 +111,8 @@ class Phases:
     valid = jnp.zeros((b, self.layout.length), bool)
     valid = valid.at[:, :self.spec.prompt_len].set(self.prompt_mask)
     cache = empty_cache(self.model.spec, b // g, self.layout.length, per_layer=True)
-    h = self._apply(prompt_tokens[::g], method=self.model.embed_tokens)
-    h, cache = run_slots(self.model, self.params, h, 0, valid[::g], self.blocks,
-                         self.prompt_mask[::g], cache)
-    logits = self._apply(h[:, -1], method=self.model.logits)
+    logits, cache = self._feed(prompt_tokens[::g], 0, valid[::g], cache,
+                               prompt_mask=self.prompt_mask[::g])
     if g > 1:
       logits, cache = jax.tree.map(lambda x: jnp.repeat(x, g, axis=0), (logits, cache))
     return cache, valid, logits, jnp.zeros((b,), bool)

@@ -29,6 +29,10 @@ def get_config(arg: str = ""):
     raise ValueError(f"unknown configs/interleaved.py variants {unknown}; known: {VARIANTS}")
   c = shapeworld.get_config("tiny" if "tiny" in parts else "")
   c.rl.task = "interleaved"
+  # What the recorded interleaved results ran with (README, "Interleaved GRPO"): float32
+  # matmuls and a constant GRPO learning rate.
+  c.model.matmul_dtype = ""
+  c.rl_optim.update(schedule="constant", warmup_steps=0)
   # The how-to figures ("how to draw a red house") join GenEval's families in the data.
   c.data.families = c.data.families + ("howto",)
   c.sft_data.mix = dict(t2i=0.3, understanding=0.1, interleaved=1.0)

@@ -7,15 +7,16 @@ cell (16 tokens for the 32×32 canvas), a 2.1 M-parameter MoT model. Launch:
 
   python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/shapeworld
 
-Expected on the 2-core CPU: ≈24 min (SFT 6 min, 1200 GRPO steps at 0.84 s, evaluations);
-held-out mini-GenEval strict 0 → 0.31 after SFT → 0.33 after GRPO (README, "The main job":
-without the object-precision reward GRPO crowds the canvas to pass GenEval's at-least rules).
+Expected on the 2-core CPU: ≈28 min (SFT 3600 steps, 12.7 min; 1200 GRPO steps at 0.65 s,
+14.5 min; evaluations); held-out mini-GenEval strict 0 → 0.55 after SFT → 0.66 after GRPO
+(seed 0; README, "The main job").
 Variants: `tiny` (a test-sized model, a few steps of each stage, ≈1 min; scores ~0), `sft`
-(the warm-up only, as experiments/sft_warmup.py runs it, ≈5 min, 0.34), `colab` (the default
+(the warm-up only, as experiments/sft_warmup.py runs it, ≈13 min, 0.55), `colab` (the default
 model, short stages: the quickstart notebook's few minutes). Overrides:
 `--config.rl.group_size=16` etc.
 """
 import ml_collections
+from ml_collections import config_dict
 
 VARIANTS = ("", "tiny", "sft", "colab")
 
@@ -31,13 +32,13 @@ def get_config(arg: str = ""):
                 heldout_fraction=0.2, size=32, grid=4, large_prob=0.0,
                 families=("single_object", "two_object", "counting", "colors", "position",
                           "color_attr"))
-  # matmul_dtype "": float32 matmuls (what the recorded results used); "bfloat16": mixed
-  # precision, float32 accumulation (model/matmul.py; ~1.5× faster steps on this CPU).
+  # matmul_dtype "bfloat16": bf16 operands, float32 accumulation (model/matmul.py; ~1.5×
+  # faster steps on this CPU, what fits the job in 30 min); "": float32 matmuls.
   c.model = dict(vocab_size=64, width=128, depth=4, num_heads=4, num_kv_heads=2, head_dim=32,
                  mlp_dim=512, image_size=32, patch_size=8, image_channels=3,
                  rope_theta=10_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
                  mot=True, scan_layers=False, prediction="x0", x0_min_time=0.02,
-                 dtype="float32", param_dtype="float32", matmul_dtype="")
+                 dtype="float32", param_dtype="float32", matmul_dtype="bfloat16")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
   c.rollout = dict(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=20, shift=3.0,
                    noise_level=0.7, sde_window=(0, 6), mode="sde", temperature=1.0, top_k=0,
@@ -50,12 +51,17 @@ def get_config(arg: str = ""):
                cfg_dropout=0.1, prompt_dropout=0.0)
   c.sft_data = dict(mix=dict(t2i=1.0, understanding=0.1, interleaved=0.1), caption_tokens=32,
                     interleaved_rounds=4, interleaved_tokens=12, batch_size=32)
-  c.sft_train = dict(steps=1200, log_every=50, eval_before=False)
-  c.sft_optim = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=1200,
+  # 3600 steps: at 1200 the images ignore the plan (alignment 0.02), at 3600 they start to
+  # follow it (0.2) and GRPO has a plan to teach them (README, "The main job"). The schedules
+  # span their stage: overriding `steps` moves `total_steps` with it.
+  sft_steps = config_dict.FieldReference(3600)
+  c.sft_train = dict(steps=sft_steps, log_every=50, eval_before=False)
+  c.sft_optim = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=sft_steps,
                      b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
 
   # UniGRPO.
-  c.rl = dict(task="t2i", steps=1200, prompts_per_batch=4, group_size=8, num_updates=1,
+  rl_steps = config_dict.FieldReference(1200)
+  c.rl = dict(task="t2i", steps=rl_steps, prompts_per_batch=4, group_size=8, num_updates=1,
               num_minibatches=1, log_every=10, init_params="")
   # The image must follow the plan (visual_text_alignment) and the plan must answer the prompt
   # (text_relevance, structure); mini-GenEval scores the image. Image-only rewards let the
@@ -70,8 +76,9 @@ def get_config(arg: str = ""):
   c.loss = dict(text=True, image=True, loss_type="grpo", clip_low=0.2, clip_high=0.28,
                 beta=0.0, kl="k3", clip_image=1e-4, velocity_weight=1.5e-5,
                 latent_kl_weight=0.0)
-  # Per expert: the text side slowly (plans stay well formed), the image side 10× faster.
-  c.rl_optim = dict(learning_rate=1e-5, schedule="constant", warmup_steps=0, total_steps=1200,
+  # Per expert: the text side slowly (plans stay well formed), the image side 10× faster. A
+  # constant rate peaks and then collapses (counting, color_attr); cosine to 0 holds the gain.
+  c.rl_optim = dict(learning_rate=1e-5, schedule="cosine", warmup_steps=30, total_steps=rl_steps,
                     b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
                     image_lr_scale=10.0)
 
@@ -97,8 +104,9 @@ def get_config(arg: str = ""):
   if arg == "colab":
     c.data.update(num_train=1024, num_heldout=64)
     c.sft_train.update(steps=400)
-    c.sft_optim.update(total_steps=400, warmup_steps=40)
+    c.sft_optim.update(warmup_steps=40)
     c.rl.update(steps=40, log_every=5)
+    c.rl_optim.update(warmup_steps=4)
     c.eval.update(num_prompts=64, train_prompts=64, every=20)
     c.checkpoint.update(every=50)
   if arg == "tiny":
@@ -107,8 +115,9 @@ def get_config(arg: str = ""):
     c.rollout.update(num_steps=6, sde_window=(0, 3))
     c.sft_data.update(batch_size=8)
     c.sft_train.update(steps=12, log_every=4)
-    c.sft_optim.update(total_steps=12, warmup_steps=2)
+    c.sft_optim.update(warmup_steps=2)
     c.rl.update(steps=4, prompts_per_batch=2, group_size=4, log_every=2)
+    c.rl_optim.update(warmup_steps=1)
     c.eval.update(num_prompts=16, train_prompts=8, batch_size=8, every=2, grid_prompts=8)
     c.checkpoint.update(every=2)
   return ml_collections.ConfigDict(c)

@@ -6,7 +6,10 @@ the README's first command; this script only reads its `results.json`:
   python experiments/main_job.py --config=configs/shapeworld.py --workdir=workdir/main
 
 A job run as two commands (the SFT stage in one workdir, GRPO from its `sft/params` in another)
-names the first with `--sft_workdir`.
+names the first with `--sft_workdir`. GRPO runs with other seeds from the same SFT checkpoint
+(`--config.stages="('grpo',)" --config.rl.init_params=… --config.seed=1`) join with
+`--seed_workdirs`: `geneval_gain` is then the mean over seeds, `geneval_gain_per_seed` each
+one; the tables are the first run's.
 """
 import json
 import os
@@ -22,6 +25,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/shapeworld.py",
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/main", "The finished job's workdir.")
 _SFT_WORKDIR = flags.DEFINE_string("sft_workdir", "", "Where the SFT stage ran, if not in "
                                    "--workdir.")
+_SEED_WORKDIRS = flags.DEFINE_list("seed_workdirs", [], "GRPO runs with other seeds from the "
+                                    "same SFT checkpoint.")
 _OUT = flags.DEFINE_string("out", "experiments/results/main_job", "Output path prefix.")
 
 
@@ -37,22 +42,37 @@ def main(argv):
       sft_results = json.load(f)
     results["sft"] = sft_results["sft"]
     wall_s += sft_results["wall_s"]
+  seeds, gains = [cfg.seed], [grpo["geneval_gain"]]
+  for workdir in _SEED_WORKDIRS.value:
+    with open(os.path.join(workdir, "results.json")) as f:
+      other = json.load(f)["grpo"]
+    with open(os.path.join(workdir, "config.json")) as f:
+      seeds.append(json.load(f)["seed"])
+    if other["before"]["overall"] != grpo["before"]["overall"]:
+      raise ValueError(f"{workdir} did not start from the same SFT checkpoint as "
+                       f"{_WORKDIR.value} (its held-out scores before GRPO differ)")
+    gains.append(other["geneval_gain"])
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"--seed_workdirs repeat a seed: {seeds}")
   summary = dict(
-      geneval_gain=grpo["geneval_gain"],
+      geneval_gain=float(sum(gains) / len(gains)), geneval_gain_per_seed=gains, seeds=seeds,
       geneval_gain_train_prompts=grpo["geneval_gain_train_prompts"],
       sft=grpo["before"]["overall"], grpo=grpo["after"]["overall"],
       per_family={f: dict(sft=grpo["before"]["per_family"][f]["geneval_strict"],
                           grpo=grpo["after"]["per_family"][f]["geneval_strict"])
                   for f in sorted(grpo["before"]["per_family"])},
-      seed=cfg.seed, wall_s=wall_s, sft_train_s=results["sft"]["train_s"],
+      wall_s=wall_s, sft_train_s=results["sft"]["train_s"],
       grpo_train_s=grpo["train_s"], grpo_steps=grpo["steps"],
       heldout_examples=grpo["heldout_prompts"], config=cfg.to_dict())
   experiment.write_json(_OUT.value + ".json", summary)
   with open(_OUT.value + ".md", "w") as f:
     f.write("Held-out, after warm-up SFT\n\n" + evaluation.markdown_table(grpo["before"])
             + "\n\nHeld-out, after UniGRPO\n\n" + evaluation.markdown_table(grpo["after"])
-            + f"\n\ngeneval_gain {summary['geneval_gain']:+.3f} (training prompts "
-            f"{summary['geneval_gain_train_prompts']:+.3f}); seed {cfg.seed}; training "
+            + f"\n\ngeneval_gain {grpo['geneval_gain']:+.3f} (training prompts "
+            f"{summary['geneval_gain_train_prompts']:+.3f}); seed {cfg.seed}"
+            + (f"; over seeds {seeds}: " + ", ".join(f"{g:+.3f}" for g in gains)
+               + f", mean {summary['geneval_gain']:+.3f}" if len(seeds) > 1 else "")
+            + "; training "
             f"{summary['sft_train_s'] / 60:.1f} min SFT + {summary['grpo_train_s'] / 60:.1f} min "
             f"GRPO (summed over resumes); wall {summary['wall_s'] / 60:.1f} min\n")
   print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))

@@ -112,3 +112,22 @@ def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
   for row in rows.values():
     assert row["step_s"] > 0 and "combined" in row["train_reward"]
   assert out.with_suffix(".md").read_text().count("\n") == 2 + 2
+
+
+def test_main_job_table_reads_the_finished_job(tmp_path, tiny_main_job):
+  """The main result's JSON and markdown come from the job's results.json; a second run with
+  the same seed is refused rather than averaged in."""
+  main_workdir, main = tiny_main_job
+  assert main.returncode == 0, main.stderr[-4000:]
+  out = tmp_path / "main_job"
+  args = ["experiments/main_job.py", "--config=configs/shapeworld.py:tiny",
+          f"--workdir={main_workdir}", f"--out={out}"]
+  _run(args)
+  result = json.loads(out.with_suffix(".json").read_text())
+  grpo = json.loads((main_workdir / "results.json").read_text())["grpo"]
+  assert result["geneval_gain"] == grpo["geneval_gain"]
+  assert result["seeds"] == [0] and result["geneval_gain_per_seed"] == [grpo["geneval_gain"]]
+  assert "geneval_gain" in out.with_suffix(".md").read_text()
+  again = subprocess.run([sys.executable] + args + [f"--seed_workdirs={main_workdir}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert again.returncode != 0 and "repeat a seed: [0, 0]" in again.stderr

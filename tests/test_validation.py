@@ -119,6 +119,8 @@ def test_unknown_stage_sft_kind_and_family():
 
 def test_optimizer_settings_are_named():
   fails(config(rl_optim__schedule="linear"), r"config\.rl_optim: .*schedule 'linear'")
+  fails(config(sft_optim__warmup_steps=12),
+        r"config\.sft_optim: .*warmup_steps 12 .*total_steps = 12")
 
 
 def test_tokenizer_path_that_does_not_exist(tmp_path):

@@ -81,6 +81,9 @@ def make_optimizer(optim) -> optax.GradientTransformation:
                               [optim["warmup_steps"]]) if optim["warmup_steps"] else \
         optim["learning_rate"]
   elif optim["schedule"] == "cosine":
+    if not 0 <= optim["warmup_steps"] < optim["total_steps"]:
+      raise ValueError(f"optim.warmup_steps {optim['warmup_steps']} must be in "
+                       f"[0, total_steps = {optim['total_steps']}) for the cosine schedule")
     lr = optax.warmup_cosine_decay_schedule(0.0, optim["learning_rate"], optim["warmup_steps"],
                                             optim["total_steps"])
   else:

@@ -15,7 +15,8 @@ def get_config(arg: str = ""):
   c.stages = ("grpo",)
   c.reward_modules = ("reward_plugins",)
   c.rl.update(steps=24, init_params="none")
-  c.rl_optim.update(learning_rate=1e-3)
+  # Constant, from step 1: every update moves the policy (the resume comparison needs it).
+  c.rl_optim.update(learning_rate=1e-3, schedule="constant", warmup_steps=0)
   c.eval.update(num_prompts=8, train_prompts=8, every=1000)
   c.checkpoint.update(every=3, max_to_keep=2)
   c.rewards = {"brightness": 1.0, "flaky": 1.0} if arg == "nan" else {

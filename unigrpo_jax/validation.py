@@ -36,8 +36,11 @@ from unigrpo_jax.train import tasks
 from unigrpo_jax.train.grpo_stage import ADVANTAGE_KINDS
 from unigrpo_jax.train.sft import KINDS
 
-# Fields a resumed run may change: lengths, cadences, evaluation, placement, paths.
-RESUMABLE = ("stages", "rl.steps", "rl.log_every", "sft_train.steps", "sft_train.log_every",
+# Fields a resumed run may change: lengths, cadences, evaluation, placement, paths. A
+# schedule's total_steps follows its stage's length (configs/shapeworld.py), so it may too:
+# extending a cosine run stretches the rest of its decay.
+RESUMABLE = ("stages", "rl.steps", "rl.log_every", "rl_optim.total_steps", "sft_train.steps",
+             "sft_optim.total_steps", "sft_train.log_every",
              "sft_train.eval_before", "eval", "checkpoint", "mesh", "faults", "data.data_dir",
              "reward_modules")
 

@@ -41,7 +41,7 @@ def get_config(arg: str = ""):
     # text-to-image job's cost.
     c.rollout.update(num_steps=10, sde_window=(0, 3))
     # A 1200-step warm-up drew images that ignore the plan (alignment 0.02); 2400 steps: 0.20.
-    c.sft_train.steps = c.sft_optim.total_steps = 2400
+    c.sft_train.steps = 2400  # sft_optim.total_steps follows
   # `dense`: alignment trains on the partial match (colour, shape and cell each earn a share)
   # instead of the strict F1 that the evaluation reports.
   alignment = "interleaved_alignment_partial" if "dense" in parts else "interleaved_alignment"

@@ -30,6 +30,12 @@ _SEED_WORKDIRS = flags.DEFINE_list("seed_workdirs", [], "GRPO runs with other se
 _OUT = flags.DEFINE_string("out", "experiments/results/main_job", "Output path prefix.")
 
 
+def _seed(workdir: str) -> int:
+  """The seed a run used, from the config its workdir recorded."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    return json.load(f)["seed"]
+
+
 def main(argv):
   del argv
   cfg = _CONFIG.value
@@ -42,12 +48,11 @@ def main(argv):
       sft_results = json.load(f)
     results["sft"] = sft_results["sft"]
     wall_s += sft_results["wall_s"]
-  seeds, gains = [cfg.seed], [grpo["geneval_gain"]]
+  seeds, gains = [_seed(_WORKDIR.value)], [grpo["geneval_gain"]]
   for workdir in _SEED_WORKDIRS.value:
     with open(os.path.join(workdir, "results.json")) as f:
       other = json.load(f)["grpo"]
-    with open(os.path.join(workdir, "config.json")) as f:
-      seeds.append(json.load(f)["seed"])
+    seeds.append(_seed(workdir))
     if other["before"]["overall"] != grpo["before"]["overall"]:
       raise ValueError(f"{workdir} did not start from the same SFT checkpoint as "
                        f"{_WORKDIR.value} (its held-out scores before GRPO differ)")
@@ -69,7 +74,7 @@ def main(argv):
     f.write("Held-out, after warm-up SFT\n\n" + evaluation.markdown_table(grpo["before"])
             + "\n\nHeld-out, after UniGRPO\n\n" + evaluation.markdown_table(grpo["after"])
             + f"\n\ngeneval_gain {grpo['geneval_gain']:+.3f} (training prompts "
-            f"{summary['geneval_gain_train_prompts']:+.3f}); seed {cfg.seed}"
+            f"{summary['geneval_gain_train_prompts']:+.3f}); seed {seeds[0]}"
             + (f"; over seeds {seeds}: " + ", ".join(f"{g:+.3f}" for g in gains)
                + f", mean {summary['geneval_gain']:+.3f}" if len(seeds) > 1 else "")
             + "; training "

@@ -3,25 +3,24 @@ as markdown and JSON under experiments/results/ (`geneval_gain`, seed, wall time
 the README's first command; this script only reads its `results.json`:
 
   python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/main
-  python experiments/main_job.py --config=configs/shapeworld.py --workdir=workdir/main
+  python experiments/main_job.py --workdir=workdir/main
 
 A job run as two commands (the SFT stage in one workdir, GRPO from its `sft/params` in another)
 names the first with `--sft_workdir`. GRPO runs with other seeds from the same SFT checkpoint
 (`--config.stages="('grpo',)" --config.rl.init_params=… --config.seed=1`) join with
 `--seed_workdirs`: `geneval_gain` is then the mean over seeds, `geneval_gain_per_seed` each
-one; the tables are the first run's.
+one; the tables are the first run's. The summary's `config` is the one the GRPO run recorded in
+its workdir (`config.json`), and `sft_config` the SFT run's where it ran apart: what ran, not
+what a command line says.
 """
 import json
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax.train import experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/shapeworld.py",
-                                          "The config the job ran with.")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/main", "The finished job's workdir.")
 _SFT_WORKDIR = flags.DEFINE_string("sft_workdir", "", "Where the SFT stage ran, if not in "
                                    "--workdir.")
@@ -30,29 +29,30 @@ _SEED_WORKDIRS = flags.DEFINE_list("seed_workdirs", [], "GRPO runs with other se
 _OUT = flags.DEFINE_string("out", "experiments/results/main_job", "Output path prefix.")
 
 
-def _seed(workdir: str) -> int:
-  """The seed a run used, from the config its workdir recorded."""
+def _config(workdir: str) -> dict:
+  """The config a run recorded in its workdir."""
   with open(os.path.join(workdir, "config.json")) as f:
-    return json.load(f)["seed"]
+    return json.load(f)
 
 
 def main(argv):
   del argv
-  cfg = _CONFIG.value
   with open(os.path.join(_WORKDIR.value, "results.json")) as f:
     results = json.load(f)
   grpo = results["grpo"]
   wall_s = results["wall_s"]
+  sft_config = None
   if _SFT_WORKDIR.value:
     with open(os.path.join(_SFT_WORKDIR.value, "results.json")) as f:
       sft_results = json.load(f)
     results["sft"] = sft_results["sft"]
     wall_s += sft_results["wall_s"]
-  seeds, gains = [_seed(_WORKDIR.value)], [grpo["geneval_gain"]]
+    sft_config = _config(_SFT_WORKDIR.value)
+  seeds, gains = [_config(_WORKDIR.value)["seed"]], [grpo["geneval_gain"]]
   for workdir in _SEED_WORKDIRS.value:
     with open(os.path.join(workdir, "results.json")) as f:
       other = json.load(f)["grpo"]
-    seeds.append(_seed(workdir))
+    seeds.append(_config(workdir)["seed"])
     if other["before"]["overall"] != grpo["before"]["overall"]:
       raise ValueError(f"{workdir} did not start from the same SFT checkpoint as "
                        f"{_WORKDIR.value} (its held-out scores before GRPO differ)")
@@ -68,7 +68,8 @@ def main(argv):
                   for f in sorted(grpo["before"]["per_family"])},
       wall_s=wall_s, sft_train_s=results["sft"]["train_s"],
       grpo_train_s=grpo["train_s"], grpo_steps=grpo["steps"],
-      heldout_examples=grpo["heldout_prompts"], config=cfg.to_dict())
+      heldout_examples=grpo["heldout_prompts"], config=_config(_WORKDIR.value),
+      **(dict(sft_config=sft_config) if sft_config else {}))
   experiment.write_json(_OUT.value + ".json", summary)
   with open(_OUT.value + ".md", "w") as f:
     f.write("Held-out, after warm-up SFT\n\n" + evaluation.markdown_table(grpo["before"])
@@ -80,7 +81,7 @@ def main(argv):
             + "; training "
             f"{summary['sft_train_s'] / 60:.1f} min SFT + {summary['grpo_train_s'] / 60:.1f} min "
             f"GRPO (summed over resumes); wall {summary['wall_s'] / 60:.1f} min\n")
-  print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+  print(json.dumps({k: v for k, v in summary.items() if not k.endswith("config")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -120,13 +120,15 @@ def test_main_job_table_reads_the_finished_job(tmp_path, tiny_main_job):
   main_workdir, main = tiny_main_job
   assert main.returncode == 0, main.stderr[-4000:]
   out = tmp_path / "main_job"
-  args = ["experiments/main_job.py", "--config=configs/shapeworld.py:tiny",
-          f"--workdir={main_workdir}", f"--out={out}"]
+  args = ["experiments/main_job.py", f"--workdir={main_workdir}", f"--out={out}"]
   _run(args)
   result = json.loads(out.with_suffix(".json").read_text())
   grpo = json.loads((main_workdir / "results.json").read_text())["grpo"]
   assert result["geneval_gain"] == grpo["geneval_gain"]
   assert result["seeds"] == [0] and result["geneval_gain_per_seed"] == [grpo["geneval_gain"]]
+  # The config that ran (the tiny variant), as the job recorded it.
+  assert result["config"] == json.loads((main_workdir / "config.json").read_text())
+  assert "sft_config" not in result
   assert "geneval_gain" in out.with_suffix(".md").read_text()
   again = subprocess.run([sys.executable] + args + [f"--seed_workdirs={main_workdir}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)

@@ -1,5 +1,7 @@
 """Mini-GenEval: GenEval's position rule, strict verdicts and partial credit on hand-built
 scenes, prompts with target scenes, and the registered rewards."""
+import re
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,11 @@ def test_target_scenes_satisfy_their_prompts(family):
     assert plan.count(";") == len(scene.objects) - 1
     for obj in scene.objects:
       assert f"{obj.color} {obj.shape} at {obj.row} {obj.col}" in plan
+    # Where the prompt sets no position, the plan names the shapes in the prompt's order.
+    if not any(c.position for c in prompt.include):
+      named = [m.group(1) for m in re.finditer(r"\b(circle|square|triangle)s?\b",
+                                                prompt.text)]
+      assert list(dict.fromkeys(o.shape for o in prompts.parse_plan(plan))) == named
 
 
 def test_prompt_space_and_splits():

@@ -30,7 +30,10 @@ class ShapeWorldConfig(tfds.core.BuilderConfig):
 
 class ShapeWorld(tfds.core.GeneratorBasedBuilder):
   """Prompts, target images, plans and captions of the ShapeWorld domain."""
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "Target scenes of prompts that set no position place the objects "
+                            "in raster order as the prompt names them.",
+                   "1.0.0": "Initial release."}
   BUILDER_CONFIGS = [ShapeWorldConfig(name="default", num_train=4096, num_heldout=512)]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -66,8 +69,9 @@ class ShapeWorld(tfds.core.GeneratorBasedBuilder):
                                    large_prob=cfg.large_prob)
       image = np.round((shapeworld.render(scene) + 1.0) * 127.5).astype(np.uint8)
       yield index, dict(prompt=prompt.text, family=family,
-                        metadata=json.dumps(prompt.to_json()), plan=prompts.plan_text(scene),
-                        caption=prompts.caption(scene), image=image)
+                        metadata=json.dumps(prompt.to_json()),
+                        plan=prompts.plan_text(scene), caption=prompts.caption(scene),
+                        image=image)
 
 
 def prepare(data_dir: str, **config) -> ShapeWorld:

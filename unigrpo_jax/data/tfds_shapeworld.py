@@ -30,9 +30,8 @@ class ShapeWorldConfig(tfds.core.BuilderConfig):
 
 class ShapeWorld(tfds.core.GeneratorBasedBuilder):
   """Prompts, target images, plans and captions of the ShapeWorld domain."""
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {"1.1.0": "Target scenes of prompts that set no position place the objects "
-                            "in raster order as the prompt names them.",
+  VERSION = tfds.core.Version("1.2.0")
+  RELEASE_NOTES = {"1.2.0": "Plans list objects in the prompt's order, not raster order.",
                    "1.0.0": "Initial release."}
   BUILDER_CONFIGS = [ShapeWorldConfig(name="default", num_train=4096, num_heldout=512)]
 
@@ -70,7 +69,7 @@ class ShapeWorld(tfds.core.GeneratorBasedBuilder):
       image = np.round((shapeworld.render(scene) + 1.0) * 127.5).astype(np.uint8)
       yield index, dict(prompt=prompt.text, family=family,
                         metadata=json.dumps(prompt.to_json()),
-                        plan=prompts.plan_text(scene), caption=prompts.caption(scene),
+                        plan=prompts.plan_text(scene, prompt), caption=prompts.caption(scene),
                         image=image)
 
 

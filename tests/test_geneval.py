@@ -1,7 +1,5 @@
 """Mini-GenEval: GenEval's position rule, strict verdicts and partial credit on hand-built
 scenes, prompts with target scenes, and the registered rewards."""
-import re
-
 import numpy as np
 import pytest
 
@@ -87,14 +85,10 @@ def test_target_scenes_satisfy_their_prompts(family):
     dets = detect(shapeworld.render(scene))
     assert geneval.strict(dets, prompt) and geneval.partial(dets, prompt) == 1.0
     assert geneval.precision(dets, prompt) == 1.0
-    plan = prompts.plan_text(scene, prompt)
+    plan = prompts.plan_text(scene)
     assert plan.count(";") == len(scene.objects) - 1
     for obj in scene.objects:
       assert f"{obj.color} {obj.shape} at {obj.row} {obj.col}" in plan
-    # In the prompt's order: the shapes as the prompt names them (a how-to's, as its recipe).
-    named = [m.group(1) for m in re.finditer(r"\b(circle|square|triangle)s?\b", prompt.text)]
-    planned = list(dict.fromkeys(o.shape for o in prompts.parse_plan(plan)))
-    assert planned == (named or [c.shape for c in prompt.include])
 
 
 def test_prompt_space_and_splits():

@@ -28,7 +28,7 @@ def _examples(n, seed=0):
     prompt = prompts.sample_prompt(rng, prompts.FAMILIES[i % len(prompts.FAMILIES)])
     scene = prompts.target_scene(rng, prompt)
     image = np.round((shapeworld.render(scene) + 1) * 127.5).astype(np.uint8)
-    out.append(dict(prompt=prompt.text, plan=prompts.plan_text(scene, prompt), image=image,
+    out.append(dict(prompt=prompt.text, plan=prompts.plan_text(scene), image=image,
                     family=prompt.family, metadata=json.dumps(prompt.to_json())))
   return out
 

@@ -22,8 +22,8 @@ def test_special_token_ids_and_round_trip():
     for _ in range(20):
       prompt = prompts.sample_prompt(rng, family)
       scene = prompts.target_scene(rng, prompt, large_prob=0.3)
-      for text in (prompt.text, prompts.plan_text(scene, prompt), prompts.caption(scene),
-                   f"<plan> {prompts.plan_text(scene, prompt)} </plan> <img>"):
+      for text in (prompt.text, prompts.plan_text(scene), prompts.caption(scene),
+                   f"<plan> {prompts.plan_text(scene)} </plan> <img>"):
         ids = tok(text)["input_ids"]
         assert tok.unk_token_id not in ids, text
         assert tok.decode(ids) == text

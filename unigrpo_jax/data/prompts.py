@@ -151,41 +151,31 @@ def target_scene(rng: np.random.Generator, prompt: Prompt, *, size: int = 32, gr
   raise ValueError(f"no scene satisfying {prompt.text!r} found in {max_tries} tries")
 
 
-def prompt_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
-  """`objects` in the order `prompt` asks for them: by where the prompt's text first names the
-  object's shape (a how-to's parts, which its text does not name, in recipe order), raster
-  order among objects of one shape."""
-  def rank(o):
-    named = re.search(rf"\b{o.shape}s?\b", prompt.text)
-    if named:
-      return (0, named.start())
-    return (1, next((i for i, c in enumerate(prompt.include) if c.shape == o.shape),
-                    len(prompt.include)))
-  return sorted(objects, key=lambda o: (rank(o), o.row, o.col))
-
-
-def plan_text(scene: shapeworld.Scene, prompt: Prompt) -> str:
-  """The plan the model writes before drawing: every object, in `prompt_order`."""
+def plan_text(scene: shapeworld.Scene) -> str:
+  """The plan the model writes before drawing: every object, in raster order."""
   parts = []
-  for o in prompt_order(scene.objects, prompt):
+  for o in sorted(scene.objects, key=lambda o: (o.row, o.col)):
     size = "large " if o.extent > 1 else ""
     parts.append(f"{size}{o.color} {o.shape} at {o.row} {o.col}")
   return " ; ".join(parts)
 
 
 def story_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
-  """The order a story adds `objects` in: a how-to prompt's `prompt_order` (its recipe),
-  every other prompt's raster order."""
-  if prompt.family == HOWTO:
-    return prompt_order(objects, prompt)
-  return sorted(objects, key=lambda o: (o.row, o.col))
+  """The order a story adds `objects` in: a how-to prompt's recipe order (the part each
+  object's shape makes, raster order within a part), every other prompt's raster order."""
+  def part(o):
+    if prompt.family != HOWTO:
+      return 0
+    return next((i for i, c in enumerate(prompt.include) if c.shape == o.shape),
+                len(prompt.include))
+  return sorted(objects, key=lambda o: (part(o), o.row, o.col))
 
 
 def interleaved_rounds(scene: shapeworld.Scene, prompt: Prompt):
   """The scene built up one object per round in `story_order`: [(plan of that object, the
   scene so far)] — the interleaved form of a text-to-image example."""
   objects = story_order(scene.objects, prompt)
-  return [(plan_text(shapeworld.Scene((o,), scene.size, scene.grid), prompt),
+  return [(plan_text(shapeworld.Scene((o,), scene.size, scene.grid)),
            shapeworld.Scene(tuple(objects[:k + 1]), scene.size, scene.grid))
           for k, o in enumerate(objects)]
 

@@ -30,9 +30,7 @@ class ShapeWorldConfig(tfds.core.BuilderConfig):
 
 class ShapeWorld(tfds.core.GeneratorBasedBuilder):
   """Prompts, target images, plans and captions of the ShapeWorld domain."""
-  VERSION = tfds.core.Version("1.2.0")
-  RELEASE_NOTES = {"1.2.0": "Plans list objects in the prompt's order, not raster order.",
-                   "1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [ShapeWorldConfig(name="default", num_train=4096, num_heldout=512)]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -68,9 +66,8 @@ class ShapeWorld(tfds.core.GeneratorBasedBuilder):
                                    large_prob=cfg.large_prob)
       image = np.round((shapeworld.render(scene) + 1.0) * 127.5).astype(np.uint8)
       yield index, dict(prompt=prompt.text, family=family,
-                        metadata=json.dumps(prompt.to_json()),
-                        plan=prompts.plan_text(scene, prompt), caption=prompts.caption(scene),
-                        image=image)
+                        metadata=json.dumps(prompt.to_json()), plan=prompts.plan_text(scene),
+                        caption=prompts.caption(scene), image=image)
 
 
 def prepare(data_dir: str, **config) -> ShapeWorld:

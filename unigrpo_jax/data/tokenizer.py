@@ -30,7 +30,7 @@ def domain_corpus(seed: int = 0, samples: int = 400) -> list[str]:
     for _ in range(samples):
       prompt = prompts.sample_prompt(rng, family)
       scene = prompts.target_scene(rng, prompt, large_prob=0.2)
-      texts += [prompt.text, prompts.plan_text(scene, prompt), prompts.caption(scene)]
+      texts += [prompt.text, prompts.plan_text(scene), prompts.caption(scene)]
   words = list(shapeworld.SHAPES) + [s + "s" for s in shapeworld.SHAPES] + list(
       shapeworld.PALETTE) + list(prompts.NUMBERS.values()) + [str(i) for i in range(10)] + [
           prompts.INTERLEAVED_MARKER]

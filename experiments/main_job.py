@@ -11,7 +11,9 @@ names the first with `--sft_workdir`. GRPO runs with other seeds from the same S
 `--seed_workdirs`: `geneval_gain` is then the mean over seeds, `geneval_gain_per_seed` each
 one; the tables are the first run's. The summary's `config` is the one the GRPO run recorded in
 its workdir (`config.json`), and `sft_config` the SFT run's where it ran apart: what ran, not
-what a command line says.
+what a command line says. `wall_s` is the wall time of the command that finished each stage's
+workdir: a job stopped and resumed counts only its last command (its training times, summed
+over resumes, say how long it trained).
 """
 import json
 import os
@@ -80,7 +82,8 @@ def main(argv):
                + f", mean {summary['geneval_gain']:+.3f}" if len(seeds) > 1 else "")
             + "; training "
             f"{summary['sft_train_s'] / 60:.1f} min SFT + {summary['grpo_train_s'] / 60:.1f} min "
-            f"GRPO (summed over resumes); wall {summary['wall_s'] / 60:.1f} min\n")
+            f"GRPO (summed over resumes); wall {summary['wall_s'] / 60:.1f} min (the finishing "
+            "command's)\n")
   print(json.dumps({k: v for k, v in summary.items() if not k.endswith("config")}, indent=1))
 
 

@@ -43,14 +43,13 @@ def main(argv):
     results = json.load(f)
   grpo = results["grpo"]
   wall_s = results["wall_s"]
-  sft_config = None
+  config = _config(_WORKDIR.value)
   if _SFT_WORKDIR.value:
     with open(os.path.join(_SFT_WORKDIR.value, "results.json")) as f:
       sft_results = json.load(f)
     results["sft"] = sft_results["sft"]
     wall_s += sft_results["wall_s"]
-    sft_config = _config(_SFT_WORKDIR.value)
-  seeds, gains = [_config(_WORKDIR.value)["seed"]], [grpo["geneval_gain"]]
+  seeds, gains = [config["seed"]], [grpo["geneval_gain"]]
   for workdir in _SEED_WORKDIRS.value:
     with open(os.path.join(workdir, "results.json")) as f:
       other = json.load(f)["grpo"]
@@ -70,8 +69,9 @@ def main(argv):
                   for f in sorted(grpo["before"]["per_family"])},
       wall_s=wall_s, sft_train_s=results["sft"]["train_s"],
       grpo_train_s=grpo["train_s"], grpo_steps=grpo["steps"],
-      heldout_examples=grpo["heldout_prompts"], config=_config(_WORKDIR.value),
-      **(dict(sft_config=sft_config) if sft_config else {}))
+      heldout_examples=grpo["heldout_prompts"], config=config)
+  if _SFT_WORKDIR.value:
+    summary["sft_config"] = _config(_SFT_WORKDIR.value)
   experiment.write_json(_OUT.value + ".json", summary)
   with open(_OUT.value + ".md", "w") as f:
     f.write("Held-out, after warm-up SFT\n\n" + evaluation.markdown_table(grpo["before"])

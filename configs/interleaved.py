@@ -29,6 +29,7 @@ def get_config(arg: str = ""):
     raise ValueError(f"unknown configs/interleaved.py variants {unknown}; known: {VARIANTS}")
   c = shapeworld.get_config("tiny" if "tiny" in parts else "")
   c.rl.task = "interleaved"
+  c.rl.families = ()  # every story family, the how-to figures included
   # What the recorded interleaved results ran with (README, "Interleaved GRPO"): float32
   # matmuls and a constant GRPO learning rate.
   c.model.matmul_dtype = ""

@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
+from configs import shapeworld
 from unigrpo_jax.data import geneval, pipeline, prompts, tokenizer
 from unigrpo_jax.data.detector import detect
 from unigrpo_jax.data.tfds_shapeworld import prepare
+from unigrpo_jax.train import tasks
 
 CONFIG = dict(num_train=48, num_heldout=12, seed=3, heldout_fraction=0.2)
 
@@ -57,6 +59,20 @@ def test_rl_prompt_batches_and_exact_resume(builder):
   resumed.set_state(state)
   for want in expected:
     np.testing.assert_array_equal(next(resumed)["tokens"], want)
+
+
+def test_rl_prompts_come_only_from_the_configured_families(builder):
+  c = shapeworld.get_config("tiny")
+  c.rl.families = ("counting", "color_attr")
+  families = tasks.get(c).train_families(c)
+  assert families == ("counting", "color_attr")
+  it = iter(pipeline.rl_prompts(builder.as_data_source("train"), tokenizer=tokenizer.load(),
+                                prompt_len=16, prompts_per_batch=4, group_size=2, seed=0,
+                                grid=4, families=families))
+  seen = {m["family"] for _ in range(10) for m in next(it)["metadata"]}
+  assert seen == set(families)
+  c.rl.families = ()
+  assert tasks.get(c).train_families(c) == prompts.FAMILIES
 
 
 def test_over_long_prompt_is_an_error():

@@ -97,6 +97,8 @@ def test_reward_weights_must_be_numbers_not_all_zero():
 def test_task_and_advantage_kinds_are_known_and_process_rewards_present():
   fails(config(rl__task="video"), r"config\.rl\.task 'video' is not one of \['interleaved', "
         r"'t2i'\]")
+  fails(config(rl__families=("counting", "howto")),
+        r"config\.rl\.families names \['howto'\], not families of task 't2i'")
   fails(config(advantages__kind="dense"), r"config\.advantages\.kind 'dense' is not one of")
   fails(config(advantages__kind="process"), r"config\.process_rewards has no non-zero weight")
   fails(config(advantages__kind="process", process_rewards={"interleaved_steps": 1.0}),

@@ -6,9 +6,10 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
     the known ones), the optimizers, the update passes; unknown fields are named;
   * `mesh` fits the devices; the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
     groups and, like `sft_data.batch_size`, divides over the data axes;
-  * `stages`, `data.families`, `rl.task`, `advantages.kind`, `sft_data.mix` kinds and reward
-    names are known (listed); reward weights (`rewards`, and `process_rewards` when the
-    advantages use them) are finite numbers, not all zero; `reward_modules` import;
+  * `stages`, `data.families`, `rl.task`, `rl.families` (the task's), `advantages.kind`,
+    `sft_data.mix` kinds and reward names are known (listed); reward weights (`rewards`, and
+    `process_rewards` when the advantages use them) are finite numbers, not all zero;
+    `reward_modules` import;
   * the tokenizer (`tokenizer_path`, or the checkpoint's) loads, fits `model.vocab_size` and
     has the ids `tokens` names;
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
@@ -119,7 +120,10 @@ def validate(config, num_devices: int | None = None, *,
     if batch % config.rl.num_minibatches:
       raise ConfigError(f"{field} {batch} does not split into rl.num_minibatches = "
                         f"{config.rl.num_minibatches}")
-    tasks.get(config)
+    try:
+      tasks.get(config).train_families(config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from e
     import_reward_modules(config)
     check_rewards(config.rewards)
     kind = config.advantages.kind

@@ -109,7 +109,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,
                             prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
                             group_size=rl.group_size, seed=cfg.seed, grid=cfg.data.grid,
-                            prefix=exp.task.prefix, families=exp.task.families))
+                            prefix=exp.task.prefix,
+                            families=exp.task.train_families(cfg)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   restored = checkpoints.restore_latest(exp.abstract_train_state(optimizer))
   skips = SkipCounter(cfg.faults.max_skipped_in_a_row)

@@ -33,6 +33,16 @@ class Task:
       return dataclasses.replace(spec, **overrides)
     return RolloutSpec.from_config(config.rollout, config.tokens, **overrides)
 
+  def train_families(self, config) -> tuple[str, ...]:
+    """The families GRPO draws its prompts from: `config.rl.families`, a subset of the task's
+    (all of them when empty). Evaluation scores every family of the task either way."""
+    chosen = tuple(config.rl.get("families", ()))
+    unknown = [f for f in chosen if f not in self.families]
+    if unknown:
+      raise ValueError(f"config.rl.families names {unknown}, not families of task "
+                       f"{self.name!r}: {self.families}")
+    return chosen or self.families
+
 
 TASKS = {
     "t2i": Task("t2i", FAMILIES, "", evaluate.REWARDS, (), "geneval_strict"),

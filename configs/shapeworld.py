@@ -8,10 +8,11 @@ cell (16 tokens for the 32×32 canvas), a 2.1 M-parameter MoT model. Launch:
   python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/shapeworld
 
 Expected on the 2-core CPU: ≈28 min on a Xeon with AMX (SFT 3600 steps, 12.7 min; 1200 GRPO
-steps at 0.65 s, 14.5 min; evaluations), ≈35 min on an AMD EPYC (16.1 + 18.6 min). Held-out
-mini-GenEval strict 0 → 0.48–0.55 after SFT (the warm-up depends on the seed and the machine)
-→ 0.52–0.66 after GRPO (+0.113 / +0.098 over two GRPO seeds from the Xeon's seed-0 warm-up,
-+0.136 from its seed-1 warm-up, +0.054 / −0.008 from the EPYC's; README, "The main job").
+steps at 0.65 s, 14.5 min; evaluations), 42–44 min on a slower Xeon with AMX (19.3 + 22.2
+min), ≈35 min on an AMD EPYC (the previous default: 16.1 + 18.6 min). Held-out mini-GenEval
+strict 0 → 0.48–0.55 after SFT (the warm-up depends on the seed and the machine) → 0.61–0.72
+after GRPO on the four unsolved families (+0.172 / +0.161 over two GRPO seeds from the Xeon's
+seed-0 warm-up, +0.132 from its seed-1 warm-up; README, "The main job").
 Variants: `tiny` (a test-sized model, a few steps of each stage, ≈1 min; scores ~0), `sft`
 (the warm-up only, as experiments/sft_warmup.py runs it, ≈13 min, 0.55), `colab` (the default
 model, short stages: the quickstart notebook's few minutes). Overrides:

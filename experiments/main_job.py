@@ -9,7 +9,8 @@ A job run as two commands (the SFT stage in one workdir, GRPO from its `sft/para
 names the first with `--sft_workdir`. GRPO runs with other seeds from the same SFT checkpoint
 (`--config.stages="('grpo',)" --config.rl.init_params=… --config.seed=1`) join with
 `--seed_workdirs`: `geneval_gain` is then the mean over seeds, `geneval_gain_per_seed` each
-one; the tables are the first run's. The summary's `config` is the one the GRPO run recorded in
+one; the tables are the first run's, followed by each other seed's held-out table after GRPO
+(`after_other_seeds` in the JSON, with its training-prompt scores). The summary's `config` is the one the GRPO run recorded in
 its workdir (`config.json`), and `sft_config` the SFT run's where it ran apart: what ran, not
 what a command line says. `wall_s` is the wall time of the command that finished each stage's
 workdir: a job stopped and resumed counts only its last command (its training times, summed
@@ -49,7 +50,7 @@ def main(argv):
       sft_results = json.load(f)
     results["sft"] = sft_results["sft"]
     wall_s += sft_results["wall_s"]
-  seeds, gains = [config["seed"]], [grpo["geneval_gain"]]
+  seeds, gains, others = [config["seed"]], [grpo["geneval_gain"]], []
   for workdir in _SEED_WORKDIRS.value:
     with open(os.path.join(workdir, "results.json")) as f:
       other = json.load(f)["grpo"]
@@ -58,6 +59,7 @@ def main(argv):
       raise ValueError(f"{workdir} did not start from the same SFT checkpoint as "
                        f"{_WORKDIR.value} (its held-out scores before GRPO differ)")
     gains.append(other["geneval_gain"])
+    others.append(other)
   if len(set(seeds)) != len(seeds):
     raise ValueError(f"--seed_workdirs repeat a seed: {seeds}")
   summary = dict(
@@ -69,7 +71,10 @@ def main(argv):
                   for f in sorted(grpo["before"]["per_family"])},
       wall_s=wall_s, sft_train_s=results["sft"]["train_s"],
       grpo_train_s=grpo["train_s"], grpo_steps=grpo["steps"],
-      heldout_examples=grpo["heldout_prompts"], config=config)
+      heldout_examples=grpo["heldout_prompts"], config=config,
+      after_other_seeds={str(seed): dict(heldout=other["after"],
+                                         train_prompts=other["after_train_prompts"]["overall"])
+                         for seed, other in zip(seeds[1:], others)})
   if _SFT_WORKDIR.value:
     summary["sft_config"] = _config(_SFT_WORKDIR.value)
   experiment.write_json(_OUT.value + ".json", summary)
@@ -83,7 +88,13 @@ def main(argv):
             + "; training "
             f"{summary['sft_train_s'] / 60:.1f} min SFT + {summary['grpo_train_s'] / 60:.1f} min "
             f"GRPO (summed over resumes); wall {summary['wall_s'] / 60:.1f} min (the finishing "
-            "command's)\n")
+            "command's)\n"
+            + "".join(f"\nHeld-out, after UniGRPO, seed {seed}\n\n"
+                      + evaluation.markdown_table(other["after"])
+                      + f"\n\ngeneval_gain {other['geneval_gain']:+.3f} (training prompts "
+                      f"{other['geneval_gain_train_prompts']:+.3f}, to "
+                      f"{other['after_train_prompts']['overall']['geneval_strict']:.3f})\n"
+                      for seed, other in zip(seeds[1:], others)))
   print(json.dumps({k: v for k, v in summary.items() if not k.endswith("config")}, indent=1))
 
 

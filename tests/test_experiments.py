@@ -130,6 +130,18 @@ def test_main_job_table_reads_the_finished_job(tmp_path, tiny_main_job):
   assert result["config"] == json.loads((main_workdir / "config.json").read_text())
   assert "sft_config" not in result
   assert "geneval_gain" in out.with_suffix(".md").read_text()
+  assert result["after_other_seeds"] == {}
+  # Another seed's run from the same SFT start: its held-out table after GRPO joins the output.
+  other = tmp_path / "seed1"
+  other.mkdir()
+  (other / "results.json").write_text((main_workdir / "results.json").read_text())
+  config = json.loads((main_workdir / "config.json").read_text())
+  (other / "config.json").write_text(json.dumps({**config, "seed": 1}))
+  _run(args + [f"--seed_workdirs={other}"])
+  result = json.loads(out.with_suffix(".json").read_text())
+  assert result["seeds"] == [0, 1]
+  assert result["after_other_seeds"]["1"]["heldout"] == grpo["after"]
+  assert "Held-out, after UniGRPO, seed 1" in out.with_suffix(".md").read_text()
   again = subprocess.run([sys.executable] + args + [f"--seed_workdirs={main_workdir}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert again.returncode != 0 and "repeat a seed: [0, 0]" in again.stderr

@@ -1,4 +1,4 @@
-r"""Benchmarks (issues #2, #3): the model and batch Tunix's peer benchmark uses.
+r"""Benchmarks: the model and batch Tunix's peer benchmark uses.
 
 4 layers, width 256, 4 heads × 64 (4 KV heads), SwiGLU 1024, vocab 1024, float32; prompt 32,
 64 new tokens at temperature 1; a 32×32×3 image in 4×4 patches (64 tokens), 10 SDE steps.

@@ -25,8 +25,9 @@ import numpy as np
 
 from unigrpo_jax import sharding
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
-from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state, make_optimizer,
-                            make_update, train_state_shardings)
+from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
+                               train_state_shardings)
+from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.rl.advantages import group_advantages
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 from unigrpo_jax.sampling import flops as sampling_flops
@@ -64,7 +65,7 @@ def main(argv):
   loss = LossSpec(**cfg.loss)
   update_spec = UpdateSpec(cfg.rl.num_updates, cfg.rl.num_minibatches, cfg.rl.group_size)
   model = UnifiedTransformer(ms)
-  optimizer = make_optimizer(cfg.optim)
+  optimizer = make_optimizer(OptimizerSpec(**cfg.optim))
   group = cfg.rl.group_size
   batch = cfg.batch_size
   sharding.check_batch(sharding.make_mesh({"data": 1}), batch, group)

@@ -17,7 +17,7 @@ import numpy as np
 
 from unigrpo_jax import sharding
 from unigrpo_jax.model import ModelSpec, init_params, param_logical_axes
-from unigrpo_jax.rl import make_optimizer, train_state_shardings
+from unigrpo_jax.optim import OptimizerSpec, make_optimizer, train_state_shardings
 from unigrpo_jax.sampling import RolloutSpec
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2_5.py:7b", "Config.")
@@ -33,7 +33,7 @@ def main(argv):
   shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
   param_sh = sharding.param_shardings(param_logical_axes(spec), mesh, shapes)
   params = sharding.with_shardings(shapes, param_sh)
-  optimizer = make_optimizer(cfg.rl_optim)
+  optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
   state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
   opt_state = sharding.with_shardings(jax.eval_shape(optimizer.init, shapes),
                                        state_sh.opt_state)

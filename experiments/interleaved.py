@@ -23,8 +23,9 @@ import numpy as np
 
 from unigrpo_jax import metric_writer
 from unigrpo_jax.checkpoint import load_params
-from unigrpo_jax.train import experiment, grpo_stage, sft_stage
-from unigrpo_jax.train.sft import sft_encoders, sft_rollout_specs
+from unigrpo_jax.rl import advantages
+from unigrpo_jax.train import experiment, grpo_stage, sft_stage, tasks
+from unigrpo_jax.train.sft import sft_encoders
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/interleaved.py", "Config.")
 _SFT = flags.DEFINE_string("sft_params", "", "Parameters-only SFT checkpoint to start from.")
@@ -39,7 +40,7 @@ def skills(config, params_path: str) -> dict:
   """Text-to-image mini-GenEval (held-out, ODE) and held-out captioning of `params_path`."""
   exp = experiment.build(experiment.with_overrides(config, {"rl.task": "t2i"}))
   params = load_params(params_path, exp.abstract_params)
-  specs = sft_rollout_specs(config)
+  specs = tasks.sft_layouts(config)
   encoders = sft_encoders(specs, tokenizer=exp.tokenizer, model_spec=exp.model_spec,
                           grid=config.data.grid)
   caption = sft_stage.heldout_metrics(exp, params, "understanding", specs["understanding"],
@@ -91,10 +92,10 @@ def main(argv):
   base = _CONFIG.value
   t0 = time.time()
   sft_params = sft_stage.params_or_run(base, _SFT.value, _WORKDIR.value)
-  unknown = sorted(set(_VARIANTS.value) - set(grpo_stage.ADVANTAGE_KINDS))
+  unknown = sorted(set(_VARIANTS.value) - set(advantages.KINDS))
   if unknown:
     raise ValueError(f"--variants names unknown advantage kinds {unknown}; known: "
-                     f"{grpo_stage.ADVANTAGE_KINDS}")
+                     f"{advantages.KINDS}")
   warmup = skills(base, sft_params)
   rows = {}
   for name in _VARIANTS.value:

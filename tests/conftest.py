@@ -1,8 +1,4 @@
 """Fixtures shared by the tests (the helpers themselves live in helpers.py)."""
-import os
-import subprocess
-import sys
-
 import pytest
 
 from helpers import lively_params, tiny_spec
@@ -13,16 +9,3 @@ from unigrpo_jax.model import UnifiedTransformer
 def tiny():
   spec = tiny_spec()
   return UnifiedTransformer(spec), lively_params(spec)
-
-
-@pytest.fixture(scope="session")
-def tiny_main_job(tmp_path_factory):
-  """The main job's tiny variant (SFT then GRPO) run once by `main`: (workdir, the finished
-  process). Its data (workdir/tfds) and SFT checkpoint serve the experiment scripts' tests."""
-  workdir = tmp_path_factory.mktemp("main_tiny")
-  out = subprocess.run(
-      [sys.executable, "-m", "unigrpo_jax.main", "--config=configs/shapeworld.py:tiny",
-       f"--workdir={workdir}", f"--config.data.data_dir={workdir / 'tfds'}"],
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
-      text=True, timeout=600, check=False)
-  return workdir, out

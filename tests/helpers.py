@@ -1,10 +1,13 @@
 """Shared tiny configurations: every test model is a few thousand parameters, compiled once.
 (Imported by name from the tests; the `tiny` fixture is registered in conftest.py.)"""
+import os
+
 import jax
 
 from unigrpo_jax.model import ModelSpec, init_params
 from unigrpo_jax.sampling import RolloutSpec
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 TOKENS = dict(pad_id=0, eos_id=1, image_start_id=2, image_end_id=3)
 
 

@@ -14,8 +14,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import lively_params, tiny_rollout, tiny_spec  # noqa: E402
 from unigrpo_jax import sharding  # noqa: E402
 from unigrpo_jax.model import UnifiedTransformer, param_logical_axes  # noqa: E402
-from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state,  # noqa: E402
-                            make_optimizer, make_update, train_state_shardings)
+from unigrpo_jax.optim import (OptimizerSpec, init_train_state,  # noqa: E402
+                               make_optimizer, train_state_shardings)
+from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update  # noqa: E402
 from unigrpo_jax.rl.advantages import group_advantages  # noqa: E402
 from unigrpo_jax.sampling import make_rollout  # noqa: E402
 from unigrpo_jax.train.sft import SFTBatch, SFTSpec, make_sft_step  # noqa: E402
@@ -37,7 +38,7 @@ def main():
                                           spec.vocab_size), group, axis=0)
   mask = jnp.ones(prompts.shape, bool)
   key = jax.random.key(1)
-  optimizer = make_optimizer(OPTIM)
+  optimizer = make_optimizer(OptimizerSpec(**OPTIM))
   loss = LossSpec(beta=0.04)
   update = make_update(model, rollout, loss,
                        UpdateSpec(num_updates=2, num_minibatches=2, group_size=group),

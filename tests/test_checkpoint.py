@@ -11,9 +11,10 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import ROOT
 from unigrpo_jax.checkpoint import (CheckpointError, Checkpoints, abstract, load_params,
                                     save_params)
-from unigrpo_jax.rl import init_train_state
+from unigrpo_jax.optim import init_train_state
 
 
 def state(value: float, width: int = 3):
@@ -133,8 +134,7 @@ def test_folder_that_is_not_a_checkpoint_says_what_it_holds(tmp_path):
 def test_nothing_in_the_package_unpickles():
   """Parameters come from Orbax (tensorstore) and the tokenizer from JSON: no code path may
   unpickle (pickle, np.load with allow_pickle, torch.load, joblib)."""
-  package = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "unigrpo_jax")
+  package = os.path.join(ROOT, "unigrpo_jax")
   banned = ("import pickle", "import cloudpickle", "import dill", "allow_pickle=True",
             "torch.load(", "joblib")
   for root, _, files in os.walk(package):

@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from configs import interleaved, shapeworld
+from helpers import ROOT
 from unigrpo_jax import validation
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.train import experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def config(**overrides):

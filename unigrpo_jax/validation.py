@@ -31,11 +31,11 @@ from unigrpo_jax import rewards, sharding
 from unigrpo_jax.convert import qwen2
 from unigrpo_jax.data import prompts, tokenizer as tokenizer_lib
 from unigrpo_jax.model import ModelSpec
-from unigrpo_jax.rl import LossSpec, UpdateSpec, make_optimizer
+from unigrpo_jax.optim import OptimizerSpec
+from unigrpo_jax.rl import LossSpec, UpdateSpec
+from unigrpo_jax.rl.advantages import AdvantageSpec
 from unigrpo_jax.sampling import RolloutSpec
 from unigrpo_jax.train import tasks
-from unigrpo_jax.train.grpo_stage import ADVANTAGE_KINDS
-from unigrpo_jax.train.sft import KINDS
 
 # Fields a resumed run may change: lengths, cadences, evaluation, placement, paths. A
 # schedule's total_steps follows its stage's length (configs/shapeworld.py), so it may too:
@@ -107,7 +107,7 @@ def validate(config, num_devices: int | None = None, *,
                                    sharding.MESH_AXES)
   for name in ("sft_optim",) * ("sft" in training) + ("rl_optim",) * ("grpo" in training):
     try:
-      make_optimizer(config[name])
+      OptimizerSpec(**config[name])
     except (KeyError, TypeError, ValueError) as e:
       raise ConfigError(f"config.{name}: {e}") from e
   if "grpo" in training:
@@ -126,16 +126,15 @@ def validate(config, num_devices: int | None = None, *,
       raise ConfigError(str(e)) from e
     import_reward_modules(config)
     check_rewards(config.rewards)
-    kind = config.advantages.kind
-    if kind not in ADVANTAGE_KINDS:
-      raise ConfigError(f"config.advantages.kind {kind!r} is not one of {ADVANTAGE_KINDS}")
-    if kind != "outcome":
+    _check_fields(AdvantageSpec, config.advantages, "advantages")
+    if AdvantageSpec(**config.advantages).kind != "outcome":
       check_rewards(config.process_rewards, "config.process_rewards")
   if "sft" in training:
     sharding.check_batch(mesh, config.sft_data.batch_size, 1, field="sft_data.batch_size")
-    kinds = sorted(set(config.sft_data.mix) - set(KINDS))
+    kinds = sorted(set(config.sft_data.mix) - set(tasks.SFT_KINDS))
     if kinds:
-      raise ConfigError(f"config.sft_data.mix names unknown kinds {kinds}; known: {KINDS}")
+      raise ConfigError(f"config.sft_data.mix names unknown kinds {kinds}; "
+                        f"known: {tasks.SFT_KINDS}")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -3,8 +3,8 @@
 A canvas of `size`×`size` RGB pixels is cut into a `grid`×`grid` board of cells; an object is a
 shape (circle, square, triangle) of one palette colour that covers a square block of `extent`
 cells (1 = small, 2 = large) at cell (row, col), drawn with a one-pixel margin. Aligning
-objects to cells lets an image token cover an object's cell (design.md §5; the calibration in
-issue #4 found free placement unlearnable at this scale). Images are float32 in [−1, 1].
+objects to cells lets an image token cover an object's cell (docs/design.md §7; free
+placement proved unlearnable at this model's scale). Images are float32 in [−1, 1].
 """
 import dataclasses
 

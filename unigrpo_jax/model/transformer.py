@@ -6,7 +6,8 @@ Pure functional Linen: `init_params(spec, key)` gives the parameter pytree and e
   * `embed_tokens(tokens)`, `embed_image(x, t)` — inputs to hidden states (B, T, width);
   * `__call__(h, positions, mask, cache, cache_index, ...)` — the block stack (scanned over
     layers), attending over a fixed-length KV cache; returns the new hidden states and the
-    cache with the T inputs written in (the caller keeps it, or drops it for a noised image);
+    cache with the T inputs written in (the caller keeps it, or drops it for a noised image).
+    Callers run it through `model/stack.py`, which also runs it as a loop over layers;
   * `logits(h)` (text expert's final norm + LM head) and `velocity(h, x, t)` (image expert's
     final norm + zero-initialised image head, read as a velocity or a clean image).
 
@@ -15,6 +16,8 @@ weight set. Text and clean-image context tokens use `text`, noised image tokens 
 attention is shared. `route=TEXT|IMAGE` picks one set statically (the rollout knows which
 kind each call holds, so it pays for one set); `route=None` routes per token by `modality`.
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -187,47 +190,6 @@ class UnifiedTransformer(nn.Module):
     return self.logits(h[:, :t]), self.velocity(h[:, t:], image, jnp.ones((b,)))
 
 
-def unstack_layers(params):
-  """Params whose `layers` is a tuple of per-layer trees instead of one stacked tree.
-
-  For decoding: a scanned stack slices every layer's weights out of the stacked arrays on every
-  call, which for one token costs as much as the matmuls. Unstacked once per rollout, the
-  weights are separate buffers the decode loop reads in place (MaxText's unscanned inference
-  checkpoints, done on the fly). Checkpoints, sharding rules and training keep the stacked form.
-  """
-  depth = jax.tree.leaves(params["layers"])[0].shape[0]
-  layers = tuple(jax.tree.map(lambda x, i=i: x[i], params["layers"]) for i in range(depth))
-  return {**params, "layers": layers}
-
-
-def run_blocks(model: UnifiedTransformer, params, h, positions, mask, cache=None,
-               cache_index=0, modality=None, route=TEXT):
-  """The block stack over stacked params (`model.__call__`, scanned) or unstacked params
-  (`unstack_layers`, a Python loop over layers with a per-layer cache); same arguments and
-  results as `UnifiedTransformer.__call__`, in the cache form of `empty_cache`."""
-  if not isinstance(params["layers"], tuple):
-    return model.apply({"params": params}, h, positions, mask, cache, cache_index, modality,
-                       route)
-  block = Block(model.spec)
-  new = []
-  for i, layer in enumerate(params["layers"]):
-    h, kv = block.apply({"params": layer}, h, None if cache is None else cache[i], positions,
-                        mask, cache_index, modality, route)
-    new.append(kv)
-  return h, tuple(new)
-
-
-def empty_cache(spec: ModelSpec, batch: int, length: int, per_layer: bool = False):
-  """Zeroed KV cache in the model dtype: (k, v), each (depth, B, num_kv_heads, L, head_dim)
-  for stacked params, or with `per_layer` a tuple of depth (k, v) pairs of (B, K, L, D)."""
-  shape = (batch, spec.num_kv_heads, length, spec.head_dim)
-  if per_layer:
-    return tuple((jnp.zeros(shape, spec.dtype), jnp.zeros(shape, spec.dtype))
-                 for _ in range(spec.depth))
-  shape = (spec.depth,) + shape
-  return (jnp.zeros(shape, spec.dtype), jnp.zeros(shape, spec.dtype))
-
-
 def _init_variables(spec: ModelSpec, key):
   model = UnifiedTransformer(spec)
   tokens = jnp.zeros((1, 2), jnp.int32)
@@ -235,8 +197,10 @@ def _init_variables(spec: ModelSpec, key):
   return model.init(key, tokens, image, method=UnifiedTransformer.init_all)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_params(spec: ModelSpec, key):
-  """Fresh parameters (plain arrays) for `spec`."""
+  """Fresh parameters (plain arrays) for `spec`; jitted, since an eager `init` dispatches (and
+  compiles) every initialiser op one by one."""
   return nn.meta.unbox(_init_variables(spec, key)["params"])
 
 

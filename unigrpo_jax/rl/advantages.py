@@ -3,13 +3,35 @@
 Rewards are laid out group-contiguous: `batch = prompts × G`, rows [g·G, (g+1)·G) share a
 prompt. Everything here is a pure function of arrays (jit-safe); when called on concrete arrays
 it also checks them and names the offending input (shape, group size, non-finite values).
-Standard deviations use n − 1 (as TRL and Tunix; Flow-GRPO uses n), design.md §2.
+Standard deviations use n − 1 (as TRL and Tunix; Flow-GRPO uses n); docs/design.md §3.
+`AdvantageSpec` is `config.advantages`; `trajectory_advantages` is what a GRPO step calls.
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 SCALES = ("group", "batch", "none")
+KINDS = ("outcome", "process", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvantageSpec:
+  """`config.advantages`. kind: "outcome" (the combined reward, group-normalised, one value
+  on every round), "process" (per-round rewards, `process_advantages`) or "both" (their sum);
+  scale, eps, clip: `group_advantages`; normalize_each: `combine_rewards`."""
+  kind: str = "outcome"
+  scale: str = "group"
+  eps: float = 1e-4
+  clip: float | None = 5.0
+  normalize_each: bool = False
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"config.advantages.kind {self.kind!r} is not one of {KINDS}")
+    if self.scale not in SCALES:
+      raise ValueError(f"config.advantages.scale {self.scale!r} is not one of {SCALES}")
 
 
 def check_rewards(name: str, rewards, shape: tuple[int, ...]):
@@ -121,3 +143,22 @@ def process_advantages(step_rewards, group_size: int, *, step_mask=None, eps: fl
     check_rewards("outcome advantages", outcome, (r.shape[0],))
     adv = adv + outcome[:, None]
   return jnp.where(mask, adv, 0.0)
+
+
+def trajectory_advantages(scores: dict, step_scores: dict, step_mask, *, weights: dict,
+                          process_weights: dict, group_size: int, spec: AdvantageSpec):
+  """(B, R) advantages of a batch of trajectories, and the (B,) combined outcome reward.
+
+  scores: reward name → (B,) outcome scores, combined with `weights`; step_scores: name →
+  (B, R) per-round scores, combined with `process_weights` (used unless `spec.kind` is
+  "outcome"); step_mask: (B, R), the rounds each trajectory reached.
+  """
+  total = combine_rewards(scores, weights, group_size=group_size,
+                          normalize_each=spec.normalize_each)
+  outcome = group_advantages(total, group_size, scale=spec.scale, eps=spec.eps, clip=spec.clip)
+  if spec.kind == "outcome":
+    return jnp.repeat(outcome[:, None], step_mask.shape[1], axis=1), total
+  per_step = sum(weight * jnp.asarray(step_scores[name])
+                 for name, weight in sorted(process_weights.items()))
+  return process_advantages(per_step, group_size, step_mask=step_mask, eps=spec.eps,
+                            outcome=outcome if spec.kind == "both" else None), total

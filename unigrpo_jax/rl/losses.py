@@ -1,6 +1,6 @@
 """GRPO / Flow-GRPO / UniGRPO losses: pure functions returning (loss, metrics), registered by name.
 
-design.md §2, exactly:
+docs/design.md §4, exactly:
   * text: ρ = exp(logπ_θ − logπ_old) per token, −min(ρA, clip(ρ, 1−ε_lo, 1+ε_hi)A), reduced
     per `loss_type`; optional per-token KL to the reference (k1/k2/k3) weighted by β;
   * image: the same clipped surrogate per trained SDE step with ε_img, mean over trained steps

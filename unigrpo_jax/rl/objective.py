@@ -28,7 +28,7 @@ class RLBatch:
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
   """`config.loss`. text/image: switch the policy terms; loss_type, clip_low, clip_high, beta,
-  kl: the text loss (design.md §2); clip_image: ε_img; velocity_weight: λ_v of the
+  kl: the text loss (docs/design.md §4); clip_image: ε_img; velocity_weight: λ_v of the
   velocity MSE; latent_kl_weight: β of Flow-GRPO's latent KL (ablation; 0 = off)."""
   text: bool = True
   image: bool = True

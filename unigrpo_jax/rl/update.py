@@ -15,23 +15,15 @@ the data-parallel devices.
 import dataclasses
 import functools
 
-import flax.struct
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
 import optax
 
 from unigrpo_jax.model import UnifiedTransformer
+from unigrpo_jax.optim import TrainState, apply_if_finite
 from unigrpo_jax.rl.objective import LossSpec, RLBatch, unigrpo_objective
 from unigrpo_jax.sampling.scoring import score_trajectory
 from unigrpo_jax.sampling.spec import RolloutSpec
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array  # optimizer steps taken
-  params: dict
-  opt_state: optax.OptState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,76 +47,6 @@ class UpdateSpec:
     divides G, else groups do not stay together (1)."""
     g, m = self.group_size, self.num_minibatches
     return g // m if g % m == 0 else 1
-
-
-def image_parameters(params):
-  """Pytree of bools: True for the image side of the model — the MoT image weight set and the
-  patch embedding, time embedding, image norm and velocity head."""
-  def is_image(path, _):
-    names = [getattr(k, "key", None) for k in path]
-    return names[0] in ("image_in", "image_norm", "image_out") or names[:2] == ["layers",
-                                                                                "image"]
-  return jax.tree_util.tree_map_with_path(is_image, params)
-
-
-def make_optimizer(optim) -> optax.GradientTransformation:
-  """AdamW with global-norm clipping; `optim` is `config.optim`.
-
-  Fields: learning_rate, schedule ("constant" | "cosine"), warmup_steps, total_steps (cosine),
-  b1, b2, eps, weight_decay, grad_clip, and optionally image_lr_scale: the image side's
-  learning rate relative to the text side's (`image_parameters`; 1 = one learning rate).
-  """
-  if optim["schedule"] == "constant":
-    lr = optax.join_schedules([optax.linear_schedule(0.0, optim["learning_rate"],
-                                                     optim["warmup_steps"]),
-                               optax.constant_schedule(optim["learning_rate"])],
-                              [optim["warmup_steps"]]) if optim["warmup_steps"] else \
-        optim["learning_rate"]
-  elif optim["schedule"] == "cosine":
-    if not 0 <= optim["warmup_steps"] < optim["total_steps"]:
-      raise ValueError(f"optim.warmup_steps {optim['warmup_steps']} must be in "
-                       f"[0, total_steps = {optim['total_steps']}) for the cosine schedule")
-    lr = optax.warmup_cosine_decay_schedule(0.0, optim["learning_rate"], optim["warmup_steps"],
-                                            optim["total_steps"])
-  else:
-    raise ValueError(f"optim.schedule {optim['schedule']!r} is not 'constant' or 'cosine'")
-  scale = optim.get("image_lr_scale", 1.0)
-  if scale <= 0:
-    raise ValueError(f"optim.image_lr_scale must be positive, got {scale}")
-  return optax.chain(
-      optax.clip_by_global_norm(optim["grad_clip"]),
-      optax.adamw(lr, b1=optim["b1"], b2=optim["b2"], eps=optim["eps"],
-                  weight_decay=optim["weight_decay"]),
-      *([optax.masked(optax.scale(scale), image_parameters)] if scale != 1.0 else []))
-
-
-def init_train_state(params, optimizer) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params))
-
-
-def apply_if_finite(state: TrainState, grads, loss, optimizer) -> tuple[TrainState, dict]:
-  """One optimizer step, or none: if the loss or any gradient is non-finite the state comes
-  back unchanged (parameters, moments and step), so a NaN reward or an overflow costs one
-  batch, not the run. Returns (state, metrics) with `grad_norm` and `skipped` (1.0 if
-  skipped); the training loop counts the skips (`train/faults.py`)."""
-  grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  stepped = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       opt_state=opt_state)
-  state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
-  return state, {"grad_norm": grad_norm, "skipped": 1.0 - finite.astype(jnp.float32)}
-
-
-def train_state_shardings(optimizer, params_shapes, param_shardings, mesh) -> TrainState:
-  """Shardings of a TrainState: optimizer moments sharded like their parameters, counters
-  replicated. params_shapes may be ShapeDtypeStructs (nothing is allocated)."""
-  replicated = NamedSharding(mesh, P())
-  opt_shapes = jax.eval_shape(optimizer.init, params_shapes)
-  opt = optax.tree_map_params(optimizer, lambda _, sharding: sharding, opt_shapes,
-                              param_shardings, transform_non_params=lambda _: replicated)
-  return TrainState(step=replicated, params=param_shardings, opt_state=opt)
 
 
 def _minibatches(tree, m: int):

@@ -11,16 +11,18 @@ log-probs equal the rollout's).
 import jax
 import jax.numpy as jnp
 
-from unigrpo_jax.model import IMAGE, TEXT, run_blocks
+from unigrpo_jax.model import IMAGE, TEXT, StackParams, run_blocks
 from unigrpo_jax.model.masks import attention_mask, positions
 
 
-def run_slots(model, params, h, start, valid, block_ids, prompt_mask, cache=None, route=TEXT):
+def run_slots(model, params: StackParams, h, start, valid, block_ids, prompt_mask, cache=None,
+              route=TEXT):
   """Runs the block stack on inputs h (B, T, width) placed at slots [start, start + T).
 
   valid: (B, L) slot visibility (the inputs' own slots included); block_ids: (L,) int32;
-  prompt_mask: (B, P) for positions; cache: read-only, in the form matching `params` (see
-  `run_blocks`), or None when the inputs are the whole sequence (start = 0, T = L). Returns (h, (k, v)) with the inputs' keys/values.
+  prompt_mask: (B, P) for positions; cache: read-only, in the form of `params`
+  (`StackParams.empty_cache`), or None when the inputs are the whole sequence (start = 0,
+  T = L). Returns (h, cache) with the inputs' keys/values.
   """
   slots = start + jnp.arange(h.shape[1])
   mask = attention_mask(slots, valid, block_ids)
@@ -30,7 +32,7 @@ def run_slots(model, params, h, start, valid, block_ids, prompt_mask, cache=None
                     route=route)
 
 
-def image_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, cache):
+def image_velocity(model, params: StackParams, x, t, start, valid, block_ids, prompt_mask, cache):
   """Velocity of the noised image x (B, S, S, C) at flow time t (scalar or (B,)), its block at
   `start`.
 
@@ -39,12 +41,12 @@ def image_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, ca
   """
   b = x.shape[0]
   t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
-  h = model.apply({"params": params}, x, t, method=model.embed_image)
+  h = model.apply({"params": params.tree}, x, t, method=model.embed_image)
   n = h.shape[1]
   block_valid = jax.lax.dynamic_update_slice(valid, jnp.ones((b, n), bool), (0, start))
   h, _ = run_slots(model, params, h, start, block_valid, block_ids, prompt_mask, cache,
                    route=IMAGE)
-  return model.apply({"params": params}, h, x, t, method=model.velocity)
+  return model.apply({"params": params.tree}, h, x, t, method=model.velocity)
 
 
 def unconditional(valid, block_ids):
@@ -52,7 +54,7 @@ def unconditional(valid, block_ids):
   return valid & (block_ids >= 0)[None]
 
 
-def guided_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, cache,
+def guided_velocity(model, params: StackParams, x, t, start, valid, block_ids, prompt_mask, cache,
                     scale: float):
   """v_u + scale·(v_c − v_u); scale = 1 is the plain conditional velocity, one forward pass
   (UniGRPO's setting: no CFG). Shapes as `image_velocity`."""

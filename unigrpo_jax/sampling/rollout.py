@@ -14,14 +14,14 @@ of text slots without `<img>` still gets its image (the structural reward judges
 Rewards are computed outside, from the returned `Trajectory`.
 """
 import functools
+from typing import NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unigrpo_jax.model import TEXT, UnifiedTransformer, empty_cache, unstack_layers
-from unigrpo_jax.model.matmul import cast_kernels
+from unigrpo_jax.model import TEXT, UnifiedTransformer, for_decoding
 from unigrpo_jax.sampling import sde
 from unigrpo_jax.sampling.forward import guided_velocity, run_slots
 from unigrpo_jax.sampling.spec import RolloutSpec
@@ -67,17 +67,37 @@ def pad_prompts(prompt_tokens, prompt_mask, spec: RolloutSpec):
   return tokens, jnp.pad(prompt_mask.astype(bool), ((0, 0), (extra, 0)))
 
 
+class DecodeState(NamedTuple):
+  """What the rollout carries from phase to phase (gemma's `SamplingState`, for one batch).
+
+  cache: the KV cache, in the form of the decoding parameters (`StackParams.empty_cache`);
+  valid: (B, L) slot visibility; logits: (B, V) next-token logits; ended: (B,) rows whose
+  trajectory ended with EOS.
+  """
+  cache: tuple
+  valid: jax.Array
+  logits: jax.Array
+  ended: jax.Array
+
+
+class Segment(NamedTuple):
+  """One round's decoded text, each (T, B): tokens, their log-probs, `live` (the slot was
+  sampled: the row had not stopped) and `eos` (the row ended its trajectory there)."""
+  tokens: jax.Array
+  logp: jax.Array
+  live: jax.Array
+  eos: jax.Array
+
+
 class Phases:
   """The rollout's phases over one batch, built inside a traced function (not a pytree).
 
-  `rollout` chains them; benchmarks jit them one by one. The decoding state is the tuple
-  (cache, valid, logits, ended): KV cache (k, v), (B, L) slot visibility, (B, V) next-token
-  logits, (B,) rows whose trajectory ended with EOS.
+  `rollout` chains them through a `DecodeState`; benchmarks jit them one by one.
   """
 
   def __init__(self, params, prompt_mask, *, model: UnifiedTransformer, spec: RolloutSpec):
     self.model, self.spec = model, spec
-    self.params = cast_kernels(unstack_layers(params), model.spec.matmul_operand_dtype)
+    self.params = for_decoding(params, model.spec)
     self.prompt_mask = prompt_mask
     self.layout = spec.layout(model.spec)
     self.blocks = jnp.asarray(self.layout.block_ids())
@@ -86,7 +106,7 @@ class Phases:
                               jnp.float32)
 
   def _apply(self, *args, method):
-    return self.model.apply({"params": self.params}, *args, method=method)
+    return self.model.apply({"params": self.params.tree}, *args, method=method)
 
   def _write(self, h, start, valid, cache, route=TEXT, prompt_mask=None):
     """Runs h at `start` and writes it into the cache, which may be a prefix window of slots
@@ -101,7 +121,7 @@ class Phases:
                            cache, prompt_mask=prompt_mask)
     return self._apply(h[:, -1], method=self.model.logits), cache
 
-  def prefill(self, prompt_tokens, group_size: int = 1):
+  def prefill(self, prompt_tokens, group_size: int = 1) -> DecodeState:
     """Writes the (left-padded) prompts into a fresh cache; returns the decoding state.
 
     With `group_size` G the rows come in contiguous groups of G sharing one prompt: each
@@ -110,16 +130,16 @@ class Phases:
     b, g = prompt_tokens.shape[0], group_size
     valid = jnp.zeros((b, self.layout.length), bool)
     valid = valid.at[:, :self.spec.prompt_len].set(self.prompt_mask)
-    cache = empty_cache(self.model.spec, b // g, self.layout.length, per_layer=True)
+    cache = self.params.empty_cache(self.model.spec, b // g, self.layout.length)
     logits, cache = self._feed(prompt_tokens[::g], 0, valid[::g], cache,
                                prompt_mask=self.prompt_mask[::g])
     if g > 1:
       logits, cache = jax.tree.map(lambda x: jnp.repeat(x, g, axis=0), (logits, cache))
-    return cache, valid, logits, jnp.zeros((b,), bool)
+    return DecodeState(cache, valid, logits, jnp.zeros((b,), bool))
 
-  def decode(self, state, r: int, key):
-    """Decodes round r's text segment. Returns (state, (tokens, log-probs, live, eos)), each
-    (T, B): a row stops after `<img>` or EOS; EOS also ends its trajectory."""
+  def decode(self, state: DecodeState, r: int, key) -> tuple[DecodeState, Segment]:
+    """Decodes round r's text segment: a row stops after `<img>` or EOS; EOS also ends its
+    trajectory. Returns the new state and the segment."""
     spec = self.spec
     start = self.layout.text_start(r)
 
@@ -134,26 +154,27 @@ class Phases:
       done = done | eos | (live & (token == spec.image_start_id))
       valid = jax.lax.dynamic_update_slice(valid, live[:, None], (0, start + k))
       logits, cache = self._feed(token[:, None], start + k, valid, cache)
-      return (cache, valid, logits, done), (token, logp, live, eos)
+      return (cache, valid, logits, done), Segment(token, logp, live, eos)
 
     # Text attends only to the slots before its segment ends: decode over that prefix window of
     # the cache (copied out and back once per round) instead of the whole trajectory's length.
-    cache, valid, logits, ended = state
     end = start + spec.max_text_tokens
-    window = jax.tree.map(lambda c: c[:, :, :end], cache)
-    (window, valid_window, logits, _), out = jax.lax.scan(
-        step, (window, valid[:, :end], logits, ended), jnp.arange(spec.max_text_tokens))
-    cache = jax.tree.map(lambda c, w: c.at[:, :, :end].set(w), cache, window)
-    valid = valid.at[:, :end].set(valid_window)
-    return (cache, valid, logits, ended | jnp.any(out[3], axis=0)), out
+    window = jax.tree.map(lambda c: c[:, :, :end], state.cache)
+    (window, valid_window, logits, _), segment = jax.lax.scan(
+        step, (window, state.valid[:, :end], state.logits, state.ended),
+        jnp.arange(spec.max_text_tokens))
+    cache = jax.tree.map(lambda c, w: c.at[:, :, :end].set(w), state.cache, window)
+    valid = state.valid.at[:, :end].set(valid_window)
+    ended = state.ended | jnp.any(segment.eos, axis=0)
+    return DecodeState(cache, valid, logits, ended), segment
 
-  def draw(self, state, r: int, noise_key, sde_key):
+  def draw(self, state: DecodeState, r: int, noise_key, sde_key):
     """Draws round r's image from noise, one conditional forward per step (no CFG; two with
     `rollout.cfg_scale` ≠ 1).
 
     Returns (image (B, S, S, C), visited x_{t_0..t_{N−1}} (N, B, S, S, C), log-probs (N, B)).
     """
-    cache, valid, _, _ = state
+    cache, valid = state.cache, state.valid
     start = self.layout.image_start(r)
     grid = self.grid
 
@@ -171,7 +192,7 @@ class Phases:
         step, noise, (grid[:-1], grid[1:], self.levels, jnp.arange(self.spec.num_steps)))
     return image, visited, logp
 
-  def close(self, state, r: int, image):
+  def close(self, state: DecodeState, r: int, image) -> DecodeState:
     """Writes round r's clean image (t = 0) into the cache, then `</img>` unless r is last."""
     cache, valid, logits, ended = state
     b = valid.shape[0]
@@ -185,7 +206,7 @@ class Phases:
       valid = valid.at[:, slot].set(drawn)
       closing = jnp.full((b, 1), self.spec.image_end_id, jnp.int32)
       logits, cache = self._feed(closing, slot, valid, cache)
-    return cache, valid, logits, ended
+    return DecodeState(cache, valid, logits, ended)
 
 
 def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransformer,
@@ -200,8 +221,8 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
   rounds = []
   for r in range(spec.rounds):
     text_key, noise_key, sde_key = jax.random.split(jax.random.fold_in(key, r), 3)
-    state, (tokens, logp, live, _) = phases.decode(state, r, text_key)
-    drawn = ~state[3]
+    state, segment = phases.decode(state, r, text_key)
+    drawn = ~state.ended
     if spec.draw_images:
       image, visited, step_logp = phases.draw(state, r, noise_key, sde_key)
       state = phases.close(state, r, image)
@@ -212,12 +233,12 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
       step_logp = jnp.zeros((spec.num_steps, drawn.shape[0]), jnp.float32)
     latents = jnp.concatenate([visited, image[None]], axis=0)  # (N+1, B, S, S, C)
     rounds.append(dict(
-        tokens=tokens.T, token_logp=logp.T, token_mask=live.T,
+        tokens=segment.tokens.T, token_logp=segment.logp.T, token_mask=segment.live.T,
         latents=jnp.moveaxis(latents, 0, 1), step_logp=step_logp.T,
         step_mask=drawn[:, None] & trained[None], images=image, image_mask=drawn))
   stacked = {k: jnp.stack([rd[k] for rd in rounds], axis=1) for k in rounds[0]}
   return Trajectory(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
-                    timesteps=phases.grid, valid=state[1], **stacked)
+                    timesteps=phases.grid, valid=state.valid, **stacked)
 
 
 def make_rollout(model: UnifiedTransformer, spec: RolloutSpec, group_size: int = 1):

@@ -11,11 +11,13 @@ values are repeated to the group's rows, which then run only from the first slot
 prompt (the gradient sums over the group through the repeat). Same results, 1/G of the prompt
 work.
 """
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unigrpo_jax.model import SequenceLayout, UnifiedTransformer, unstack_layers
+from unigrpo_jax.model import SequenceLayout, StackParams, UnifiedTransformer, for_training
 from unigrpo_jax.sampling import sde
 from unigrpo_jax.sampling.forward import guided_velocity, run_slots
 from unigrpo_jax.sampling.rollout import Trajectory
@@ -47,7 +49,8 @@ def _repeat_prefix(cache, group_size: int, length: int):
   return jax.tree.map(grow, cache)
 
 
-def _run_sequence(model, run_params, h, seq, blocks, spec: RolloutSpec, group_size: int):
+def _run_sequence(model, run_params: StackParams, h, seq, blocks, spec: RolloutSpec,
+                  group_size: int):
   """The block stack over the whole clean sequence h (B, L, width): (hidden, context cache).
   With group_size > 1, the prompt slots run once per group (module docstring)."""
   if group_size == 1:
@@ -77,16 +80,30 @@ def check_group_prompts(prompt_tokens, prompt_mask, group_size: int):
                        f"samples must share one prompt")
 
 
-def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec, group_size: int = 1):
+class Context(NamedTuple):
+  """What noised image blocks attend to after `encode`: the KV cache of the whole clean
+  sequence, and the parameters in the form that computed it (the cache's form)."""
+  cache: tuple
+  params: StackParams
+
+
+class Encoded(NamedTuple):
+  """A teacher-forced pass's results. token_logp, token_entropy: (B, R, T), 0 on masked
+  tokens; greedy: (B, R, T) bool, the token is the argmax (a sequence whose every token is
+  greedy is what greedy decoding writes); context: for the image blocks."""
+  token_logp: jax.Array
+  token_entropy: jax.Array
+  greedy: jax.Array
+  context: Context
+
+
+def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec,
+           group_size: int = 1) -> Encoded:
   """Teacher-forced pass over a sequence's clean slots (prompt, text, clean images, `</img>`).
 
   seq: anything with a Trajectory's prompt_tokens, prompt_mask, tokens, token_mask, images
   and valid (a Trajectory, or a supervised batch); with `group_size` G its rows come in
-  contiguous groups of G sharing one prompt (module docstring). Returns (token_logp, token_entropy —
-  (B, R, T), 0 on masked tokens —, greedy — (B, R, T) bool, the token is the argmax, so a
-  sequence whose every token is greedy is what greedy decoding writes —, and the context: the
-  KV cache of the whole sequence and the parameters in the form that computed it, for noised
-  image blocks to attend to).
+  contiguous groups of G sharing one prompt (module docstring).
   """
   ms = model.spec
   layout = spec.layout(ms)
@@ -101,7 +118,7 @@ def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec, group_s
     start = layout.image_start(r)
     h = h.at[:, start:start + ms.image_tokens].set(
         apply(seq.images[:, r], clean, method=model.embed_image))
-  run_params = params if ms.scan_layers else unstack_layers(params)
+  run_params = for_training(params, ms)
   hidden, cache = _run_sequence(model, run_params, h, seq, jnp.asarray(layout.block_ids()),
                                 spec, group_size)
   token_logp, entropy, greedy = [], [], []
@@ -113,7 +130,7 @@ def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec, group_s
     greedy.append(jnp.argmax(logits, axis=-1) == seq.tokens[:, r])
   token_logp = jnp.where(seq.token_mask, jnp.stack(token_logp, axis=1), 0.0)
   entropy = jnp.where(seq.token_mask, jnp.stack(entropy, axis=1), 0.0)
-  return token_logp, entropy, jnp.stack(greedy, axis=1), (cache, run_params)
+  return Encoded(token_logp, entropy, jnp.stack(greedy, axis=1), Context(cache, run_params))
 
 
 def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spec: RolloutSpec,
@@ -129,8 +146,8 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
   layout = spec.layout(ms)
   b = traj.tokens.shape[0]
   blocks = jnp.asarray(layout.block_ids())
-  token_logp, entropy, _, (context, params) = encode(params, traj, model=model, spec=spec,
-                                                     group_size=group_size)
+  encoded = encode(params, traj, model=model, spec=spec, group_size=group_size)
+  context = encoded.context
 
   grid = traj.timesteps
   steps = np.flatnonzero(spec.stochastic_steps())
@@ -142,8 +159,8 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
 
     def one_step(j, start=start, latents=latents):
       x = latents[:, j]
-      v = guided_velocity(model, params, x, grid[j], start, traj.valid, blocks,
-                          traj.prompt_mask, context, spec.cfg_scale)
+      v = guided_velocity(model, context.params, x, grid[j], start, traj.valid, blocks,
+                          traj.prompt_mask, context.cache, spec.cfg_scale)
       _, logp, mean, std = sde.sde_step(x, v, grid[j], grid[j + 1], spec.noise_level,
                                         prev_sample=latents[:, j + 1], t_max=grid[1])
       return logp, v, mean, jnp.broadcast_to(std, x.shape).reshape(b, -1)[:, 0]
@@ -153,5 +170,6 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
     step_logp = step_logp.at[:, r, steps].set(logp.T)
     per_round.append((v, mean, std))
   stack = lambda i: jnp.stack([jnp.moveaxis(x[i], 0, 1) for x in per_round], axis=1)  # noqa: E731
-  return dict(token_logp=token_logp, token_entropy=entropy, step_logp=step_logp,
+  return dict(token_logp=encoded.token_logp, token_entropy=encoded.token_entropy,
+              step_logp=step_logp,
               velocity=stack(0), mean=stack(1), std=stack(2))

@@ -2,7 +2,7 @@
 
 Convention (Bagel, Flow-GRPO): x_0 is data, x_1 is noise, x_t = (1−t)·x_0 + t·x_1, the velocity
 target is x_1 − x_0, and sampling runs t from 1 to 0 (so every Δ = t_next − t is negative).
-The equations are design.md §2, verbatim; log-probs are float32 means over latent elements.
+The equations are docs/design.md §2, verbatim; log-probs are float32 means over latent elements.
 """
 import math
 

@@ -10,11 +10,14 @@ import copy
 import dataclasses
 import json
 import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
+from transformers import PreTrainedTokenizerFast
 
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax import sharding, visualize
@@ -22,28 +25,29 @@ from unigrpo_jax.convert import qwen2
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.data.pipeline import (Subset, as_text, check_prompt_lengths, encode_prompts,
                                        with_prefix)
-from unigrpo_jax.data.tfds_shapeworld import prepare
+from unigrpo_jax.data.tfds_shapeworld import ShapeWorld, prepare
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
-from unigrpo_jax.rl import init_train_state, train_state_shardings
-from unigrpo_jax.sampling import RolloutSpec, make_rollout
+from unigrpo_jax.optim import init_train_state, train_state_shardings
+from unigrpo_jax.sampling import RolloutSpec, Trajectory, make_rollout
 from unigrpo_jax.train import tasks
 
 
 @dataclasses.dataclass
 class Experiment:
-  config: object
+  """What `build` makes of a config, shared by every stage (fields are built once)."""
+  config: ml_collections.ConfigDict
   model_spec: ModelSpec
   model: UnifiedTransformer
-  tokenizer: object
-  data: object  # the TFDS builder: as_data_source("train" | "heldout")
+  tokenizer: PreTrainedTokenizerFast
+  data: ShapeWorld  # the TFDS builder: as_data_source("train" | "heldout")
   mesh: jax.sharding.Mesh
   param_shardings: dict
   abstract_params: dict  # ShapeDtypeStructs with their shardings: nothing allocated
-  task: object  # tasks.Task: layout, prompts and evaluation rewards
+  task: tasks.Task  # layout, prompts and evaluation rewards
   eval_spec: RolloutSpec
-  sample: object  # the jitted ODE rollout of the evaluation
-  eval_examples: list
-  train_examples: list  # training-split prompts scored the same way: the generalisation gap
+  sample: Callable[..., Trajectory]  # the jitted ODE rollout of the evaluation
+  eval_examples: list[dict]
+  train_examples: list[dict]  # training-split prompts scored the same way: the generalisation gap
 
   def init_params(self, key):
     """Fresh parameters, created directly in their shardings; with `config.hf.checkpoint`,

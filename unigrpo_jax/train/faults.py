@@ -1,5 +1,5 @@
 """Numerical faults in a training loop: counting the updates skipped for a non-finite loss,
-gradient or reward (the step itself leaves the state unchanged: `rl.update.apply_if_finite`),
+gradient or reward (the step itself leaves the state unchanged: `optim.apply_if_finite`),
 and stopping the run when too many come in a row.
 
 The counts are host state: they go into every checkpoint and come back on resume.

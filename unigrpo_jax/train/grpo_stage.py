@@ -33,8 +33,9 @@ from unigrpo_jax import rewards, sharding
 from unigrpo_jax.checkpoint import Checkpoints, load_params, save_params
 from unigrpo_jax.data.pipeline import rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter
-from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_optimizer, make_update
-from unigrpo_jax.rl.advantages import combine_rewards, group_advantages, process_advantages
+from unigrpo_jax.optim import OptimizerSpec, make_optimizer
+from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
+from unigrpo_jax.rl.advantages import AdvantageSpec, trajectory_advantages
 from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.sampling.scoring import check_group_prompts
 from unigrpo_jax.train.experiment import Experiment, write_json
@@ -66,30 +67,6 @@ def eval_scalars(ev: dict, headline: str) -> dict:
              for family, scores in ev["per_family"].items()}}
 
 
-ADVANTAGE_KINDS = ("outcome", "process", "both")
-
-
-def advantages(scores: dict, step_scores: dict, step_mask, cfg):
-  """(B, R) advantages and the (B,) combined outcome reward.
-
-  `config.advantages.kind`: "outcome" — `config.rewards` combined, group-normalised, the same
-  value on every round; "process" — the per-round `config.process_rewards` combined, all
-  existing steps of a group normalised together, each round the sum of its own and later
-  normalised rewards (design.md §2); "both" — process plus outcome. step_mask (B, R): the
-  rounds each trajectory reached."""
-  total = combine_rewards(scores, dict(cfg.rewards), group_size=cfg.rl.group_size,
-                          normalize_each=cfg.advantages.normalize_each)
-  outcome = group_advantages(total, cfg.rl.group_size, scale=cfg.advantages.scale,
-                             eps=cfg.advantages.eps, clip=cfg.advantages.clip)
-  if cfg.advantages.kind == "outcome":
-    return jnp.repeat(outcome[:, None], step_mask.shape[1], axis=1), total
-  per_step = sum(weight * jnp.asarray(step_scores[name])
-                 for name, weight in sorted(cfg.process_rewards.items()))
-  return process_advantages(per_step, cfg.rl.group_size, step_mask=step_mask,
-                            eps=cfg.advantages.eps,
-                            outcome=outcome if cfg.advantages.kind == "both" else None), total
-
-
 def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   """Runs (or resumes) the GRPO stage; returns its results dict. With a `guard` (main's), a
   SIGTERM/SIGINT stops it after the step in flight with a checkpoint (`Preempted`)."""
@@ -102,7 +79,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   rewards.check_names(cfg.process_rewards, field="config.process_rewards")
   spec = exp.task.rollout(cfg)
   loss = LossSpec(**cfg.loss)
-  optimizer = make_optimizer(cfg.rl_optim)
+  advantage_spec = AdvantageSpec(**cfg.advantages)
+  optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
   sample = make_rollout(exp.model, spec, rl.group_size)
   update = make_update(exp.model, spec, loss,
                        UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer)
@@ -162,7 +140,10 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
     if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
       skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
     else:
-      adv, combined = advantages(scores, step_scores, step_mask, cfg)
+      adv, combined = trajectory_advantages(
+          scores, step_scores, step_mask, weights=dict(cfg.rewards),
+          process_weights=dict(cfg.process_rewards), group_size=rl.group_size,
+          spec=advantage_spec)
       t2 = time.perf_counter()
       state, metrics = update(state, ref_params,
                               RLBatch(traj=traj, advantages=sharding.shard_batch(

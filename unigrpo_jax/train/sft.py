@@ -22,7 +22,7 @@ import numpy as np
 from unigrpo_jax.data import prompts, shapeworld
 from unigrpo_jax.data.pipeline import encode_prompt, with_prefix
 from unigrpo_jax.model import UnifiedTransformer
-from unigrpo_jax.rl.update import TrainState, apply_if_finite
+from unigrpo_jax.optim import TrainState, apply_if_finite
 from unigrpo_jax.sampling.forward import image_velocity, unconditional
 from unigrpo_jax.sampling.scoring import encode
 from unigrpo_jax.sampling.spec import RolloutSpec
@@ -75,8 +75,8 @@ def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout
   text_token_acc (trained tokens that are the argmax) and text_exact (rows whose whole target
   greedy decoding would write: for understanding batches, the captioning accuracy)."""
   layout = rollout.layout(model.spec)
-  token_logp, _, greedy, (context, run_params) = encode(params, batch, model=model,
-                                                        spec=rollout)
+  encoded = encode(params, batch, model=model, spec=rollout)
+  token_logp, greedy = encoded.token_logp, encoded.greedy
   mask = batch.token_mask.astype(jnp.float32)
   tokens = jnp.maximum(jnp.sum(mask), 1.0)
   text_ce = -jnp.sum(token_logp * mask) / tokens
@@ -100,8 +100,9 @@ def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout
     hide_prompt = jax.random.bernoulli(jax.random.fold_in(drop_key, 1), sft.prompt_dropout, (b,))
     valid = jnp.where(hide_prompt[:, None], batch.valid & ~prompt_slots[None], batch.valid)
     valid = jnp.where(drop[:, None], unconditional(batch.valid, block_ids), valid)
-    v = image_velocity(model, run_params, (1.0 - tt) * x0 + tt * x1, t, layout.image_start(r),
-                       valid, block_ids, batch.prompt_mask, context)
+    v = image_velocity(model, encoded.context.params, (1.0 - tt) * x0 + tt * x1, t,
+                       layout.image_start(r), valid, block_ids, batch.prompt_mask,
+                       encoded.context.cache)
     flow.append(jnp.mean((v - (x1 - x0)) ** 2, axis=(1, 2, 3)))
   image_mask = batch.image_mask.astype(jnp.float32)
   flow_mse = jnp.sum(jnp.stack(flow, axis=1) * image_mask) / jnp.maximum(jnp.sum(image_mask), 1.0)
@@ -127,7 +128,7 @@ def make_sft_step(model: UnifiedTransformer, rollout: RolloutSpec, sft: SFTSpec,
   """The compiled step: fn(state, batch, key) → (state, metrics); the step's PRNG key is
   `key` folded with the step count, so a resumed run draws the same noise.
 
-  On a mesh, place the state (`update.train_state_shardings`) and the batch
+  On a mesh, place the state (`optim.train_state_shardings`) and the batch
   (`sharding.shard_batch`) before calling; `state_shardings` pins the new state to the same
   layout so that step after step reuses one compiled program."""
   return jax.jit(functools.partial(sft_step, model=model, rollout=rollout, sft=sft,
@@ -252,24 +253,6 @@ def interleaved_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec,
           valid[i, layout.image_end_slot(r)] = True
   return SFTBatch(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask, tokens=tokens,
                   token_mask=token_mask, images=images, image_mask=image_mask, valid=valid)
-
-
-KINDS = ("t2i", "understanding", "interleaved")
-
-
-def sft_rollout_specs(config) -> dict:
-  """One layout per kind of SFT example, from `config.rollout`, `config.tokens` and
-  `config.sft_data`: text-to-image in the rollout's one-round layout; understanding in two
-  rounds whose text segments hold `sft_data.caption_tokens` (captions run longer than plans);
-  interleaved in `sft_data.interleaved_rounds` rounds of `sft_data.interleaved_tokens`."""
-  data = config.sft_data
-  return dict(
-      t2i=RolloutSpec.from_config(config.rollout, config.tokens, rounds=1),
-      understanding=RolloutSpec.from_config(config.rollout, config.tokens, rounds=2,
-                                            max_text_tokens=data.caption_tokens),
-      interleaved=RolloutSpec.from_config(config.rollout, config.tokens,
-                                          rounds=data.interleaved_rounds,
-                                          max_text_tokens=data.interleaved_tokens))
 
 
 def sft_encoders(specs: dict, *, tokenizer, model_spec, grid: int) -> dict:

@@ -18,14 +18,13 @@ from unigrpo_jax import sharding
 from unigrpo_jax.checkpoint import Checkpoints, save_params
 from unigrpo_jax.data.pipeline import decode_example, sft_mix
 from unigrpo_jax.metric_writer import MetricWriter
-from unigrpo_jax.rl import make_optimizer
-from unigrpo_jax.train import experiment
+from unigrpo_jax.optim import OptimizerSpec, make_optimizer
+from unigrpo_jax.train import experiment, tasks
 from unigrpo_jax.train.experiment import Experiment, write_json
 from unigrpo_jax.train.faults import SkipCounter
 from unigrpo_jax.train.loop import TrainClock, finish_step, host_state, restore_key
 from unigrpo_jax.train.preemption import Guard
-from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sft_encoders, sft_loss,
-                                   sft_rollout_specs)
+from unigrpo_jax.train.sft import SFTSpec, make_sft_step, sft_encoders, sft_loss
 
 
 def heldout_metrics(exp: Experiment, params, kind: str, spec, encoder) -> dict:
@@ -50,9 +49,9 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   SIGTERM/SIGINT stops it after the step in flight with a checkpoint (`Preempted`)."""
   cfg, guard = exp.config, guard if guard is not None else Guard()
   stage_dir = os.path.join(workdir, "sft")
-  optimizer = make_optimizer(cfg.sft_optim)
+  optimizer = make_optimizer(OptimizerSpec(**cfg.sft_optim))
   state_shardings = exp.train_state_shardings(optimizer)
-  specs = sft_rollout_specs(cfg)
+  specs = tasks.sft_layouts(cfg)
   weights = dict(cfg.sft_data.mix)
   encoders = sft_encoders(specs, tokenizer=exp.tokenizer, model_spec=exp.model_spec,
                           grid=cfg.data.grid)

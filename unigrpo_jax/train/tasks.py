@@ -14,7 +14,25 @@ from unigrpo_jax import evaluate
 from unigrpo_jax.data.prompts import FAMILIES, INTERLEAVED_MARKER
 from unigrpo_jax.rewards.interleaved import STORY_FAMILIES
 from unigrpo_jax.sampling import RolloutSpec
-from unigrpo_jax.train.sft import sft_rollout_specs
+
+
+# The kinds of warm-up example (`config.sft_data.mix`), each in its own layout.
+SFT_KINDS = ("t2i", "understanding", "interleaved")
+
+
+def sft_layouts(config) -> dict[str, RolloutSpec]:
+  """One layout per kind of SFT example, from `config.rollout`, `config.tokens` and
+  `config.sft_data`: text-to-image in the rollout's one-round layout; understanding in two
+  rounds whose text segments hold `sft_data.caption_tokens` (captions run longer than plans);
+  interleaved in `sft_data.interleaved_rounds` rounds of `sft_data.interleaved_tokens`."""
+  data = config.sft_data
+  return dict(
+      t2i=RolloutSpec.from_config(config.rollout, config.tokens, rounds=1),
+      understanding=RolloutSpec.from_config(config.rollout, config.tokens, rounds=2,
+                                            max_text_tokens=data.caption_tokens),
+      interleaved=RolloutSpec.from_config(config.rollout, config.tokens,
+                                          rounds=data.interleaved_rounds,
+                                          max_text_tokens=data.interleaved_tokens))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +47,7 @@ class Task:
   def rollout(self, config, **overrides) -> RolloutSpec:
     """The task's trajectory layout (sampling settings from `config.rollout`)."""
     if self.name == "interleaved":
-      spec = sft_rollout_specs(config)["interleaved"]
+      spec = sft_layouts(config)["interleaved"]
       return dataclasses.replace(spec, **overrides)
     return RolloutSpec.from_config(config.rollout, config.tokens, **overrides)
 

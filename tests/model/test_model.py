@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from helpers import lively_params, tiny_rollout, tiny_spec
-from unigrpo_jax.model import (IMAGE, TEXT, ModelSpec, SequenceLayout, UnifiedTransformer,
-                               empty_cache, init_params, param_logical_axes, unstack_layers)
+from unigrpo_jax.model import (IMAGE, TEXT, ModelSpec, SequenceLayout, StackParams,
+                               UnifiedTransformer, for_decoding, init_params, param_logical_axes)
 from unigrpo_jax.model.masks import attention_mask
 from unigrpo_jax.sampling import make_rollout, score_trajectory
 from unigrpo_jax.sampling.forward import image_velocity, run_slots
@@ -34,13 +34,14 @@ def test_cached_decode_equals_full_forward(overrides):
 
   @jax.jit
   def full(params):
-    h, _ = run_slots(model, params, embed(params, tokens), 0, valid, blocks, prompt_mask)
+    h, _ = run_slots(model, StackParams(params, looped=False), embed(params, tokens), 0, valid,
+                     blocks, prompt_mask)
     return _logits(model, params, h)
 
   @jax.jit
   def cached(params):
-    layers = unstack_layers(params)
-    cache = empty_cache(spec, b, length, per_layer=True)
+    layers = for_decoding(params, spec)
+    cache = layers.empty_cache(spec, b, length)
     h, cache = run_slots(model, layers, embed(params, tokens[:, :prompt]), 0, valid, blocks,
                          prompt_mask, cache)
     out = [_logits(model, params, h)]
@@ -109,11 +110,12 @@ def test_image_block_attention_is_bidirectional(tiny):
   prompt_mask = jnp.ones((b, spec.prompt_len), bool)
   tokens = jax.random.randint(jax.random.key(0), (b, layout.image_start(0)), 4, 40)
   h = model.apply({"params": params}, tokens, method=model.embed_tokens)
-  _, cache = run_slots(model, params, h, 0, valid,
-                       blocks, prompt_mask, empty_cache(model.spec, b, layout.length))
+  stacked = StackParams(params, looped=False)
+  _, cache = run_slots(model, stacked, h, 0, valid,
+                       blocks, prompt_mask, stacked.empty_cache(model.spec, b, layout.length))
 
   def velocity(x):
-    return image_velocity(model, params, x, 0.5, layout.image_start(0), valid, blocks,
+    return image_velocity(model, stacked, x, 0.5, layout.image_start(0), valid, blocks,
                           prompt_mask, cache)
 
   x = jax.random.normal(jax.random.key(1), (b,) + model.spec.image_shape)

@@ -9,7 +9,7 @@ from helpers import TOKENS
 from unigrpo_jax import evaluate as evaluation
 from unigrpo_jax.data import prompts, shapeworld, tokenizer
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
-from unigrpo_jax.rl import init_train_state, make_optimizer
+from unigrpo_jax.optim import OptimizerSpec, init_train_state, make_optimizer
 from unigrpo_jax.sampling import RolloutSpec
 from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sample_times, sft_loss, t2i_batch,
                                    understanding_batch)
@@ -60,7 +60,7 @@ def test_text_loss_is_the_cross_entropy_of_the_target_tokens():
 def _fresh_sft():
   """(tokenizer, model, fresh train state, compiled SFT step) of the test model."""
   model = UnifiedTransformer(SPEC)
-  optimizer = make_optimizer(OPTIM)
+  optimizer = make_optimizer(OptimizerSpec(**OPTIM))
   state = init_train_state(init_params(SPEC, jax.random.key(0)), optimizer)
   return tokenizer.load(), model, state, make_sft_step(model, ROLLOUT, SFTSpec(), optimizer)
 

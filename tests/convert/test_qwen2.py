@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import ROOT
 from unigrpo_jax.convert import qwen2, shards
 from unigrpo_jax.convert import tokenizer as hf_tokenizer
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
 from unigrpo_jax.model.transformer import TEXT
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -221,10 +221,10 @@ def test_added_tokens_grow_the_embeddings(tmp_path):
 
 
 MESH_CHECK = """
-import sys
+import os, sys
 import jax, numpy as np
-sys.path.insert(0, sys.argv[2])
-from test_convert import our_spec
+sys.path[:0] = [sys.argv[2], os.path.dirname(sys.argv[2])]  # this file's folder, and helpers
+from test_qwen2 import our_spec
 from unigrpo_jax import sharding
 from unigrpo_jax.convert import qwen2
 from unigrpo_jax.model import init_params, param_logical_axes

@@ -3,20 +3,19 @@ a hand-built group, and the objective giving every token and SDE step of round r
 A[:, r]."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from helpers import tiny_rollout
 from unigrpo_jax.rl import LossSpec, RLBatch, unigrpo_objective
 from unigrpo_jax.sampling import make_rollout
-from unigrpo_jax.train.grpo_stage import advantages
+from unigrpo_jax.rl.advantages import AdvantageSpec, trajectory_advantages
 
 
-def _cfg(kind):
-  return ml_collections.ConfigDict(dict(
-      rl=dict(group_size=2), rewards=dict(a=1.0), process_rewards=dict(p=1.0, q=0.5),
-      advantages=dict(kind=kind, scale="group", eps=0.0, clip=None, normalize_each=False)))
+def advantages(scores, step_scores, step_mask, kind):
+  return trajectory_advantages(
+      scores, step_scores, step_mask, weights=dict(a=1.0), process_weights=dict(p=1.0, q=0.5),
+      group_size=2, spec=AdvantageSpec(kind=kind, scale="group", eps=0.0, clip=None))
 
 
 # One group of two stories over three rounds: the first reaches all three rounds, the second
@@ -28,7 +27,7 @@ MASK = np.array([[True, True, True], [True, True, False]])
 
 
 def test_outcome_advantages_repeat_over_the_rounds():
-  adv, total = advantages(OUTCOME, STEPS, MASK, _cfg("outcome"))
+  adv, total = advantages(OUTCOME, STEPS, MASK, "outcome")
   a = 1 / np.sqrt(0.5)  # (1 − 0.5) / std with n − 1 = sqrt(0.5)
   np.testing.assert_allclose(adv, [[a / 2, a / 2, a / 2], [-a / 2, -a / 2, -a / 2]], rtol=1e-6)
   np.testing.assert_allclose(total, [1.0, 0.0])
@@ -36,7 +35,7 @@ def test_outcome_advantages_repeat_over_the_rounds():
 
 @pytest.mark.parametrize("kind", ["process", "both"])
 def test_process_advantages_by_hand(kind):
-  adv, _ = advantages(OUTCOME, STEPS, MASK, _cfg(kind))
+  adv, _ = advantages(OUTCOME, STEPS, MASK, kind)
   # p + 0.5 q = [[1, 0, 1], [1, 1, (13.5, a round the story never reached)]]: the five
   # existing step rewards are normalised together (mean 0.8, std with n − 1 = sqrt(0.2)),
   # and each round gets the sum of its own and the later ones.
@@ -51,7 +50,7 @@ def test_process_advantages_by_hand(kind):
 def test_process_advantages_credit_later_steps_to_earlier_ones():
   steps = {"p": np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], np.float32),
            "q": np.zeros((2, 3), np.float32)}
-  adv, _ = advantages(OUTCOME, steps, np.ones((2, 3), bool), _cfg("process"))
+  adv, _ = advantages(OUTCOME, steps, np.ones((2, 3), bool), "process")
   r = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
   norm = (r - r.mean()) / r.std(ddof=1)
   np.testing.assert_allclose(adv, np.flip(np.cumsum(np.flip(norm, 1), 1), 1), rtol=1e-6,

@@ -4,9 +4,9 @@ import os
 import subprocess
 import sys
 
+from helpers import ROOT
 from unigrpo_jax import metric_writer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tiny_main_job):

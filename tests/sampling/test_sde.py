@@ -1,4 +1,4 @@
-"""The flow math of design.md §2: time grid, Euler step, SDE step, log-probs, t = 1 guard."""
+"""The flow math of docs/design.md §2: time grid, Euler step, SDE step, log-probs, t = 1 guard."""
 import math
 
 import jax
@@ -10,7 +10,7 @@ from unigrpo_jax.sampling import sde
 
 
 def reference_sde(x, v, t, t_next, a, t_max):
-  """design.md §2 in float64 numpy, written independently of the code under test."""
+  """docs/design.md §2 in float64 numpy, written independently of the code under test."""
   dt = t_next - t
   denom = 1.0 - (t_max if t == 1.0 else t)
   sigma = a * math.sqrt(t / denom)

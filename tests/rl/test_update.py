@@ -6,8 +6,8 @@ import pytest
 
 from helpers import lively_params, tiny_rollout, tiny_spec
 from unigrpo_jax.model import UnifiedTransformer
-from unigrpo_jax.rl import (LossSpec, RLBatch, UpdateSpec, init_train_state, make_optimizer,
-                            make_update)
+from unigrpo_jax.optim import OptimizerSpec, init_train_state, make_optimizer
+from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.rl.advantages import group_advantages
 from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.sampling.scoring import check_group_prompts
@@ -21,7 +21,7 @@ def _setup(loss=LossSpec(), update=UpdateSpec(), rollout=None, optim=OPTIM, seed
   model = UnifiedTransformer(spec)
   params = lively_params(spec, seed)
   rollout = rollout or tiny_rollout()
-  optimizer = make_optimizer(optim)
+  optimizer = make_optimizer(OptimizerSpec(**optim))
   return (model, params, rollout, make_rollout(model, rollout),
           make_update(model, rollout, loss, update, optimizer, donate=False), optimizer)
 
@@ -174,11 +174,11 @@ def test_bad_update_inputs_fail_clearly():
   with pytest.raises(ValueError, match=r"rl\.num_updates must be >= 1"):
     UpdateSpec(num_updates=0)
   with pytest.raises(ValueError, match=r"optim\.schedule 'linear'"):
-    make_optimizer(dict(OPTIM, schedule="linear"))
+    OptimizerSpec(**dict(OPTIM, schedule="linear"))
 
 
 def test_image_lr_scale_scales_only_the_image_side():
-  from unigrpo_jax.rl.update import image_parameters
+  from unigrpo_jax.optim import image_parameters
   params = lively_params(tiny_spec())
   grads = jax.tree.map(jnp.ones_like, params)
   marks = image_parameters(params)
@@ -186,7 +186,7 @@ def test_image_lr_scale_scales_only_the_image_side():
   assert not marks["layers"]["text"]["q"]["kernel"] and not marks["embed"]["embedding"]
 
   def first_step(scale):
-    optimizer = make_optimizer(dict(OPTIM, image_lr_scale=scale))
+    optimizer = make_optimizer(OptimizerSpec(**dict(OPTIM, image_lr_scale=scale)))
     updates, _ = optimizer.update(grads, optimizer.init(params), params)
     return updates
 
@@ -195,4 +195,4 @@ def test_image_lr_scale_scales_only_the_image_side():
     np.testing.assert_allclose(np.asarray(b), np.asarray(a) * (10.0 if mark else 1.0),
                                rtol=1e-6)
   with pytest.raises(ValueError, match=r"optim\.image_lr_scale must be positive"):
-    make_optimizer(dict(OPTIM, image_lr_scale=0.0))
+    OptimizerSpec(**dict(OPTIM, image_lr_scale=0.0))

@@ -1,11 +1,11 @@
 r"""The tiny GRPO run the resume and fault tests drive in subprocesses: `configs/shapeworld.py:tiny`,
-GRPO only from fresh parameters, a continuous reward from `tests/reward_plugins.py` (run with
-`PYTHONPATH=tests`), 24 steps, a checkpoint every 3. Variants: `nan` (a reward that is NaN on
+GRPO only from fresh parameters, a continuous reward from `tests/e2e/reward_plugins.py` (run
+with `PYTHONPATH=tests/e2e`), 24 steps, a checkpoint every 3. Variants: `nan` (a reward that is NaN on
 steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the run)."""
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                 "configs"))
 import shapeworld  # noqa: E402
 

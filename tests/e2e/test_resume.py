@@ -1,4 +1,4 @@
-"""A real training subprocess (`main`, the tiny GRPO run of tests/fault_config.py) stopped by
+"""A real training subprocess (`main`, the tiny GRPO run of tests/e2e/fault_config.py) stopped by
 kill -9 or SIGTERM, resumed over a damaged checkpoint, fed NaN rewards: nothing lost, and a
 resumed run equals one that never stopped, bit for bit."""
 import json
@@ -12,9 +12,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from helpers import ROOT
 from unigrpo_jax import metric_writer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 24
 
 
@@ -25,12 +25,12 @@ def data_dir(tmp_path_factory):
 
 def command(workdir, data_dir, variant=""):
   return [sys.executable, "-m", "unigrpo_jax.main",
-          f"--config=tests/fault_config.py{':' + variant if variant else ''}",
+          f"--config=tests/e2e/fault_config.py{':' + variant if variant else ''}",
           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}"]
 
 
 def env():
-  return dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests"))
+  return dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests", "e2e"))
 
 
 def run(workdir, data_dir, variant=""):

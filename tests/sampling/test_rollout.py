@@ -174,10 +174,10 @@ def test_cfg_unconditional_branch_ignores_prompt_and_text(tiny):
   x = jax.random.normal(jax.random.key(3), traj.images[:, 0].shape)
 
   def velocity(t, scale, uncond=False):
-    _, _, _, (cache, run_params) = encode(params, t, model=model, spec=spec)
+    context = encode(params, t, model=model, spec=spec).context
     valid = unconditional(t.valid, blocks) if uncond else t.valid
-    return np.asarray(guided_velocity(model, run_params, x, 0.5, layout.image_start(0), valid,
-                                      blocks, t.prompt_mask, cache, scale))
+    return np.asarray(guided_velocity(model, context.params, x, 0.5, layout.image_start(0),
+                                      valid, blocks, t.prompt_mask, context.cache, scale))
 
   np.testing.assert_allclose(velocity(traj, 1.0, uncond=True),
                              velocity(other, 1.0, uncond=True), atol=1e-6)

@@ -11,6 +11,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the reposi
 TOKENS = dict(pad_id=0, eos_id=1, image_start_id=2, image_end_id=3)
 
 
+def env_with_devices(n: int) -> dict:
+  """This process's environment, with `n` fake CPU devices for a subprocess (the XLA flags
+  already set, e.g. by the root conftest.py, are kept)."""
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+  return dict(os.environ, XLA_FLAGS=flags.strip())
+
+
 def tiny_spec(**overrides) -> ModelSpec:
   kw = dict(vocab_size=64, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
             mlp_dim=64, image_size=8, patch_size=4, image_channels=3, mot=True,

@@ -7,7 +7,7 @@ import sys
 import jax
 import pytest
 
-from helpers import tiny_spec
+from helpers import env_with_devices, tiny_spec
 from unigrpo_jax import sharding
 from unigrpo_jax.model import init_params, param_logical_axes
 
@@ -20,8 +20,7 @@ MESHES = [{"data": 2, "fsdp": 2, "tensor": 2}, {"fsdp": -1}]
 @pytest.fixture(scope="module")
 def sharded_results():
   """One subprocess: the single-device reference once, then each mesh of MESHES."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
+  env = dict(env_with_devices(8), JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, os.path.join(HERE, "sharded_check.py"),
                         json.dumps(MESHES)], capture_output=True, text=True, env=env,
                        timeout=600, check=False)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, env_with_devices
 from unigrpo_jax.convert import qwen2, shards
 from unigrpo_jax.convert import tokenizer as hf_tokenizer
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
@@ -254,7 +254,7 @@ def test_import_places_tensors_on_the_mesh(tmp_path):
   import subprocess
   import sys
   hf_model(tied=True, kv_heads=2).save_pretrained(str(tmp_path))
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = env_with_devices(8)
   out = subprocess.run([sys.executable, "-c", MESH_CHECK, str(tmp_path),
                         os.path.dirname(os.path.abspath(__file__))],
                        env=env, capture_output=True, text=True, timeout=300)

@@ -13,7 +13,7 @@ Variants and launch commands (each ~1–2 min on the 2-core CPU):
                  losses and the velocity MSE:
                    python experiments/bench_update.py --config=configs/bench.py:update_joint
 Any of them with `--config.model.matmul_dtype=bfloat16`: weight matmuls on bfloat16 operands
-with float32 accumulation (the README's 2× figure; parameters and optimizer stay float32).
+with float32 accumulation (docs/benchmarks.md; parameters and optimizer stay float32).
 """
 import ml_collections
 

@@ -1,9 +1,8 @@
 r"""Rollout demo: a freshly initialised small unified model samples text+image trajectories.
 
-What the README's first command runs until the ShapeWorld training job lands. It exercises the
-real path end to end — the jitted rollout (KV-cached text, SDE image steps, clean image into the
-cache), teacher-forced rescoring (the on-policy ratio check) — and writes a PNG grid and a JSON
-summary to the workdir. About 30 s on the 2-core CPU:
+It exercises the real path end to end — the jitted rollout (KV-cached text, SDE image steps,
+clean image into the cache), teacher-forced rescoring (the on-policy ratio check) — and writes
+a PNG grid and a JSON summary to the workdir. About 30 s on the 2-core CPU:
 
   python -m unigrpo_jax.main --config=configs/demo.py --workdir=workdir/demo
 

@@ -30,8 +30,8 @@ def get_config(arg: str = ""):
   c = shapeworld.get_config("tiny" if "tiny" in parts else "")
   c.rl.task = "interleaved"
   c.rl.families = ()  # every story family, the how-to figures included
-  # What the recorded interleaved results ran with (README, "Interleaved GRPO"): float32
-  # matmuls and a constant GRPO learning rate.
+  # What the recorded interleaved results ran with (docs/results.md): float32 matmuls and a
+  # constant GRPO learning rate.
   c.model.matmul_dtype = ""
   c.rl_optim.update(schedule="constant", warmup_steps=0)
   # The how-to figures ("how to draw a red house") join GenEval's families in the data.

@@ -1,20 +1,16 @@
 r"""ShapeWorld: the built-in domain (mini-GenEval on grid-aligned coloured shapes), end to end.
 
 Warm-up SFT on the hybrid mix (text-to-image with a plan, a little image → caption
-understanding), then UniGRPO from the SFT checkpoint: plan text by GRPO, image denoising by
-Flow-GRPO on an SDE window, no CFG, velocity-MSE to the SFT model. One image token per 8×8
-cell (16 tokens for the 32×32 canvas), a 2.1 M-parameter MoT model. Launch:
+understanding, a little interleaved data), then UniGRPO from the SFT checkpoint: plan text by
+GRPO, image denoising by Flow-GRPO on an SDE window, no CFG, velocity-MSE to the SFT model. One
+image token per 8×8 cell (16 tokens for the 32×32 canvas), a 2.1 M-parameter MoT model.
+Launch:
 
   python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/shapeworld
 
-Expected on the 2-core CPU: ≈28 min on a Xeon with AMX (SFT 3600 steps, 12.7 min; 1200 GRPO
-steps at 0.65 s, 14.5 min; evaluations), 42–44 min on a slower Xeon with AMX (19.3 + 22.2
-min), ≈35 min on an AMD EPYC (the previous default: 16.1 + 18.6 min). Held-out mini-GenEval
-strict 0 → 0.48–0.55 after SFT (the warm-up depends on the seed and the machine) → 0.61–0.72
-after GRPO on the four unsolved families (+0.172 / +0.161 over two GRPO seeds from the Xeon's
-seed-0 warm-up, +0.132 from its seed-1 warm-up; README, "The main job").
-Variants: `tiny` (a test-sized model, a few steps of each stage, ≈1 min; scores ~0), `sft`
-(the warm-up only, as experiments/sft_warmup.py runs it, ≈13 min, 0.55), `colab` (the default
+What it gives, and how long it takes on each machine it was measured on: docs/results.md.
+Variants: `tiny` (a test-sized model, a few steps of each stage, about a minute; scores stay
+near 0), `sft` (the warm-up only, as experiments/sft_warmup.py runs it), `colab` (the default
 model, short stages: the quickstart notebook's few minutes). Overrides:
 `--config.rl.group_size=16` etc.
 """
@@ -35,8 +31,8 @@ def get_config(arg: str = ""):
                 heldout_fraction=0.2, size=32, grid=4, large_prob=0.0,
                 families=("single_object", "two_object", "counting", "colors", "position",
                           "color_attr"))
-  # matmul_dtype "bfloat16": bf16 operands, float32 accumulation (model/matmul.py; ~1.5×
-  # faster steps on this CPU, what fits the job in 30 min); "": float32 matmuls.
+  # matmul_dtype "bfloat16": bf16 operands, float32 accumulation (model/matmul.py; faster
+  # steps on CPUs with bfloat16 units); "": float32 matmuls.
   c.model = dict(vocab_size=64, width=128, depth=4, num_heads=4, num_kv_heads=2, head_dim=32,
                  mlp_dim=512, image_size=32, patch_size=8, image_channels=3,
                  rope_theta=10_000.0, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True,
@@ -54,9 +50,9 @@ def get_config(arg: str = ""):
                cfg_dropout=0.1, prompt_dropout=0.0)
   c.sft_data = dict(mix=dict(t2i=1.0, understanding=0.1, interleaved=0.1), caption_tokens=32,
                     interleaved_rounds=4, interleaved_tokens=12, batch_size=32)
-  # 3600 steps: at 1200 the images ignore the plan (alignment 0.02), at 3600 they start to
-  # follow it (0.2) and GRPO has a plan to teach them (README, "The main job"). The schedules
-  # span their stage: overriding `steps` moves `total_steps` with it.
+  # 3600 steps: at 1200 the images still ignore the plan, at 3600 they start to follow it and
+  # GRPO has a plan to teach them (docs/results.md). The schedules span their stage:
+  # overriding `steps` moves `total_steps` with it.
   sft_steps = config_dict.FieldReference(3600)
   c.sft_train = dict(steps=sft_steps, log_every=50, eval_before=False)
   c.sft_optim = dict(learning_rate=1e-3, schedule="cosine", warmup_steps=100, total_steps=sft_steps,
@@ -66,9 +62,8 @@ def get_config(arg: str = ""):
   rl_steps = config_dict.FieldReference(1200)
   # families: the prompt families GRPO trains on (() = all of the task's); evaluation always
   # scores all six. The warm-up already solves single_object and colors on the training
-  # prompts (strict 1.00 and 0.91): their GenEval rewards hardly vary within a group, so the
-  # batch goes to the four it does not (held-out gain +0.172 / +0.161 over two seeds, against
-  # +0.113 / +0.098 with all six; README, "The main job").
+  # prompts: their GenEval rewards hardly vary within a group, so the batch goes to the four
+  # it does not (docs/results.md).
   c.rl = dict(task="t2i", steps=rl_steps, prompts_per_batch=4, group_size=8, num_updates=1,
               num_minibatches=1, log_every=10, init_params="",
               families=("two_object", "counting", "position", "color_attr"))

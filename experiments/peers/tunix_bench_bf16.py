@@ -1,8 +1,8 @@
-r"""The Tunix peer benchmark (`../shared/peers/tunix_bench.py`) with its model computing in
+r"""The Tunix peer benchmark (`tunix_bench.py` beside this file) with its model computing in
 bfloat16 (`ModelConfig.dtype`; parameters stay float32), for a like-for-like comparison with
 `model.matmul_dtype="bfloat16"`. Runs in the peer's own venv:
 
-  .venv-tunix/bin/python experiments/tunix_peer_bf16.py --out experiments/results/tunix_peer_bf16.json
+  .venv-tunix/bin/python experiments/peers/tunix_bench_bf16.py --out experiments/results/tunix_peer_bf16.json
 
 The peer's JSON still reports its config's "dtype": "float32" (a literal in its report); the
 model it times computes in bfloat16.
@@ -13,8 +13,7 @@ import sys
 
 import jax.numpy as jnp
 
-PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "peers",
-                    "tunix_bench.py")
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tunix_bench.py")
 
 
 def main():

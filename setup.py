@@ -31,7 +31,7 @@ setuptools.setup(
     extras_require={
         # torch only for the golden-logit tests of the Hugging Face conversion; exactly this
         # version is a CPU build on PyPI (any other pulls several GB of CUDA).
-        "test": ["pytest>=8", "nbmake>=1.5", "ipykernel>=6", "matplotlib>=3.8",
-                 "torch==2.13.0"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbmake>=1.5", "ipykernel>=6",
+                 "matplotlib>=3.8", "torch==2.13.0"],
     },
 )

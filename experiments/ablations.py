@@ -92,7 +92,7 @@ def main(argv):
       rows[f"{name}/{seed}"] = run_variant(config, workdir)
       print(markdown({f"{name}/{seed}": rows[f"{name}/{seed}"]}).splitlines()[-1], flush=True)
   table = markdown(rows)
-  experiment.write_json(_OUT.value + ".json", dict(
+  metric_writer.write_json(_OUT.value + ".json", dict(
       rows=rows, seeds=[int(s) for s in _SEEDS.value], steps=base.rl.steps,
       sft_params=sft_params, wall_s=time.time() - t0, variants={n: VARIANTS[n] for n in names}))
   with open(_OUT.value + ".md", "w") as f:

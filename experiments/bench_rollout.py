@@ -14,12 +14,12 @@ import os
 import platform
 import time
 
-from absl import app, flags
+from absl import app
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
+from unigrpo_jax.model import ModelSpec, UnifiedTransformer, count_params, init_params
 from unigrpo_jax.sampling import flops as sampling_flops
 from unigrpo_jax.sampling.rollout import Phases, pad_prompts, rollout
 from unigrpo_jax.sampling.spec import RolloutSpec
@@ -87,7 +87,7 @@ def main(argv):
                                 reps),
       batch=b, prompt_len=spec.prompt_len, new_tokens=t, sde_steps=n, image_tokens=img,
       cache_len=layout.length,
-      params=sum(x.size for x in jax.tree.leaves(params)),
+      params=count_params(params),
       model=dict(cfg.model),
       jax=jax.__version__, cpu_count=os.cpu_count(), machine=platform.machine(),
   )

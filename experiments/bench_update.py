@@ -17,14 +17,15 @@ import platform
 import statistics
 import time
 
-from absl import app, flags
+from absl import app
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
 from unigrpo_jax import sharding
-from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
+from unigrpo_jax.model import (ModelSpec, UnifiedTransformer, count_params, init_params,
+                               param_logical_axes)
 from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
                                train_state_shardings)
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
@@ -132,7 +133,7 @@ def main(argv):
       last_loss=float(np.asarray(metrics["loss"]).ravel()[-1]),
       batch=batch, group_size=group, sequence_len=length, new_tokens=spec.max_text_tokens,
       sde_steps=int(spec.stochastic_steps().sum()), beta=loss.beta,
-      params=sum(x.size for x in jax.tree.leaves(params)),
+      params=count_params(params),
       jax=jax.__version__, cpu_count=os.cpu_count(), machine=platform.machine())
   print(json.dumps(result, indent=1))
 

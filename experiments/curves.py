@@ -7,7 +7,6 @@ experiments/results/. Reads `<workdir>/grpo/metrics.jsonl`; never re-runs anythi
   python experiments/curves.py --score=interleaved_score --reward=combined \
       --runs="outcome=workdir/interleaved_howto_variants/outcome_seed0;…" --out=…
 """
-import json
 import os
 
 from absl import app, flags
@@ -63,8 +62,7 @@ def main(argv):
   fig.tight_layout()
   os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
   fig.savefig(_OUT.value + ".png", dpi=90)
-  with open(_OUT.value + ".json", "w") as f:
-    json.dump(dict(runs=runs, curves=result), f, indent=1)
+  metric_writer.write_json(_OUT.value + ".json", dict(runs=runs, curves=result))
   with open(_OUT.value + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))

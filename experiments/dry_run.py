@@ -16,7 +16,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from unigrpo_jax import sharding
-from unigrpo_jax.model import ModelSpec, init_params, param_logical_axes
+from unigrpo_jax.model import ModelSpec, count_params, init_params, param_logical_axes
 from unigrpo_jax.optim import OptimizerSpec, make_optimizer, train_state_shardings
 from unigrpo_jax.sampling import RolloutSpec
 
@@ -56,7 +56,7 @@ def main(argv):
   per_device["total"] = sum(per_device.values())
   print(json.dumps(dict(
       devices=devices, mesh=dict(mesh.shape),
-      parameters=int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes))),
+      parameters=count_params(shapes),
       parameters_by_formula=spec.param_count(),
       rollout_rows=rows, sequence_length=length, bytes_per_device=per_device,
       gib_per_device={k: round(v / GIB, 4) for k, v in per_device.items()},

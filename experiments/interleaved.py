@@ -108,7 +108,7 @@ def main(argv):
       print(markdown({f"{name}/{seed}": rows[f"{name}/{seed}"]}, warmup,
                      _TARGET.value).splitlines()[-1], flush=True)
   table = markdown(rows, warmup, _TARGET.value)
-  experiment.write_json(_OUT.value + ".json", dict(
+  metric_writer.write_json(_OUT.value + ".json", dict(
       rows=rows, warmup_skills=warmup, seeds=[int(s) for s in _SEEDS.value],
       steps=base.rl.steps, target=_TARGET.value, sft_params=sft_params,
       wall_s=time.time() - t0, config=json.loads(base.to_json())))

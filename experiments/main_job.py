@@ -21,8 +21,8 @@ import os
 
 from absl import app, flags
 
-from unigrpo_jax import evaluate as evaluation
-from unigrpo_jax.train import experiment
+from unigrpo_jax import evaluation
+from unigrpo_jax import metric_writer
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/main", "The finished job's workdir.")
 _SFT_WORKDIR = flags.DEFINE_string("sft_workdir", "", "Where the SFT stage ran, if not in "
@@ -77,7 +77,7 @@ def main(argv):
                          for seed, other in zip(seeds[1:], others)})
   if _SFT_WORKDIR.value:
     summary["sft_config"] = _config(_SFT_WORKDIR.value)
-  experiment.write_json(_OUT.value + ".json", summary)
+  metric_writer.write_json(_OUT.value + ".json", summary)
   with open(_OUT.value + ".md", "w") as f:
     f.write("Held-out, after warm-up SFT\n\n" + evaluation.markdown_table(grpo["before"])
             + "\n\nHeld-out, after UniGRPO\n\n" + evaluation.markdown_table(grpo["after"])

@@ -13,7 +13,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from unigrpo_jax import evaluate as evaluation
+from unigrpo_jax import evaluation
 from unigrpo_jax import metric_writer
 from unigrpo_jax.train import experiment, sft_stage
 
@@ -34,7 +34,7 @@ def main(argv):
     shutil.copy(os.path.join(workdir, "sft", "samples.png"), _OUT.value + ".png")
   result.update(wall_s=time.time() - t_start, seed=cfg.seed,
                 batch_size=cfg.sft_data.batch_size)
-  experiment.write_json(_OUT.value + ".json", result)
+  metric_writer.write_json(_OUT.value + ".json", result)
   with open(_OUT.value + ".md", "w") as f:
     f.write("Before SFT\n\n" + evaluation.markdown_table(result["before"]) + "\n\nAfter SFT\n\n"
             + evaluation.markdown_table(result["after"]) + "\n")

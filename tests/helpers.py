@@ -1,11 +1,12 @@
 """Shared tiny configurations: every test model is a few thousand parameters, compiled once.
 (Imported by name from the tests; the `tiny` fixture is registered in conftest.py.)"""
+import functools
 import os
 
 import jax
 
 from unigrpo_jax.model import ModelSpec, init_params
-from unigrpo_jax.sampling import RolloutSpec
+from unigrpo_jax.sampling import RolloutSpec, score_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 TOKENS = dict(pad_id=0, eos_id=1, image_start_id=2, image_end_id=3)
@@ -31,6 +32,13 @@ def tiny_rollout(**overrides) -> RolloutSpec:
             sde_window=(0, 3), **TOKENS)
   kw.update(overrides)
   return RolloutSpec(**kw)
+
+
+def scorer(model, spec: RolloutSpec, group_size: int = 1):
+  """`score_trajectory(params, traj)` for `model` and `spec`, jitted: run eagerly, scoring
+  dispatches (and compiles) each of its ops on its own."""
+  return jax.jit(functools.partial(score_trajectory, model=model, spec=spec,
+                                   group_size=group_size))
 
 
 def lively_params(spec: ModelSpec, seed: int = 0):

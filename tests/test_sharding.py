@@ -28,6 +28,8 @@ def sharded_results():
   return [json.loads(line) for line in out.stdout.strip().splitlines()[-len(MESHES):]]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("sharded")
 @pytest.mark.parametrize("index", range(len(MESHES)))
 def test_sharded_rollout_and_update_equal_single_device(sharded_results, index):
   result = sharded_results[index]

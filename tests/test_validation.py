@@ -1,6 +1,5 @@
 """Every start-up rule fails before anything compiles, with a message naming the config field."""
 import json
-import os
 import subprocess
 import sys
 
@@ -119,6 +118,11 @@ def test_unknown_stage_sft_kind_and_family():
         r"config\.sft_data\.mix names unknown kinds \['video'\]")
 
 
+def test_evaluation_settings_are_named():
+  fails(config(eval__every=0), r"config\.eval\.every must be a positive integer, got 0")
+  fails(config(eval__grid_prompts=-1), r"config\.eval\.grid_prompts must be a positive integer")
+
+
 def test_optimizer_settings_are_named():
   fails(config(rl_optim__schedule="linear"), r"config\.rl_optim: .*schedule 'linear'")
   fails(config(sft_optim__warmup_steps=12),
@@ -175,6 +179,7 @@ def test_workdir_without_checkpoints_takes_any_config(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["model"]["width"] == 64
 
 
+@pytest.mark.slow
 def test_main_stops_at_a_config_error_before_building_anything(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "unigrpo_jax.main", "--config=configs/shapeworld.py:tiny",

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from unigrpo_jax import validation, visualize
-from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
+from unigrpo_jax import metric_writer, validation, visualize
+from unigrpo_jax.model import ModelSpec, UnifiedTransformer, count_params, init_params
 from unigrpo_jax.sampling import RolloutSpec, make_rollout, score_trajectory
 from unigrpo_jax.train import experiment, grpo_stage, sft_stage
 from unigrpo_jax.train.faults import NonFiniteError
@@ -78,7 +78,7 @@ def rollout_stage(config, workdir: str, guard: Guard) -> dict:
       mean_step_logp=float(np.asarray(traj.step_logp)[step_mask].mean()),
       max_abs_log_ratio=float(max(token_gap.max(initial=0.0), step_gap.max(initial=0.0))),
       first_call_s=first_s, rollout_s=steady_s,
-      params=int(sum(x.size for x in jax.tree.leaves(params))))
+      params=count_params(params))
 
 
 def training_stage(module):
@@ -118,8 +118,7 @@ def main(argv):
       except NonFiniteError as e:
         sys.exit(f"error: {e}")
   results["wall_s"] = time.time() - t0
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  metric_writer.write_json(os.path.join(workdir, "results.json"), results)
   print(json.dumps({stage: r["after"]["overall"] if isinstance(r, dict) and "after" in r else r
                     for stage, r in results.items()}, indent=1))
 

@@ -1,6 +1,7 @@
 """Where training numbers go: TensorBoard scalars (tensorboardX) and a JSON-lines log, one
-record per logged step, under a stage's folder. The JSON lines are what scripts and tests read
-back; TensorBoard is for people."""
+record per logged step, under a stage's folder; and the whole JSON files a run writes (results,
+the config it ran with). The JSON lines are what scripts and tests read back; TensorBoard is
+for people."""
 import json
 import os
 
@@ -26,6 +27,13 @@ class MetricWriter:
   def close(self):
     self.summary.close()
     self.lines.close()
+
+
+def write_json(path: str, value):
+  """Writes `value` as indented JSON to `path`, making its folder."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(value, f, indent=1)
 
 
 def read(logdir: str) -> list[dict]:

@@ -2,8 +2,9 @@
 compiles. Every failure is a ConfigError (a ValueError) whose message names the config field:
 
   * each section a stage uses builds its spec — `model` (image size vs patch size, heads vs KV
-    heads, dtypes), `rollout` + `tokens`, and for training `loss` (loss and KL names, listing
-    the known ones), the optimizers, the update passes; unknown fields are named;
+    heads, dtypes), `rollout` + `tokens`, and for training `eval`, `loss` (loss and KL names,
+    listing the known ones), `advantages`, the optimizers, the update passes; unknown fields
+    are named;
   * `mesh` fits the devices; the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
     groups and, like `sft_data.batch_size`, divides over the data axes;
   * `stages`, `data.families`, `rl.task`, `rl.families` (the task's), `advantages.kind`,
@@ -27,9 +28,10 @@ import os
 
 import jax
 
-from unigrpo_jax import rewards, sharding
+from unigrpo_jax import metric_writer, rewards, sharding
 from unigrpo_jax.convert import qwen2
 from unigrpo_jax.data import prompts, tokenizer as tokenizer_lib
+from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax.model import ModelSpec
 from unigrpo_jax.optim import OptimizerSpec
 from unigrpo_jax.rl import LossSpec, UpdateSpec
@@ -110,6 +112,8 @@ def validate(config, num_devices: int | None = None, *,
       OptimizerSpec(**config[name])
     except (KeyError, TypeError, ValueError) as e:
       raise ConfigError(f"config.{name}: {e}") from e
+  _check_fields(EvalSpec, config.eval, "eval")
+  EvalSpec(**config.eval)
   if "grpo" in training:
     _check_fields(LossSpec, config.loss, "loss")
     LossSpec(**config.loss)
@@ -176,6 +180,4 @@ def check_workdir(config, workdir: str):
       raise ConfigError(f"workdir {workdir} holds a run whose config differs in fields a resume "
                         f"cannot change — {diffs}. Use another --workdir or the run's values "
                         f"(may change on resume: {', '.join(RESUMABLE)})")
-  os.makedirs(workdir, exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(requested, f, indent=1)
+  metric_writer.write_json(path, requested)

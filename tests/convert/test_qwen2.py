@@ -5,6 +5,7 @@ Each case builds a tiny random `Qwen2ForCausalLM` from a config (no download), s
 in float32; a greedy KV-cached rollout must produce `generate`'s tokens. Needs the optional
 `torch` test extra (`.ci/run` installs it).
 """
+import functools
 import json
 import os
 import shutil
@@ -56,15 +57,20 @@ def our_spec(hf_config, **overrides) -> ModelSpec:
   return ModelSpec(**fields)
 
 
-def text_logits(spec, params, tokens):
-  """Our full-sequence text logits (B, T, V): causal mask, positions 0…T−1, text route."""
+@functools.partial(jax.jit, static_argnums=0)
+def _text_logits(spec, params, tokens):
   model = UnifiedTransformer(spec)
   b, t = tokens.shape
   h = model.apply({"params": params}, tokens, method=model.embed_tokens)
   mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
   pos = jnp.broadcast_to(jnp.arange(t), (b, t))
   h, _ = model.apply({"params": params}, h, pos, mask, route=TEXT)
-  return np.asarray(model.apply({"params": params}, h, method=model.logits))
+  return model.apply({"params": params}, h, method=model.logits)
+
+
+def text_logits(spec, params, tokens):
+  """Our full-sequence text logits (B, T, V): causal mask, positions 0…T−1, text route."""
+  return np.asarray(_text_logits(spec, params, tokens))
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -228,6 +234,9 @@ from test_qwen2 import our_spec
 from unigrpo_jax import sharding
 from unigrpo_jax.convert import qwen2
 from unigrpo_jax.model import init_params, param_logical_axes
+
+# Golden checks against PyTorch and runs of `main`; the module's checkpoints are made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("qwen2")]
 assert jax.device_count() == 8
 path = sys.argv[1]
 spec = our_spec(qwen2.read_config(path))

@@ -10,6 +10,8 @@ from unigrpo_jax.data.detector import detect
 from unigrpo_jax.data.tfds_shapeworld import prepare
 from unigrpo_jax.train import tasks
 
+pytestmark = pytest.mark.xdist_group("data")  # one built data set for the module
+
 CONFIG = dict(num_train=48, num_heldout=12, seed=3, heldout_fraction=0.2)
 
 

@@ -7,6 +7,7 @@ import pytest
 from unigrpo_jax.data import prompts, tokenizer
 
 
+@pytest.mark.slow
 def test_shipped_tokenizer_is_a_deterministic_fresh_build():
   shipped = json.load(open(tokenizer.PATH))
   assert json.loads(tokenizer.build().to_str()) == shipped

@@ -1,12 +1,13 @@
 """Benchmarks and the entry point keep running (tiny overrides; no timing is asserted)."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # each test runs a script in a subprocess
 
 
 
@@ -96,6 +97,7 @@ def test_dry_run_of_the_qwen2_5_configs(variant, devices, mesh):
   assert result["gib_per_device"]["total"] < 16  # well inside one chip's HBM
 
 
+@pytest.mark.xdist_group("tiny_main_job")
 def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
   """From the tiny main job's SFT checkpoint and data (the script's --sft_params path)."""
   main_workdir, main = tiny_main_job
@@ -115,6 +117,7 @@ def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
   assert out.with_suffix(".md").read_text().count("\n") == 2 + 2
 
 
+@pytest.mark.xdist_group("tiny_main_job")
 def test_main_job_table_reads_the_finished_job(tmp_path, tiny_main_job):
   """The main result's JSON and markdown come from the job's results.json; a second run with
   the same seed is refused rather than averaged in."""

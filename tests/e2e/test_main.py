@@ -1,14 +1,17 @@
 """The main job end to end on the smallest variant: SFT then GRPO, with everything it writes."""
 import json
-import os
 import subprocess
 import sys
+
+import pytest
 
 from helpers import ROOT
 from unigrpo_jax import metric_writer
 
+pytestmark = pytest.mark.slow  # runs of `main` in subprocesses
 
 
+@pytest.mark.xdist_group("tiny_main_job")
 def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tiny_main_job):
   tmp_path, out = tiny_main_job
   assert out.returncode == 0, out.stderr[-4000:]

@@ -15,6 +15,9 @@ import pytest
 from helpers import ROOT
 from unigrpo_jax import metric_writer
 
+# Real training subprocesses; the module's runs share one data folder and one reference run.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]
+
 STEPS = 24
 
 

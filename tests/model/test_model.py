@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import lively_params, tiny_rollout, tiny_spec
+from helpers import lively_params, scorer, tiny_rollout, tiny_spec
 from unigrpo_jax.model import (IMAGE, TEXT, ModelSpec, SequenceLayout, StackParams,
                                UnifiedTransformer, for_decoding, init_params, param_logical_axes)
 from unigrpo_jax.model.masks import attention_mask
-from unigrpo_jax.sampling import make_rollout, score_trajectory
+from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.sampling.forward import image_velocity, run_slots
 
 
@@ -84,7 +84,7 @@ def test_noised_blocks_are_invisible_and_clean_images_condition_later_text(tiny)
   model, params = tiny
   spec = tiny_rollout(temperature=1.0)
   traj = _two_round_trajectory(model, params, spec)
-  score = jax.jit(lambda p, t: score_trajectory(p, t, model=model, spec=spec))
+  score = scorer(model, spec)
   base = score(params, traj)
   # Every noised state x_{t_j}, j < N, changed: no token log-prob moves.
   noised = traj.latents.at[:, :, :-1].add(1.0)
@@ -114,6 +114,7 @@ def test_image_block_attention_is_bidirectional(tiny):
   _, cache = run_slots(model, stacked, h, 0, valid,
                        blocks, prompt_mask, stacked.empty_cache(model.spec, b, layout.length))
 
+  @jax.jit
   def velocity(x):
     return image_velocity(model, stacked, x, 0.5, layout.image_start(0), valid, blocks,
                           prompt_mask, cache)
@@ -130,7 +131,7 @@ def test_mot_generation_weights_touch_only_image_tokens(tiny):
   model, params = tiny
   spec = tiny_rollout(temperature=1.0)
   traj = _two_round_trajectory(model, params, spec)
-  score = jax.jit(lambda p, t: score_trajectory(p, t, model=model, spec=spec))
+  score = scorer(model, spec)
   other = dict(params)
   other["layers"] = dict(params["layers"])
   other["layers"]["image"] = jax.tree.map(lambda w: w + 0.05, params["layers"]["image"])
@@ -194,8 +195,8 @@ def test_scanned_and_looped_layers_score_alike(tiny):
   spec = tiny_rollout()
   traj = _two_round_trajectory(model, params, spec)
   scanned = UnifiedTransformer(dataclasses.replace(model.spec, scan_layers=True))
-  a = score_trajectory(params, traj, model=model, spec=spec)
-  b = score_trajectory(params, traj, model=scanned, spec=spec)
+  a = scorer(model, spec)(params, traj)
+  b = scorer(scanned, spec)(params, traj)
   for key in ("token_logp", "step_logp", "velocity"):
     np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), atol=2e-5, rtol=1e-5)
 
@@ -216,7 +217,7 @@ def test_x0_prediction_head_gives_the_velocity_of_its_clean_image():
   # The on-policy identity holds for this head too.
   rollout = tiny_rollout()
   traj = _two_round_trajectory(model, params, rollout)
-  score = score_trajectory(params, traj, model=model, spec=rollout)
+  score = scorer(model, rollout)(params, traj)
   sm = np.asarray(traj.step_mask)
   np.testing.assert_allclose(np.asarray(score["step_logp"])[sm], np.asarray(traj.step_logp)[sm],
                              atol=1e-5)

@@ -5,7 +5,7 @@ import pytest
 
 from unigrpo_jax.data import shapeworld
 from unigrpo_jax.data.prompts import Clause, Prompt
-from unigrpo_jax.rewards import evaluate
+from unigrpo_jax.rewards import score_batch
 from unigrpo_jax.rewards.interleaved import segment
 
 O = shapeworld.Object
@@ -31,8 +31,8 @@ def score(rounds, imgs):
   text = "\n".join(rounds)
   whole = {f"interleaved_{n}": 1.0 for n in NAMES + ("geneval",)}
   steps = {f"interleaved_{n}_steps": 1.0 for n in NAMES}
-  _, w = evaluate(whole, imgs, [text], [META])
-  _, s = evaluate(steps, imgs, [text], [META], per_step=True)
+  _, w = score_batch(whole, imgs, [text], [META])
+  _, s = score_batch(steps, imgs, [text], [META], per_step=True)
   return ({n: float(w[f"interleaved_{n}"][0]) for n in NAMES + ("geneval",)},
           {n: s[f"interleaved_{n}_steps"][0].tolist() for n in NAMES})
 
@@ -57,8 +57,8 @@ def test_how_to_story_credits_the_recipe_step_by_step():
     text = "\n".join([steps_text[i] for i in order] + ["[EOS]"])
     objects = [[base, roof][i] for i in order]
     imgs = images(objects[:1], objects)
-    _, w = evaluate({"interleaved_score": 1.0}, imgs, [text], [meta])
-    _, s = evaluate({"interleaved_relevance_steps": 1.0}, imgs, [text], [meta], per_step=True)
+    _, w = score_batch({"interleaved_score": 1.0}, imgs, [text], [meta])
+    _, s = score_batch({"interleaved_relevance_steps": 1.0}, imgs, [text], [meta], per_step=True)
     return float(w["interleaved_score"][0]), s["interleaved_relevance_steps"][0].tolist()
 
   assert run([0, 1]) == (1.0, [0.5, 0.5, 0, 0])
@@ -114,7 +114,7 @@ def test_story_that_uses_every_round_needs_no_eos():
   text = "\n".join(f"<plan> red circle at {r} 0 </plan> <img>" for r in range(4))
   imgs = np.stack([shapeworld.render(shapeworld.Scene(tuple(circles[:r + 1])))
                    for r in range(4)])[None]
-  _, w = evaluate({"interleaved_structure": 1.0, "interleaved_relevance": 1.0,
+  _, w = score_batch({"interleaved_structure": 1.0, "interleaved_relevance": 1.0,
                    "interleaved_geneval": 1.0}, imgs, [text], [meta])
   assert {k: float(v[0]) for k, v in w.items()} == {
       "interleaved_structure": 1.0, "interleaved_relevance": 1.0, "interleaved_geneval": 1.0}
@@ -130,8 +130,8 @@ def test_partial_alignment_credits_partly_right_images():
   weights = {"interleaved_alignment_partial_steps": 1.0}
   right = images([CIRCLE], [CIRCLE, SQUARE])
   wrong_colour = images([O("circle", "green", 0, 0)], [CIRCLE, O("square", "green", 2, 2)])
-  _, good = evaluate(weights, right, [text], [META], per_step=True)
-  _, part = evaluate(weights, wrong_colour, [text], [META], per_step=True)
+  _, good = score_batch(weights, right, [text], [META], per_step=True)
+  _, part = score_batch(weights, wrong_colour, [text], [META], per_step=True)
   good, part = good["interleaved_alignment_partial_steps"][0], part[
       "interleaved_alignment_partial_steps"][0]
   np.testing.assert_allclose(good, [1, 1, 0, 0])

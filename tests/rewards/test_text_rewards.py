@@ -4,7 +4,7 @@ import pytest
 
 from unigrpo_jax.data import shapeworld
 from unigrpo_jax.data.prompts import Clause, Prompt, parse_plan
-from unigrpo_jax.rewards import evaluate
+from unigrpo_jax.rewards import score_batch
 
 O = shapeworld.Object
 PROMPT = Prompt("a photo of a red circle left of a square", "position",
@@ -19,7 +19,7 @@ def _image(*objects):
 def _scores(texts, images):
   meta = [{"prompt": PROMPT.to_json(), "grid": 4}] * len(texts)
   weights = {"structure": 1.0, "text_relevance": 1.0, "visual_text_alignment": 1.0}
-  return evaluate(weights, np.stack(images), texts, meta)[1]
+  return score_batch(weights, np.stack(images), texts, meta)[1]
 
 
 def test_plan_parsing():

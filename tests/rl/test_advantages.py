@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unigrpo_jax.rewards import evaluate
+from unigrpo_jax.rewards import score_batch
 from unigrpo_jax.rewards.registry import RewardError
 from unigrpo_jax.rl import advantages as adv
 
@@ -84,11 +84,11 @@ def test_reward_functions_are_checked_and_named():
   good = lambda images, texts, meta: np.arange(3.0)  # noqa: E731
   fns = {"good": good, "nan": lambda *a: np.array([0.0, np.nan, 1.0]),
          "short": lambda *a: np.zeros(2), "boom": lambda *a: 1 / 0}
-  total, scores = evaluate({"good": 2.0}, images, texts, [{}] * 3, functions=fns)
+  total, scores = score_batch({"good": 2.0}, images, texts, [{}] * 3, functions=fns)
   np.testing.assert_allclose(total, [0.0, 2.0, 4.0])
   for name, message in (("nan", r"reward 'nan' returned non-finite values at \[\[1\]\]"),
                         ("short", r"reward 'short' returned shape \(2,\), expected \(batch,\)"),
                         ("boom", r"reward 'boom' raised ZeroDivisionError"),
                         ("missing", r"unknown rewards \['missing'\]")):
     with pytest.raises(RewardError, match=message):
-      evaluate({name: 1.0}, images, texts, [{}] * 3, functions=fns)
+      score_batch({name: 1.0}, images, texts, [{}] * 3, functions=fns)

@@ -1,10 +1,12 @@
 """The jitted rollout: on-policy identity, stopping rules, determinism, ODE mode, bad input."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import TOKENS, lively_params, tiny_rollout, tiny_spec
+from helpers import TOKENS, lively_params, scorer, tiny_rollout, tiny_spec
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.sampling import make_rollout, score_trajectory, sde
 
@@ -28,7 +30,7 @@ def test_recomputed_log_probs_equal_the_rollout(tiny, overrides, model_overrides
   spec = tiny_rollout(**overrides)
   tokens, mask = _prompts()
   traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(7))
-  score = jax.jit(lambda p, t: score_trajectory(p, t, model=model, spec=spec))(params, traj)
+  score = scorer(model, spec)(params, traj)
   tm, sm = np.asarray(traj.token_mask), np.asarray(traj.step_mask)
   assert tm.sum() > 0 and sm.sum() > 0
   np.testing.assert_allclose(np.asarray(score["token_logp"])[tm], np.asarray(traj.token_logp)[tm],
@@ -119,7 +121,7 @@ def test_ode_mode_is_deterministic_euler(tiny):
   np.testing.assert_array_equal(np.asarray(traj.step_logp), 0.0)
   # Each recorded transition is the Euler step of the velocity the scorer recomputes.
   sde_spec = tiny_rollout(temperature=0.0, sde_window=None, noise_level=0.0)
-  score = score_trajectory(params, traj, model=model, spec=sde_spec)
+  score = scorer(model, sde_spec)(params, traj)
   grid = traj.timesteps
   for j in range(spec.num_steps):
     want = sde.ode_step(traj.latents[:, 0, j], score["velocity"][:, 0, j], grid[j], grid[j + 1])
@@ -150,7 +152,7 @@ def test_text_only_rollout(tiny):
   tokens, mask = _prompts()
   traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(7))
   assert not np.asarray(traj.image_mask).any() and not np.asarray(traj.step_mask).any()
-  score = jax.jit(lambda p, t: score_trajectory(p, t, model=model, spec=spec))(params, traj)
+  score = scorer(model, spec)(params, traj)
   tm = np.asarray(traj.token_mask)
   np.testing.assert_allclose(np.asarray(score["token_logp"])[tm], np.asarray(traj.token_logp)[tm],
                              atol=1e-5, rtol=1e-5)
@@ -173,11 +175,15 @@ def test_cfg_unconditional_branch_ignores_prompt_and_text(tiny):
   other = traj.replace(prompt_tokens=(traj.prompt_tokens + 5) % 48)
   x = jax.random.normal(jax.random.key(3), traj.images[:, 0].shape)
 
-  def velocity(t, scale, uncond=False):
+  @functools.partial(jax.jit, static_argnums=(1, 2))
+  def jitted_velocity(t, scale, uncond):
     context = encode(params, t, model=model, spec=spec).context
     valid = unconditional(t.valid, blocks) if uncond else t.valid
-    return np.asarray(guided_velocity(model, context.params, x, 0.5, layout.image_start(0),
-                                      valid, blocks, t.prompt_mask, context.cache, scale))
+    return guided_velocity(model, context.params, x, 0.5, layout.image_start(0), valid, blocks,
+                           t.prompt_mask, context.cache, scale)
+
+  def velocity(t, scale, uncond=False):
+    return np.asarray(jitted_velocity(t, scale, uncond))
 
   np.testing.assert_allclose(velocity(traj, 1.0, uncond=True),
                              velocity(other, 1.0, uncond=True), atol=1e-6)
@@ -186,6 +192,7 @@ def test_cfg_unconditional_branch_ignores_prompt_and_text(tiny):
   np.testing.assert_allclose(velocity(traj, 3.0), v_u + 3.0 * (v_c - v_u), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_prompt_encoded_once_per_group_scores_like_every_row(scan_layers):
   """Rollout and scoring with `group_size` (each group's prompt run once, its keys/values
@@ -208,7 +215,7 @@ def test_prompt_encoded_once_per_group_scores_like_every_row(scan_layers):
   def score(p, group_size):
     return score_trajectory(p, traj, model=model, spec=rollout, group_size=group_size)
 
-  want, got = score(params, 1), score(params, 3)
+  want, got = (jax.jit(score, static_argnums=1)(params, g) for g in (1, 3))
   for key in want:
     np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), atol=2e-6,
                                rtol=1e-5, err_msg=key)
@@ -217,6 +224,6 @@ def test_prompt_encoded_once_per_group_scores_like_every_row(scan_layers):
     s = score(p, group_size)
     return jnp.sum(s["token_logp"]) + jnp.sum(s["step_logp"]) + jnp.sum(s["velocity"] ** 2)
 
-  grads = [jax.grad(total)(params, g) for g in (1, 3)]
+  grads = [jax.jit(jax.grad(total), static_argnums=1)(params, g) for g in (1, 3)]
   for a, b in zip(*map(jax.tree.leaves, grads)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)

@@ -1,4 +1,5 @@
 """Warm-up SFT: the loss is what it says, a short run lowers both losses; the evaluator runs."""
+import functools
 import json
 
 import jax
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import TOKENS
-from unigrpo_jax import evaluate as evaluation
+from unigrpo_jax import evaluation
 from unigrpo_jax.data import prompts, shapeworld, tokenizer
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
 from unigrpo_jax.optim import OptimizerSpec, init_train_state, make_optimizer
@@ -19,6 +20,11 @@ SPEC = ModelSpec(vocab_size=64, width=32, depth=2, num_heads=4, num_kv_heads=2, 
 ROLLOUT = RolloutSpec(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=4, **TOKENS)
 OPTIM = dict(learning_rate=3e-3, schedule="constant", warmup_steps=0, total_steps=100, b1=0.9,
              b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
+
+
+def jitted_loss(model, rollout, sft):
+  """`sft_loss(params, batch, key)` jitted (run eagerly it compiles every op on its own)."""
+  return jax.jit(functools.partial(sft_loss, model=model, rollout=rollout, sft=sft))
 
 
 def _examples(n, seed=0):
@@ -45,8 +51,7 @@ def test_text_loss_is_the_cross_entropy_of_the_target_tokens():
   model = UnifiedTransformer(SPEC)
   params = init_params(SPEC, jax.random.key(0))
   batch = t2i_batch(_examples(4), tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
-  _, metrics = sft_loss(params, batch, jax.random.key(1), model=model, rollout=ROLLOUT,
-                        sft=SFTSpec())
+  _, metrics = jitted_loss(model, ROLLOUT, SFTSpec())(params, batch, jax.random.key(1))
   # Fresh embeddings are N(0, 0.02²): the logits are nearly uniform, CE ≈ log V.
   assert abs(float(metrics["text_ce"]) - np.log(SPEC.vocab_size)) < 0.05
   # The flow target of a zero-velocity model: E‖x1 − x0‖² = 1 + E x0².
@@ -80,8 +85,8 @@ def test_short_sft_lowers_both_losses_and_evaluates():
   assert last[1] < 0.9 * first[1], history
   spec = RolloutSpec(prompt_len=12, max_text_tokens=28, mode="ode", temperature=0.0,
                      num_steps=4, **TOKENS)
-  results = evaluation.evaluate(state.params, data[:12], model=model, spec=spec, tokenizer=tok,
-                                grid=4, batch_size=6)
+  results = evaluation.score_examples(state.params, data[:12], model=model, spec=spec,
+                                      tokenizer=tok, grid=4, batch_size=6)
   assert set(results["per_family"]) == set(prompts.FAMILIES) and results["n"] == 12
   for name in evaluation.REWARDS:
     assert 0.0 <= results["overall"][name] <= 1.0
@@ -112,8 +117,8 @@ def test_understanding_batches_condition_the_caption_on_the_image():
     ex["caption"] = "there is a red circle at 0 0"
   batch = understanding_batch(data, tokenizer=tok, rollout=rollout, model_spec=SPEC)
   assert not np.asarray(batch.token_mask)[:, 0].any() and np.asarray(batch.token_mask)[:, 1].any()
-  loss = lambda b: sft_loss(params, b, jax.random.key(0), model=model, rollout=rollout,  # noqa
-                            sft=SFTSpec())[1]
+  loss_fn = jitted_loss(model, rollout, SFTSpec())
+  loss = lambda b: loss_fn(params, b, jax.random.key(0))[1]  # noqa: E731
   metrics = loss(batch)
   assert float(metrics["flow_mse"]) == 0.0  # context image only: no flow loss
   assert abs(float(metrics["text_ce"]) - np.log(SPEC.vocab_size)) < 0.05
@@ -132,8 +137,8 @@ def test_condition_dropout_hides_prompt_and_plan_from_the_image():
   batch = t2i_batch(_examples(4), tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
   other = batch.replace(prompt_tokens=(np.asarray(batch.prompt_tokens) + 3) % 40 + 8,
                         tokens=(np.asarray(batch.tokens) + 3) % 40 + 8)
-  flow = lambda b, p: float(sft_loss(params, b, jax.random.key(2), model=model,  # noqa: E731
-                                     rollout=ROLLOUT, sft=SFTSpec(cfg_dropout=p))[1]["flow_mse"])
+  flow = lambda b, p: float(jitted_loss(model, ROLLOUT, SFTSpec(cfg_dropout=p))(  # noqa: E731
+      params, b, jax.random.key(2))[1]["flow_mse"])
   assert flow(batch, 0.0) != flow(other, 0.0)
   assert abs(flow(batch, 1 - 1e-7) - flow(other, 1 - 1e-7)) < 1e-6
   with pytest.raises(ValueError, match=r"sft\.cfg_dropout must be in \[0, 1\)"):
@@ -150,8 +155,8 @@ def test_prompt_dropout_hides_the_prompt_and_only_the_prompt_from_the_image():
   text = np.zeros(layout.length, bool)
   text[layout.text_start(0):layout.image_start(0)] = True
   no_text = batch.replace(valid=np.asarray(batch.valid) & ~text)
-  flow = lambda b, **kw: float(sft_loss(params, b, jax.random.key(2), model=model,  # noqa: E731
-                                        rollout=ROLLOUT, sft=SFTSpec(**kw))[1]["flow_mse"])
+  flow = lambda b, **kw: float(jitted_loss(model, ROLLOUT, SFTSpec(**kw))(  # noqa: E731
+      params, b, jax.random.key(2))[1]["flow_mse"])
   almost = 1 - 1e-7
   # Without the plan in view, hiding the prompt leaves only the image: condition dropout.
   assert abs(flow(no_text, prompt_dropout=almost) - flow(no_text, cfg_dropout=almost)) < 1e-6
@@ -187,8 +192,8 @@ def test_interleaved_batches_build_the_scene_one_object_per_round():
   assert valid[layout.image_end_slot(0)] and valid[layout.image_end_slot(1)]
   assert not valid[layout.image_start(2):layout.image_start(2) + SPEC.image_tokens].any()
   # Trains: the loss is finite and both kinds of term are on.
-  _, metrics = sft_loss(init_params(SPEC, jax.random.key(0)), batch, jax.random.key(1),
-                        model=UnifiedTransformer(SPEC), rollout=rollout, sft=SFTSpec())
+  _, metrics = jitted_loss(UnifiedTransformer(SPEC), rollout, SFTSpec())(
+      init_params(SPEC, jax.random.key(0)), batch, jax.random.key(1))
   assert float(metrics["text_ce"]) > 0 and float(metrics["flow_mse"]) > 0
   with pytest.raises(ValueError, match=r"more rounds than sft_data\.interleaved_rounds = 1"):
     interleaved_batch([ex], tokenizer=tok, model_spec=SPEC, grid=4,

@@ -2,5 +2,5 @@
 from unigrpo_jax.model.layout import SequenceLayout
 from unigrpo_jax.model.spec import ModelSpec
 from unigrpo_jax.model.stack import StackParams, for_decoding, for_training, run_blocks
-from unigrpo_jax.model.transformer import (IMAGE, TEXT, UnifiedTransformer, init_params,
-                                           param_logical_axes)
+from unigrpo_jax.model.transformer import (IMAGE, TEXT, UnifiedTransformer, count_params,
+                                           init_params, param_logical_axes)

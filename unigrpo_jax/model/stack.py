@@ -6,9 +6,9 @@ sharding rules and training use that form). A pass runs them either stacked, as 
 over the layers, or looped, as a Python loop over per-layer slices with one (k, v) cache per
 layer (docs/design.md §5):
 
-  * `for_training(params, spec)`: stacked when `spec.scan_layers`, else looped — for
+  * `for_training(params, model_spec)`: stacked when `model_spec.scan_layers`, else looped — for
     teacher-forced passes that take gradients;
-  * `for_decoding(params, spec)`: always looped, the kernels cast once to the matmul operand
+  * `for_decoding(params, model_spec)`: always looped, the kernels cast once to the matmul operand
     dtype — for the rollout, whose decode loop would otherwise re-slice every layer's
     weights at every token (MaxText's unscanned inference checkpoints, made on the fly).
 
@@ -34,15 +34,15 @@ class StackParams:
   tree: dict
   looped: bool = flax.struct.field(pytree_node=False)
 
-  def empty_cache(self, spec: ModelSpec, batch: int, length: int):
+  def empty_cache(self, model_spec: ModelSpec, batch: int, length: int):
     """A zeroed KV cache of this form in the model dtype: looped, a tuple of `depth` (k, v)
     pairs of (B, K, L, D); stacked, one (k, v) pair of (depth, B, K, L, D)."""
-    shape = (batch, spec.num_kv_heads, length, spec.head_dim)
+    s = model_spec
+    shape = (batch, s.num_kv_heads, length, s.head_dim)
     if self.looped:
-      return tuple((jnp.zeros(shape, spec.dtype), jnp.zeros(shape, spec.dtype))
-                   for _ in range(spec.depth))
-    shape = (spec.depth,) + shape
-    return (jnp.zeros(shape, spec.dtype), jnp.zeros(shape, spec.dtype))
+      return tuple((jnp.zeros(shape, s.dtype), jnp.zeros(shape, s.dtype)) for _ in range(s.depth))
+    shape = (s.depth,) + shape
+    return (jnp.zeros(shape, s.dtype), jnp.zeros(shape, s.dtype))
 
 
 def _unstack(params):
@@ -52,16 +52,17 @@ def _unstack(params):
   return {**params, "layers": layers}
 
 
-def for_training(params, spec: ModelSpec) -> StackParams:
-  """Stored parameters → the form of a teacher-forced pass (`spec.scan_layers` decides)."""
-  if spec.scan_layers:
+def for_training(params, model_spec: ModelSpec) -> StackParams:
+  """Stored parameters → the form of a teacher-forced pass (`scan_layers` decides)."""
+  if model_spec.scan_layers:
     return StackParams(params, looped=False)
   return StackParams(_unstack(params), looped=True)
 
 
-def for_decoding(params, spec: ModelSpec) -> StackParams:
+def for_decoding(params, model_spec: ModelSpec) -> StackParams:
   """Stored parameters → the form of a rollout: looped, kernels in the matmul operand dtype."""
-  return StackParams(cast_kernels(_unstack(params), spec.matmul_operand_dtype), looped=True)
+  return StackParams(cast_kernels(_unstack(params), model_spec.matmul_operand_dtype),
+                     looped=True)
 
 
 def run_blocks(model: UnifiedTransformer, params: StackParams, h, positions, mask, cache=None,

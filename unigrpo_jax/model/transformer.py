@@ -17,6 +17,7 @@ attention is shared. `route=TEXT|IMAGE` picks one set statically (the rollout kn
 kind each call holds, so it pays for one set); `route=None` routes per token by `modality`.
 """
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -202,6 +203,11 @@ def init_params(spec: ModelSpec, key):
   """Fresh parameters (plain arrays) for `spec`; jitted, since an eager `init` dispatches (and
   compiles) every initialiser op one by one."""
   return nn.meta.unbox(_init_variables(spec, key)["params"])
+
+
+def count_params(params) -> int:
+  """Values in a parameter tree (of arrays or of ShapeDtypeStructs)."""
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(params))
 
 
 def param_logical_axes(spec: ModelSpec):

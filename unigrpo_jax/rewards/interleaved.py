@@ -2,7 +2,7 @@
 objects the prompt asks for), each step a sentence `<plan> object </plan> <img>` followed by the
 image of the scene so far; after step K the story ends (EOS) unless the rounds ran out.
 
-`texts[i]` is the decoded trajectory with one line per round (`evaluate.decode_texts`);
+`texts[i]` is the decoded trajectory with one line per round (`evaluation.decode_texts`);
 `images` (B, R, S, S, C); `metadata[i]` the prompt's JSON and the `grid`. Every reward comes
 twice: `interleaved_<name>` → (B,) for the whole trajectory, `interleaved_<name>_steps` →
 (B, R) per round (0 on rounds the trajectory does not reach):

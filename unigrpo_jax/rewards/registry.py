@@ -3,7 +3,7 @@
 A reward is a pure function `fn(images, texts, metadata) -> scores`: `images` (B, R, S, S, C)
 in [−1, 1], `texts` a list of B decoded strings (or token arrays), `metadata` a list of B
 per-prompt dicts; it returns (B,) float scores (or (B, J) per step, for process rewards).
-`evaluate` calls the configured rewards and stops the run with a message naming the reward
+`score_batch` calls the configured rewards and stops the run with a message naming the reward
 whenever one raises, returns the wrong shape, or (unless the caller skips such batches)
 returns a non-finite value.
 """
@@ -36,7 +36,7 @@ def check_names(names, functions=None, *, field: str = "the reward weights"):
     raise RewardError(f"unknown rewards {unknown} in {field}; known: {sorted(functions)}")
 
 
-def evaluate(weights: dict, images, texts, metadata, *, functions=None, per_step=False,
+def score_batch(weights: dict, images, texts, metadata, *, functions=None, per_step=False,
              allow_nonfinite=False):
   """Scores a batch with every reward named in `weights`.
 

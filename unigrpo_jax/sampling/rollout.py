@@ -101,7 +101,7 @@ class Phases:
     self.prompt_mask = prompt_mask
     self.layout = spec.layout(model.spec)
     self.blocks = jnp.asarray(self.layout.block_ids())
-    self.grid = sde.time_grid(spec.num_steps, spec.shift)
+    self.times = sde.time_grid(spec.num_steps, spec.shift)
     self.levels = jnp.asarray(np.where(spec.stochastic_steps(), spec.noise_level, 0.0),
                               jnp.float32)
 
@@ -176,20 +176,20 @@ class Phases:
     """
     cache, valid = state.cache, state.valid
     start = self.layout.image_start(r)
-    grid = self.grid
+    times = self.times
 
     def step(x, xs):
       t, t_next, level, j = xs
       v = guided_velocity(self.model, self.params, x, t, start, valid, self.blocks,
                           self.prompt_mask, cache, self.spec.cfg_scale)
       x_next, logp, _, _ = sde.sde_step(x, v, t, t_next, level,
-                                        key=jax.random.fold_in(sde_key, j), t_max=grid[1])
+                                        key=jax.random.fold_in(sde_key, j), t_max=times[1])
       return x_next, (x, logp)
 
     b = valid.shape[0]
     noise = jax.random.normal(noise_key, (b,) + self.model.spec.image_shape, jnp.float32)
     image, (visited, logp) = jax.lax.scan(
-        step, noise, (grid[:-1], grid[1:], self.levels, jnp.arange(self.spec.num_steps)))
+        step, noise, (times[:-1], times[1:], self.levels, jnp.arange(self.spec.num_steps)))
     return image, visited, logp
 
   def close(self, state: DecodeState, r: int, image) -> DecodeState:
@@ -238,7 +238,7 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
         step_mask=drawn[:, None] & trained[None], images=image, image_mask=drawn))
   stacked = {k: jnp.stack([rd[k] for rd in rounds], axis=1) for k in rounds[0]}
   return Trajectory(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
-                    timesteps=phases.grid, valid=state.valid, **stacked)
+                    timesteps=phases.times, valid=state.valid, **stacked)
 
 
 def make_rollout(model: UnifiedTransformer, spec: RolloutSpec, group_size: int = 1):

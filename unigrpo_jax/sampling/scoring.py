@@ -149,7 +149,7 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
   encoded = encode(params, traj, model=model, spec=spec, group_size=group_size)
   context = encoded.context
 
-  grid = traj.timesteps
+  times = traj.timesteps
   steps = np.flatnonzero(spec.stochastic_steps())
   step_logp = jnp.zeros(traj.step_logp.shape, jnp.float32)
   per_round = []
@@ -159,10 +159,10 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
 
     def one_step(j, start=start, latents=latents):
       x = latents[:, j]
-      v = guided_velocity(model, context.params, x, grid[j], start, traj.valid, blocks,
+      v = guided_velocity(model, context.params, x, times[j], start, traj.valid, blocks,
                           traj.prompt_mask, context.cache, spec.cfg_scale)
-      _, logp, mean, std = sde.sde_step(x, v, grid[j], grid[j + 1], spec.noise_level,
-                                        prev_sample=latents[:, j + 1], t_max=grid[1])
+      _, logp, mean, std = sde.sde_step(x, v, times[j], times[j + 1], spec.noise_level,
+                                        prev_sample=latents[:, j + 1], t_max=times[1])
       return logp, v, mean, jnp.broadcast_to(std, x.shape).reshape(b, -1)[:, 0]
 
     # (S_n, B), (S_n, B, S, S, C) ×2, (S_n, B)

@@ -8,18 +8,16 @@ divide over its mesh axes.
 """
 import copy
 import dataclasses
-import json
-import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image, ImageDraw
 from transformers import PreTrainedTokenizerFast
 
-from unigrpo_jax import evaluate as evaluation
+from unigrpo_jax import evaluation
+from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax import sharding, visualize
 from unigrpo_jax.convert import qwen2
 from unigrpo_jax.data import tokenizer as tokenizer_lib
@@ -44,7 +42,8 @@ class Experiment:
   param_shardings: dict
   abstract_params: dict  # ShapeDtypeStructs with their shardings: nothing allocated
   task: tasks.Task  # layout, prompts and evaluation rewards
-  eval_spec: RolloutSpec
+  eval: EvalSpec  # config.eval
+  eval_rollout: RolloutSpec  # the evaluation's sampler: ODE, greedy text
   sample: Callable[..., Trajectory]  # the jitted ODE rollout of the evaluation
   eval_examples: list[dict]
   train_examples: list[dict]  # training-split prompts scored the same way: the generalisation gap
@@ -79,29 +78,28 @@ class Experiment:
     """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the
     held-out prompts (or, with split="train", on `eval.train_prompts` training prompts)."""
     examples = self.eval_examples if split == "heldout" else self.train_examples
-    return evaluation.evaluate(params, examples, model=self.model,
-                               spec=self.eval_spec, tokenizer=self.tokenizer,
-                               grid=self.config.data.grid,
-                               batch_size=self.config.eval.batch_size, sample=self.sample,
-                               rewards=self.task.eval_rewards,
-                               step_rewards=self.task.eval_step_rewards,
-                               prefix=self.task.prefix)
+    return evaluation.score_examples(
+        params, examples, model=self.model, spec=self.eval_rollout, tokenizer=self.tokenizer,
+        grid=self.config.data.grid, batch_size=self.eval.batch_size,
+        sample=self.sample, rewards=self.task.eval_rewards,
+        step_rewards=self.task.eval_step_rewards, prefix=self.task.prefix)
 
   def save_samples(self, params, path: str):
     """A PNG of held-out samples: for each of the first `eval.grid_prompts` prompts, the
     image the model draws (ODE) beside the prompt and the plan it wrote — or, for
     multi-round tasks, the story as a strip: each round's image over its sentence."""
-    examples = self.eval_examples[:self.config.eval.grid_prompts]
+    examples = self.eval_examples[:self.eval.grid_prompts]
     texts = [with_prefix(ex["prompt"], self.task.prefix) for ex in examples]
-    batch = self.config.eval.batch_size
+    batch = self.eval.batch_size
     tokens, mask = encode_prompts((texts * batch)[:batch], self.tokenizer,
-                                  self.eval_spec.prompt_len)
+                                  self.eval_rollout.prompt_len)
     traj = self.sample(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
     plans = evaluation.decode_texts(traj, self.tokenizer)[:len(examples)]
-    if self.eval_spec.rounds > 1:
-      save_story_strips(np.asarray(traj.images[:len(examples)]), texts, plans, path)
+    if self.eval_rollout.rounds > 1:
+      visualize.save_story_strips(np.asarray(traj.images[:len(examples)]), texts, plans, path)
     else:
-      save_annotated_grid(np.asarray(traj.images[:len(examples), 0]), texts, plans, path)
+      visualize.save_annotated_grid(np.asarray(traj.images[:len(examples), 0]), texts, plans,
+                                    path)
 
 
 def build(config) -> Experiment:
@@ -109,8 +107,9 @@ def build(config) -> Experiment:
   model_spec = ModelSpec(**config.model)
   tok = tokenizer_lib.for_config(config)
   task = tasks.get(config)
-  eval_spec = task.rollout(config, mode="ode", temperature=0.0)
-  eval_spec.check_model(model_spec)
+  eval_settings = EvalSpec(**config.eval)
+  eval_rollout = task.rollout(config, mode="ode", temperature=0.0)
+  eval_rollout.check_model(model_spec)
   mesh = sharding.make_mesh(config.mesh)
   shapes = jax.eval_shape(lambda: init_params(model_spec, jax.random.key(0)))
   shardings = sharding.param_shardings(param_logical_axes(model_spec), mesh, shapes)
@@ -125,60 +124,16 @@ def build(config) -> Experiment:
     examples[split] = [{k: as_text(record[k]) for k in ("prompt", "family", "metadata")}
                        for record in map(source.__getitem__, range(len(source)))]
     check_prompt_lengths([with_prefix(ex["prompt"], task.prefix) for ex in examples[split]],
-                         tok, eval_spec.prompt_len, f"the {split} prompts of task {task.name}")
+                         tok, eval_rollout.prompt_len, f"the {split} prompts of task {task.name}")
 
   model = UnifiedTransformer(model_spec)
   return Experiment(config=config, model_spec=model_spec, model=model, tokenizer=tok,
                     data=builder, mesh=mesh, param_shardings=shardings,
                     abstract_params=sharding.with_shardings(shapes, shardings), task=task,
-                    eval_spec=eval_spec, sample=make_rollout(model, eval_spec),
-                    eval_examples=examples["heldout"][:config.eval.num_prompts],
-                    train_examples=examples["train"][:config.eval.train_prompts])
-
-
-def save_annotated_grid(images, prompts, plans, path: str, scale: int = 4, columns: int = 4):
-  """images (N, S, S, C) in [−1, 1], each over its prompt and plan text, `columns` a row."""
-  pixels = visualize.to_uint8(images)
-  n, size = len(pixels), pixels.shape[1] * scale
-  cell_w, text_h = max(size, 200), 40
-  rows = -(-n // columns)
-  canvas = Image.new("RGB", (columns * cell_w, rows * (size + text_h)), "white")
-  draw = ImageDraw.Draw(canvas)
-  for i in range(n):
-    x, y = (i % columns) * cell_w, (i // columns) * (size + text_h)
-    big = pixels[i].repeat(scale, axis=0).repeat(scale, axis=1)
-    canvas.paste(Image.fromarray(big.squeeze(-1) if big.shape[-1] == 1 else big), (x, y))
-    plan = plans[i].replace("<plan>", "").split("</plan>")[0].strip()
-    draw.text((x + 2, y + size + 2), prompts[i][:34], fill="black")
-    draw.text((x + 2, y + size + 14), plan[:34], fill="navy")
-    draw.text((x + 2, y + size + 26), plan[34:68], fill="navy")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  canvas.save(path)
-
-
-def save_story_strips(images, prompts, texts, path: str, scale: int = 3):
-  """images (N, R, S, S, C) in [−1, 1]: one row per story — its prompt, then each round's
-  image over that round's sentence (`texts[i]` has one line per round; rounds the story did
-  not draw stay blank)."""
-  pixels = visualize.to_uint8(images)
-  n, rounds, size = pixels.shape[0], pixels.shape[1], pixels.shape[2] * scale
-  cell_w, text_h, label_w = max(size, 150), 28, 170
-  canvas = Image.new("RGB", (label_w + rounds * cell_w, n * (size + text_h)), "white")
-  draw = ImageDraw.Draw(canvas)
-  for i in range(n):
-    y = i * (size + text_h)
-    draw.text((2, y + 2), prompts[i][:28], fill="black")
-    draw.text((2, y + 14), prompts[i][28:56], fill="black")
-    for r, line in enumerate(texts[i].split("\n")[:rounds] if texts[i] else []):
-      x = label_w + r * cell_w
-      if "[EOS]" not in line:
-        big = pixels[i, r].repeat(scale, axis=0).repeat(scale, axis=1)
-        canvas.paste(Image.fromarray(big.squeeze(-1) if big.shape[-1] == 1 else big), (x, y))
-      step = line.replace("<plan>", "").replace("</plan>", "").replace("<img>", "").strip()
-      draw.text((x + 2, y + size + 2), step[:26], fill="navy")
-      draw.text((x + 2, y + size + 14), step[26:52], fill="navy")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  canvas.save(path)
+                    eval=eval_settings, eval_rollout=eval_rollout,
+                    sample=make_rollout(model, eval_rollout),
+                    eval_examples=examples["heldout"][:eval_settings.num_prompts],
+                    train_examples=examples["train"][:eval_settings.train_prompts])
 
 
 def with_overrides(config, changes: dict):
@@ -187,9 +142,3 @@ def with_overrides(config, changes: dict):
   config = copy.deepcopy(config)
   config.update_from_flattened_dict(changes)
   return config
-
-
-def write_json(path: str, value):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(value, f, indent=1)

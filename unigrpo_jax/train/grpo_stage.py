@@ -19,28 +19,30 @@ evaluation, `results.json` (the task's evaluation before and after on held-out a
 prompts; `gain` and `gain_train_prompts` of its headline score — for text-to-image also named
 `geneval_gain` and `geneval_gain_train_prompts`).
 """
+import dataclasses
 import json
 import os
 import time
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from unigrpo_jax import evaluate as evaluation
+from unigrpo_jax import evaluation
 from unigrpo_jax import rewards, sharding
 from unigrpo_jax.checkpoint import Checkpoints, load_params, save_params
 from unigrpo_jax.data.pipeline import rl_prompts
-from unigrpo_jax.metric_writer import MetricWriter
-from unigrpo_jax.optim import OptimizerSpec, make_optimizer
+from unigrpo_jax.metric_writer import MetricWriter, write_json
+from unigrpo_jax.optim import OptimizerSpec, TrainState, make_optimizer
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.rl.advantages import AdvantageSpec, trajectory_advantages
 from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.sampling.scoring import check_group_prompts
-from unigrpo_jax.train.experiment import Experiment, write_json
+from unigrpo_jax.train.experiment import Experiment
+from unigrpo_jax.train import loop
 from unigrpo_jax.train.faults import SkipCounter
-from unigrpo_jax.train.loop import TrainClock, finish_step, host_state, restore_key
+from unigrpo_jax.train.loop import TrainClock
 from unigrpo_jax.train.preemption import Guard
 
 
@@ -67,6 +69,80 @@ def eval_scalars(ev: dict, headline: str) -> dict:
              for family, scores in ev["per_family"].items()}}
 
 
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """One GRPO step: the batch's rollout, its rewards (pure functions, on the host), the
+  advantages, and the update. Built once per run; `key` is the run's base key, folded with the
+  step index, so step i samples the same trajectories in a resumed run as in one that never
+  stopped."""
+  exp: Experiment
+  sample: Callable  # the jitted rollout
+  update: Callable  # the jitted update
+  ref_params: dict  # the frozen reference model
+  key: jax.Array
+  advantages: AdvantageSpec
+  batch_size: int
+
+  def __call__(self, i: int, state: TrainState, batch: dict, skips: SkipCounter, *,
+               log_update: bool) -> tuple[TrainState, dict]:
+    """Runs step i on `batch` (tokens, mask, metadata of `rl_prompts`); records a skipped
+    update in `skips`. Returns the new state and the step's metrics (with the update's own,
+    averaged over passes × minibatches, when `log_update`)."""
+    cfg, exp, group_size = self.exp.config, self.exp, self.exp.config.rl.group_size
+    t0 = time.perf_counter()
+    check_group_prompts(batch["tokens"], batch["mask"], group_size)
+    tokens, mask = sharding.shard_batch((batch["tokens"], batch["mask"]), exp.mesh,
+                                        self.batch_size)
+    traj = self.sample(state.params, tokens, mask, jax.random.fold_in(self.key, i))
+    images = np.asarray(traj.images)
+    t1 = time.perf_counter()
+    texts = evaluation.decode_texts(traj, exp.tokenizer)
+    _, scores = rewards.score_batch(dict(cfg.rewards), images, texts, batch["metadata"],
+                                    allow_nonfinite=True)
+    _, step_scores = rewards.score_batch(dict(cfg.process_rewards), images, texts,
+                                         batch["metadata"], per_step=True, allow_nonfinite=True)
+    step_mask = np.asarray(traj.token_mask).any(axis=2)
+    record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
+    record.update({f"reward/{k}": float(v.sum() / step_mask.sum())
+                   for k, v in step_scores.items()})
+    record.update({"time/rollout_s": t1 - t0,
+                   "text/tokens": float(np.asarray(traj.token_mask).sum(axis=(1, 2)).mean())})
+    nonfinite = sorted(k for k, v in {**scores, **step_scores}.items()
+                       if not np.isfinite(v).all())
+    if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
+      skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
+      return state, record
+    adv, combined = trajectory_advantages(
+        scores, step_scores, step_mask, weights=dict(cfg.rewards),
+        process_weights=dict(cfg.process_rewards), group_size=group_size, spec=self.advantages)
+    t2 = time.perf_counter()
+    state, metrics = self.update(state, self.ref_params, RLBatch(
+        traj=traj, advantages=sharding.shard_batch(adv, exp.mesh, self.batch_size)))
+    metrics = jax.device_get(metrics)  # waits for the update
+    t3 = time.perf_counter()
+    skips.record(i + 1, bool(np.any(metrics["skipped"])))
+    record.update({"reward/combined": float(np.mean(combined)),
+                   "advantage/abs_mean": float(np.mean(np.abs(adv))),
+                   "time/reward_s": t2 - t1, "time/update_s": t3 - t2, "time/step_s": t3 - t0})
+    if log_update:
+      record.update({f"update/{k}": float(np.mean(v)) for k, v in metrics.items()})
+    return state, record
+
+
+def evaluate_before(exp: Experiment, params, stage_dir: str, resumed: bool,
+                    writer: MetricWriter) -> dict:
+  """The held-out and training-prompt evaluations of the starting parameters: computed and
+  saved on a fresh start, read back on a resume."""
+  path = os.path.join(stage_dir, "eval_before.json")
+  if resumed:
+    with open(path) as f:
+      return json.load(f)
+  before = dict(heldout=exp.evaluate(params), train=exp.evaluate(params, "train"))
+  write_json(path, before)
+  writer.write(0, eval_scalars(before["heldout"], exp.task.headline))
+  return before
+
+
 def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   """Runs (or resumes) the GRPO stage; returns its results dict. With a `guard` (main's), a
   SIGTERM/SIGINT stops it after the step in flight with a checkpoint (`Preempted`)."""
@@ -78,11 +154,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   rewards.check_names(cfg.rewards, field="config.rewards")
   rewards.check_names(cfg.process_rewards, field="config.process_rewards")
   spec = exp.task.rollout(cfg)
-  loss = LossSpec(**cfg.loss)
-  advantage_spec = AdvantageSpec(**cfg.advantages)
   optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
-  sample = make_rollout(exp.model, spec, rl.group_size)
-  update = make_update(exp.model, spec, loss,
+  update = make_update(exp.model, spec, LossSpec(**cfg.loss),
                        UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer)
   prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,
                             prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
@@ -90,86 +163,38 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                             prefix=exp.task.prefix,
                             families=exp.task.train_families(cfg)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
-  restored = checkpoints.restore_latest(exp.abstract_train_state(optimizer))
-  skips = SkipCounter(cfg.faults.max_skipped_in_a_row)
+  begin = loop.start(checkpoints, exp.abstract_train_state(optimizer), prompts,
+                     max_skipped_in_a_row=cfg.faults.max_skipped_in_a_row,
+                     fresh_key=jax.random.key(cfg.seed + 2))
   writer = MetricWriter(stage_dir)
-  before_path = os.path.join(stage_dir, "eval_before.json")
-  if restored is not None:
-    # The reference is what the checkpointed run started from, whatever the config says now.
-    start, state, host = restored
-    prompts.set_state(host["data"])
-    skips.restore(host["skips"])
-    key, source = restore_key(host), host["reference"]
-  else:
-    start, key, source = 0, jax.random.key(cfg.seed + 2), reference_source(exp, workdir)
+  # The reference is what the checkpointed run started from, whatever the config says now.
+  source = begin.host["reference"] if begin.resumed else reference_source(exp, workdir)
   ref_params = starting_params(exp, source)
-  if restored is None:
-    state = exp.init_train_state(ref_params, optimizer)
-    before = dict(heldout=exp.evaluate(state.params), train=exp.evaluate(state.params, "train"))
-    write_json(before_path, before)
-    writer.write(0, eval_scalars(before["heldout"], exp.task.headline))
-  else:
-    with open(before_path) as f:
-      before = json.load(f)
+  state = begin.state if begin.resumed else exp.init_train_state(ref_params, optimizer)
+  before = evaluate_before(exp, state.params, stage_dir, begin.resumed, writer)
   results = dict(before=before["heldout"], before_train_prompts=before["train"])
-  total = rl.steps
-  clock = TrainClock(host if restored is not None else None)
-  bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc="grpo",
+  step = Step(exp, make_rollout(exp.model, spec, rl.group_size), update, ref_params, begin.key,
+              AdvantageSpec(**cfg.advantages), batch_size)
+  total, skips = rl.steps, begin.skips
+  clock = TrainClock(begin.host)
+  bar = tqdm.tqdm(range(begin.step, total), initial=begin.step, total=total, desc="grpo",
                   mininterval=2.0)
   for i in bar:
     t0 = time.perf_counter()
-    batch = next(prompts)
-    check_group_prompts(batch["tokens"], batch["mask"], rl.group_size)
-    tokens, mask = sharding.shard_batch((batch["tokens"], batch["mask"]), exp.mesh, batch_size)
-    traj = sample(state.params, tokens, mask, jax.random.fold_in(key, i))
-    images = np.asarray(traj.images)
-    t1 = time.perf_counter()
-    texts = evaluation.decode_texts(traj, exp.tokenizer)
-    _, scores = rewards.evaluate(dict(cfg.rewards), images, texts, batch["metadata"],
-                                 allow_nonfinite=True)
-    _, step_scores = rewards.evaluate(dict(cfg.process_rewards), images, texts,
-                                      batch["metadata"], per_step=True, allow_nonfinite=True)
-    step_mask = np.asarray(traj.token_mask).any(axis=2)
-    record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
-    record.update({f"reward/{k}": float(v.sum() / step_mask.sum())
-                   for k, v in step_scores.items()})
-    record.update({"time/rollout_s": t1 - t0,
-                   "text/tokens": float(np.asarray(traj.token_mask).sum(axis=(1, 2)).mean())})
-    nonfinite = sorted(k for k, v in {**scores, **step_scores}.items()
-                       if not np.isfinite(v).all())
-    if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
-      skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
-    else:
-      adv, combined = trajectory_advantages(
-          scores, step_scores, step_mask, weights=dict(cfg.rewards),
-          process_weights=dict(cfg.process_rewards), group_size=rl.group_size,
-          spec=advantage_spec)
-      t2 = time.perf_counter()
-      state, metrics = update(state, ref_params,
-                              RLBatch(traj=traj, advantages=sharding.shard_batch(
-                                  adv, exp.mesh, batch_size)))
-      metrics = jax.device_get(metrics)  # waits for the update
-      t3 = time.perf_counter()
-      skips.record(i + 1, bool(np.any(metrics["skipped"])))
-      record.update({"reward/combined": float(np.mean(combined)),
-                     "advantage/abs_mean": float(np.mean(np.abs(adv))),
-                     "time/reward_s": t2 - t1, "time/update_s": t3 - t2,
-                     "time/step_s": t3 - t0})
-      if (i + 1) % rl.log_every == 0 or i == start:
-        # Means over passes × minibatches.
-        record.update({f"update/{k}": float(np.mean(v)) for k, v in metrics.items()})
+    state, record = step(i, state, next(prompts), skips,
+                         log_update=(i + 1) % rl.log_every == 0 or i == begin.step)
     record.update({"faults/skipped": float(skips.in_a_row > 0),
                    "faults/skipped_total": skips.total})
     writer.write(i + 1, record)
     bar.set_postfix(reward=f"{record.get('reward/combined', np.nan):.3f}",
                     step_s=f"{time.perf_counter() - t0:.2f}")
-    if (i + 1) % cfg.eval.every == 0 and i + 1 < total:
-      ev = exp.evaluate(state.params)
-      writer.write(i + 1, eval_scalars(ev, exp.task.headline))
+    if (i + 1) % exp.eval.every == 0 and i + 1 < total:
+      writer.write(i + 1, eval_scalars(exp.evaluate(state.params), exp.task.headline))
       exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{i + 1}.png"))
-    finish_step(i + 1, total, stage="grpo", state=state, checkpoints=checkpoints, guard=guard,
-                skips=skips, host=host_state(cfg, data=prompts.get_state(), key=key,
-                                             skips=skips, clock=clock, reference=source))
+    loop.finish_step(i + 1, total, stage="grpo", state=state, checkpoints=checkpoints,
+                     guard=guard, skips=skips,
+                     host=loop.host_state(cfg, data=prompts.get_state(), key=begin.key,
+                                          skips=skips, clock=clock, reference=source))
   checkpoints.close()
   save_params(os.path.join(stage_dir, "params"), state.params)
   results["after"] = exp.evaluate(state.params)

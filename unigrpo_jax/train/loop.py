@@ -1,8 +1,10 @@
-"""What every training loop does around its steps: the host state a checkpoint carries beside
-the train state, the stage's training time summed over resumes, and the end of a step —
-checkpoint on the cadence, and stop cleanly (after a checkpoint at that step) on a signal or
-after too many skipped updates.
+"""What every training loop does around its steps: where it starts (the newest readable
+checkpoint, or a fresh start), the host state a checkpoint carries beside the train state, the
+stage's training time summed over resumes, and the end of a step — checkpoint on the cadence,
+and stop cleanly (after a checkpoint at that step) on a signal or after too many skipped
+updates.
 """
+import dataclasses
 import time
 
 import jax
@@ -11,6 +13,37 @@ import numpy as np
 from unigrpo_jax.checkpoint import Checkpoints
 from unigrpo_jax.train.faults import SkipCounter
 from unigrpo_jax.train.preemption import Guard, Preempted
+
+
+@dataclasses.dataclass
+class Start:
+  """Where a stage's loop begins. step: the first step to run; state: the restored train state
+  (None on a fresh start: the stage makes its own); key: the loop's PRNG key; skips: the skip
+  counter; host: the restored host state (None on a fresh start)."""
+  step: int
+  state: object
+  key: jax.Array
+  skips: SkipCounter
+  host: dict | None
+
+  @property
+  def resumed(self) -> bool:
+    return self.host is not None
+
+
+def start(checkpoints: Checkpoints, abstract_state, data, *, max_skipped_in_a_row: int,
+          fresh_key) -> Start:
+  """Resumes from the newest readable checkpoint in `checkpoints` (restoring the data
+  iterator's position, the skip counts and the key), or starts fresh at step 0 with
+  `fresh_key`. abstract_state: the TrainState's ShapeDtypeStructs with shardings."""
+  restored = checkpoints.restore_latest(abstract_state)
+  skips = SkipCounter(max_skipped_in_a_row)
+  if restored is None:
+    return Start(0, None, fresh_key, skips, None)
+  step, state, host = restored
+  data.set_state(host["data"])
+  skips.restore(host["skips"])
+  return Start(step, state, restore_key(host), skips, host)
 
 
 def host_state(config, *, data: dict, key, skips: SkipCounter, clock: "TrainClock",

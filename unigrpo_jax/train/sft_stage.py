@@ -17,12 +17,12 @@ import tqdm
 from unigrpo_jax import sharding
 from unigrpo_jax.checkpoint import Checkpoints, save_params
 from unigrpo_jax.data.pipeline import decode_example, sft_mix
-from unigrpo_jax.metric_writer import MetricWriter
+from unigrpo_jax.metric_writer import MetricWriter, write_json
+from unigrpo_jax.model import count_params
 from unigrpo_jax.optim import OptimizerSpec, make_optimizer
-from unigrpo_jax.train import experiment, tasks
-from unigrpo_jax.train.experiment import Experiment, write_json
-from unigrpo_jax.train.faults import SkipCounter
-from unigrpo_jax.train.loop import TrainClock, finish_step, host_state, restore_key
+from unigrpo_jax.train import experiment, loop, tasks
+from unigrpo_jax.train.experiment import Experiment
+from unigrpo_jax.train.loop import TrainClock
 from unigrpo_jax.train.preemption import Guard
 from unigrpo_jax.train.sft import SFTSpec, make_sft_step, sft_encoders, sft_loss
 
@@ -33,7 +33,7 @@ def heldout_metrics(exp: Experiment, params, kind: str, spec, encoder) -> dict:
   captioning accuracy), and the flow MSE of the drawn images."""
   source = exp.data.as_data_source("heldout")
   n = min(len(exp.eval_examples), len(source))
-  batch_size = exp.config.eval.batch_size
+  batch_size = exp.eval.batch_size
   loss = jax.jit(functools.partial(sft_loss, model=exp.model, rollout=spec,
                                    sft=SFTSpec(**exp.config.sft)))
   rows = []
@@ -63,23 +63,18 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   data = iter(sft_mix(exp.data.as_data_source("train"), encoders=encoders, weights=weights,
                       batch_size=batch_size, seed=cfg.seed))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
-  restored = checkpoints.restore_latest(exp.abstract_train_state(optimizer))
-  skips = SkipCounter(cfg.faults.max_skipped_in_a_row)
-  results = {}
-  if restored is not None:
-    start, state, host = restored
-    data.set_state(host["data"])
-    skips.restore(host["skips"])
-    key = restore_key(host)
-  else:
-    start, key = 0, jax.random.key(cfg.seed + 1)
+  begin = loop.start(checkpoints, exp.abstract_train_state(optimizer), data,
+                     max_skipped_in_a_row=cfg.faults.max_skipped_in_a_row,
+                     fresh_key=jax.random.key(cfg.seed + 1))
+  key, skips, state, results = begin.key, begin.skips, begin.state, {}
+  if not begin.resumed:
     state = exp.init_train_state(exp.init_params(jax.random.key(cfg.seed)), optimizer)
     if cfg.sft_train.eval_before:
       results["before"] = exp.evaluate(state.params)
   writer = MetricWriter(stage_dir)
   total = cfg.sft_train.steps
-  clock = TrainClock(host if restored is not None else None)
-  bar = tqdm.tqdm(range(start, total), initial=start, total=total, desc="sft",
+  clock = TrainClock(begin.host)
+  bar = tqdm.tqdm(range(begin.step, total), initial=begin.step, total=total, desc="sft",
                   mininterval=2.0)
   for i in bar:
     kind, batch = next(data)
@@ -90,14 +85,15 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
       writer.write(i + 1, {**{f"sft/{kind}/{k}": v for k, v in metrics.items()},
                            "faults/skipped_total": skips.total})
       bar.set_postfix(kind=kind, loss=f"{metrics['loss']:.3f}")
-    finish_step(i + 1, total, stage="sft", state=state, checkpoints=checkpoints, guard=guard,
-                skips=skips, host=host_state(cfg, data=data.get_state(), key=key, skips=skips,
-                                             clock=clock))
+    loop.finish_step(i + 1, total, stage="sft", state=state, checkpoints=checkpoints,
+                     guard=guard, skips=skips,
+                     host=loop.host_state(cfg, data=data.get_state(), key=key, skips=skips,
+                                          clock=clock))
   checkpoints.close()
   writer.close()
   save_params(os.path.join(stage_dir, "params"), state.params)
   results.update(after=exp.evaluate(state.params), steps=total, train_s=clock.seconds(),
-                 params=int(sum(x.size for x in jax.tree.leaves(state.params))),
+                 params=count_params(state.params),
                  heldout_prompts=len(exp.eval_examples), mix=weights)
   results["heldout_teacher_forced"] = {
       kind: heldout_metrics(exp, state.params, kind, specs[kind], encoders[kind])

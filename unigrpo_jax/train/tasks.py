@@ -10,7 +10,7 @@ layout, which prompts and how they are worded, and the rewards evaluation report
 """
 import dataclasses
 
-from unigrpo_jax import evaluate
+from unigrpo_jax import evaluation
 from unigrpo_jax.data.prompts import FAMILIES, INTERLEAVED_MARKER
 from unigrpo_jax.rewards.interleaved import STORY_FAMILIES
 from unigrpo_jax.sampling import RolloutSpec
@@ -63,7 +63,7 @@ class Task:
 
 
 TASKS = {
-    "t2i": Task("t2i", FAMILIES, "", evaluate.REWARDS, (), "geneval_strict"),
+    "t2i": Task("t2i", FAMILIES, "", evaluation.REWARDS, (), "geneval_strict"),
     "interleaved": Task("interleaved", STORY_FAMILIES, INTERLEAVED_MARKER,
                         ("interleaved_score", "interleaved_structure", "interleaved_relevance",
                          "interleaved_alignment", "interleaved_geneval"),

@@ -22,6 +22,8 @@ from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
 from unigrpo_jax.model.transformer import TEXT
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 
+# Golden checks against PyTorch and runs of `main`; the module's checkpoints are made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("qwen2")]
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -234,9 +236,6 @@ from test_qwen2 import our_spec
 from unigrpo_jax import sharding
 from unigrpo_jax.convert import qwen2
 from unigrpo_jax.model import init_params, param_logical_axes
-
-# Golden checks against PyTorch and runs of `main`; the module's checkpoints are made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("qwen2")]
 assert jax.device_count() == 8
 path = sys.argv[1]
 spec = our_spec(qwen2.read_config(path))

@@ -54,6 +54,7 @@ def test_main_rollout_stage_writes_outputs(tmp_path):
   assert (tmp_path / "rollout.png").stat().st_size > 0
 
 
+@pytest.mark.xdist_group("tiny_main_job")  # the tiny SFT steps: compiled once for both
 def test_sft_warmup_experiment_runs(tmp_path):
   out = tmp_path / "sft"
   _run(["experiments/sft_warmup.py", "--config=configs/shapeworld.py:tiny",

@@ -125,7 +125,9 @@ def test_kill_9_then_damaged_latest_checkpoint_resumes_to_the_uninterrupted_resu
   killed_at = max(logged_steps(tmp_path))
   assert killed_at < STEPS, "the run finished before it was killed"
   saved = checkpoint_steps(tmp_path)
-  assert len(saved) == 2 and saved[-1] <= killed_at
+  # max_to_keep is 2, but Orbax removes the oldest step only after the newest is committed:
+  # a kill -9 between the two leaves three. Either way there is one to fall back to.
+  assert len(saved) in (2, 3) and saved[-1] <= killed_at
   # Damage the newest checkpoint: truncate every file of its train state.
   latest = tmp_path / "grpo" / "checkpoints" / str(saved[-1])
   for root, _, files in os.walk(latest / "state"):

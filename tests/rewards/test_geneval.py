@@ -6,7 +6,7 @@ import pytest
 from unigrpo_jax.data import geneval, prompts, shapeworld
 from unigrpo_jax.data.detector import detect
 from unigrpo_jax.data.prompts import Clause, Prompt
-from unigrpo_jax.rewards import REWARDS, evaluate
+from unigrpo_jax.rewards import REWARDS, score_batch
 
 O = shapeworld.Object
 
@@ -111,13 +111,13 @@ def test_registered_geneval_rewards():
   images = np.stack([shapeworld.render(s) for s in scenes])[:, None]  # (B, R=1, S, S, C)
   images[0, 0] = shapeworld.render(shapeworld.Scene(()))  # an empty image fails its prompt
   meta = [{"prompt": p.to_json()} for p in batch]
-  total, scores = evaluate({"geneval_strict": 1.0, "geneval_partial": 0.5}, images,
+  total, scores = score_batch({"geneval_strict": 1.0, "geneval_partial": 0.5}, images,
                            [""] * len(batch), meta)
   np.testing.assert_array_equal(scores["geneval_strict"], [0] + [1] * (len(batch) - 1))
   assert scores["geneval_partial"][0] == 0.0 and (scores["geneval_partial"][1:] == 1).all()
   np.testing.assert_allclose(total, scores["geneval_strict"] + 0.5 * scores["geneval_partial"])
   assert {"geneval_strict", "geneval_partial", "object_precision"} <= set(REWARDS)
-  _, scores = evaluate({"object_precision": 1.0}, images, [""] * len(batch), meta)
+  _, scores = score_batch({"object_precision": 1.0}, images, [""] * len(batch), meta)
   np.testing.assert_array_equal(scores["object_precision"], [0] + [1] * (len(batch) - 1))
 
 

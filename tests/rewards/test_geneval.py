@@ -112,7 +112,7 @@ def test_registered_geneval_rewards():
   images[0, 0] = shapeworld.render(shapeworld.Scene(()))  # an empty image fails its prompt
   meta = [{"prompt": p.to_json()} for p in batch]
   total, scores = score_batch({"geneval_strict": 1.0, "geneval_partial": 0.5}, images,
-                           [""] * len(batch), meta)
+                              [""] * len(batch), meta)
   np.testing.assert_array_equal(scores["geneval_strict"], [0] + [1] * (len(batch) - 1))
   assert scores["geneval_partial"][0] == 0.0 and (scores["geneval_partial"][1:] == 1).all()
   np.testing.assert_allclose(total, scores["geneval_strict"] + 0.5 * scores["geneval_partial"])

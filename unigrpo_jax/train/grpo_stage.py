@@ -39,8 +39,8 @@ from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.rl.advantages import AdvantageSpec, trajectory_advantages
 from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.sampling.scoring import check_group_prompts
-from unigrpo_jax.train.experiment import Experiment
 from unigrpo_jax.train import loop
+from unigrpo_jax.train.experiment import Experiment
 from unigrpo_jax.train.faults import SkipCounter
 from unigrpo_jax.train.loop import TrainClock
 from unigrpo_jax.train.preemption import Guard

@@ -148,7 +148,8 @@ def test_sigterm_stops_after_the_step_in_flight_with_a_checkpoint_there(tmp_path
   assert proc.returncode == 128 + signal.SIGTERM, proc.stderr_text[-3000:]
   stopped_at = max(logged_steps(tmp_path))
   assert stopped_at < STEPS
-  assert checkpoint_steps(tmp_path)[-1] == stopped_at
+  assert checkpoint_steps(tmp_path)[-1] == stopped_at, (
+      sorted(os.listdir(tmp_path / "grpo" / "checkpoints")), proc.stderr_text[-3000:])
   assert (f"preempted by SIGTERM in stage grpo at step {stopped_at}/{STEPS}: checkpoint saved in "
           f"{tmp_path / 'grpo' / 'checkpoints'}/{stopped_at}") in proc.stderr_text
   assert "Traceback" not in proc.stderr_text

@@ -29,9 +29,10 @@ setuptools.setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        # torch only for the golden-logit tests of the Hugging Face conversion; exactly this
-        # version is a CPU build on PyPI (any other pulls several GB of CUDA).
+        # torch and diffusers only for the golden tests of the conversions (Qwen2 logits, the
+        # FLUX autoencoder); exactly this torch version is a CPU build on PyPI (any other pulls
+        # several GB of CUDA).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "nbmake>=1.5", "ipykernel>=6",
-                 "matplotlib>=3.8", "torch==2.13.0"],
+                 "matplotlib>=3.8", "torch==2.13.0", "diffusers>=0.35"],
     },
 )

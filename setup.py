@@ -23,6 +23,7 @@ setuptools.setup(
         "ml-collections>=1.1,<2",
         "absl-py>=2.0",
         "numpy>=2.0,<3",
+        "ml_dtypes>=0.5",  # bfloat16 arrays of safetensors files (a JAX dependency)
         "pillow>=10",
         "jinja2>=3",
         "tensorboardX>=2.6",

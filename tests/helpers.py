@@ -4,8 +4,11 @@ import functools
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from unigrpo_jax.model import ModelSpec, init_params
+from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
+from unigrpo_jax.model.transformer import TEXT
 from unigrpo_jax.sampling import RolloutSpec, score_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
@@ -49,3 +52,18 @@ def lively_params(spec: ModelSpec, seed: int = 0):
                                                                   kernel.shape)
   return params
 
+
+@functools.partial(jax.jit, static_argnums=0)
+def _text_logits(spec, params, tokens):
+  model = UnifiedTransformer(spec)
+  b, t = tokens.shape
+  h = model.apply({"params": params}, tokens, method=model.embed_tokens)
+  mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+  pos = jnp.broadcast_to(jnp.arange(t), (b, t))
+  h, _ = model.apply({"params": params}, h, pos, mask, route=TEXT)
+  return model.apply({"params": params}, h, method=model.logits)
+
+
+def text_logits(spec, params, tokens):
+  """Our full-sequence text logits (B, T, V): causal mask, positions 0…T−1, text route."""
+  return np.asarray(_text_logits(spec, params, tokens))

@@ -5,7 +5,6 @@ Each case builds a tiny random `Qwen2ForCausalLM` from a config (no download), s
 in float32; a greedy KV-cached rollout must produce `generate`'s tokens. Needs the optional
 `torch` test extra (`.ci/run` installs it).
 """
-import functools
 import json
 import os
 import shutil
@@ -15,11 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import ROOT, env_with_devices
+from helpers import ROOT, env_with_devices, text_logits
 from unigrpo_jax.convert import qwen2, shards
 from unigrpo_jax.convert import tokenizer as hf_tokenizer
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
-from unigrpo_jax.model.transformer import TEXT
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 
 # Golden checks against PyTorch and runs of `main`; the module's checkpoints are made once.
@@ -57,22 +55,6 @@ def our_spec(hf_config, **overrides) -> ModelSpec:
   fields.update(image_size=8, patch_size=4, mot=True)
   fields.update(overrides)
   return ModelSpec(**fields)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _text_logits(spec, params, tokens):
-  model = UnifiedTransformer(spec)
-  b, t = tokens.shape
-  h = model.apply({"params": params}, tokens, method=model.embed_tokens)
-  mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
-  pos = jnp.broadcast_to(jnp.arange(t), (b, t))
-  h, _ = model.apply({"params": params}, h, pos, mask, route=TEXT)
-  return model.apply({"params": params}, h, method=model.logits)
-
-
-def text_logits(spec, params, tokens):
-  """Our full-sequence text logits (B, T, V): causal mask, positions 0…T−1, text route."""
-  return np.asarray(_text_logits(spec, params, tokens))
 
 
 @pytest.fixture(scope="module", params=list(CASES))

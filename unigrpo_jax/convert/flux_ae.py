@@ -13,8 +13,8 @@ import re
 from flax import traverse_util
 import jax
 import numpy as np
-from safetensors import safe_open
 
+from unigrpo_jax.convert import shards
 from unigrpo_jax.model.autoencoder import AutoencoderSpec, init_autoencoder
 
 _LEVEL = re.compile(r"^(down|up)_(\d+)$")
@@ -41,12 +41,6 @@ def torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 def to_ours(x: np.ndarray) -> np.ndarray:
   """A BFL tensor in our layout (conv weights transposed)."""
   return np.transpose(x, (2, 3, 1, 0)) if x.ndim == 4 else x
-
-
-def tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
-  """{tensor name: shape} of a safetensors file, from its header alone."""
-  with safe_open(path, framework="numpy") as f:
-    return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
 
 
 def infer_spec(shapes: dict[str, tuple[int, ...]], **overrides) -> AutoencoderSpec:
@@ -83,7 +77,7 @@ def expected_tensors(spec: AutoencoderSpec) -> dict[str, tuple[int, ...]]:
 
 def check_tensors(path: str, spec: AutoencoderSpec, shapes=None):
   """Raises listing every missing, unexpected and differently shaped tensor of `path`."""
-  have = tensor_shapes(path) if shapes is None else shapes
+  have = shards.file_shapes(path) if shapes is None else shapes
   want = expected_tensors(spec)
   missing = sorted(set(want) - set(have))
   unexpected = sorted(set(have) - set(want))
@@ -108,16 +102,14 @@ def load(path: str, spec: AutoencoderSpec | None = None, shardings=None):
   Returns:
     (spec, params): params float32, each tensor placed as it is read.
   """
-  shapes = tensor_shapes(path)
+  shapes = shards.file_shapes(path)
   spec = spec or infer_spec(shapes)
   check_tensors(path, spec, shapes)
   names = {bfl_name(p): p for p in traverse_util.flatten_dict(
       jax.eval_shape(lambda: init_autoencoder(spec, jax.random.key(0))))}
   where = traverse_util.flatten_dict(shardings) if shardings is not None else {}
   flat = {}
-  with safe_open(path, framework="numpy") as f:
-    for name in f.keys():
-      ours = names[name]
-      flat[ours] = jax.device_put(to_ours(f.get_tensor(name)).astype(np.float32),
-                                  where.get(ours))
+  for name, x in shards.iter_file(path):
+    ours = names[name]
+    flat[ours] = jax.device_put(to_ours(x).astype(np.float32), where.get(ours))
   return spec, traverse_util.unflatten_dict(flat)

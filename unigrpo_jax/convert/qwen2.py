@@ -225,8 +225,10 @@ def check_checkpoint(path: str, spec: ModelSpec):
   return hf_config
 
 
-def _index(spec: ModelSpec) -> dict[str, tuple[Rule, int | None]]:
-  return {rule.hf.replace(LAYER, str(i)): (rule, i if rule.per_layer else None)
+def _targets(spec: ModelSpec) -> dict[str, tuple[Rule, int | None, list[tuple[str, ...]]]]:
+  """{HF tensor name: (rule, layer or None, our paths it is written to)}."""
+  return {rule.hf.replace(LAYER, str(i)): (rule, i if rule.per_layer else None,
+                                           destinations(rule, spec))
           for rule in rules(spec)
           for i in (range(spec.depth) if rule.per_layer else [None])}
 
@@ -255,25 +257,30 @@ def _grow_vocab(x: np.ndarray, axis: int, rows: int) -> np.ndarray:
   return np.concatenate([x, np.repeat(mean, extra, axis=axis)], axis=axis)
 
 
-def load_into(params, path: str, spec: ModelSpec):
-  """Writes the Qwen2 checkpoint in directory `path` into `params` (a full parameter tree for
-  `spec`, e.g. fresh from `init_params`, placed anywhere: each tensor goes straight into its
-  leaf's sharding). Returns the new tree; `params`' buffers are consumed."""
-  hf_config = check_checkpoint(path, spec)
+def place(params, tensors, targets, vocab_rows: int, vocab_size: int):
+  """Writes checkpoint tensors into `params` (a full parameter tree, placed anywhere: each
+  tensor goes straight into its leaf's sharding, a layer's into its slice of the stack).
+
+  Args:
+    params: the tree to fill; its buffers are consumed.
+    tensors: iterable of (name, array); names not in `targets` are skipped.
+    targets: {name: (rule, layer or None, our paths)} (`_targets`).
+    vocab_rows: the checkpoint's vocabulary rows; `vocab_size`: ours (≥, grown by the mean).
+  Returns:
+    The new tree.
+  """
   flat = traverse_util.flatten_dict(params)
-  index = _index(spec)
-  for name, x in shards.iter_tensors(path):
-    if name not in index:  # a tied checkpoint's redundant lm_head (checked above)
+  for name, x in tensors:
+    if name not in targets:
       continue
-    rule, layer = index[name]
-    dests = destinations(rule, spec)
+    rule, layer, dests = targets[name]
     # Transformed once on the host; the experts' copies have the same shape and dtype.
     shape = list(flat[dests[0]].shape[1:] if layer is not None else flat[dests[0]].shape)
     if rule.vocab_axis is None:
       y = rule.layout.to_ours(x, tuple(shape))
     else:
-      shape[rule.vocab_axis] = hf_config.vocab_size
-      y = _grow_vocab(rule.layout.to_ours(x, tuple(shape)), rule.vocab_axis, spec.vocab_size)
+      shape[rule.vocab_axis] = vocab_rows
+      y = _grow_vocab(rule.layout.to_ours(x, tuple(shape)), rule.vocab_axis, vocab_size)
     y = np.asarray(y, dtype=flat[dests[0]].dtype)
     for dest in dests:
       leaf = flat[dest]
@@ -283,6 +290,15 @@ def load_into(params, path: str, spec: ModelSpec):
         flat[dest] = _setter(leaf.sharding)(
             leaf, jax.device_put(y, _slice_sharding(leaf.sharding)), layer)
   return traverse_util.unflatten_dict(flat)
+
+
+def load_into(params, path: str, spec: ModelSpec):
+  """Writes the Qwen2 checkpoint in directory `path` into `params` (a full parameter tree for
+  `spec`, e.g. fresh from `init_params`, placed anywhere). Returns the new tree; `params`'
+  buffers are consumed. A tied checkpoint's redundant lm_head is skipped (checked first)."""
+  hf_config = check_checkpoint(path, spec)
+  return place(params, shards.iter_tensors(path), _targets(spec), hf_config.vocab_size,
+               spec.vocab_size)
 
 
 # ------------------------------------------------------------------------------ export

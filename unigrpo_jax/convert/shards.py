@@ -7,9 +7,10 @@ list names and shapes, so checking a 7B checkpoint against a model costs millise
 """
 import json
 import os
+import struct
 
+import ml_dtypes
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save_file
 
 SINGLE = "model.safetensors"
@@ -30,22 +31,57 @@ def shard_files(path: str) -> list[str]:
                           f"safetensors checkpoint")
 
 
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
+           "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
+           "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_header(file: str) -> dict[str, dict]:
+  """{tensor name: {"dtype", "shape", "data_offsets"}} of one safetensors file (its JSON
+  header: an 8-byte little-endian length, then the JSON)."""
+  try:
+    with open(file, "rb") as f:
+      (size,) = struct.unpack("<Q", f.read(8))
+      header = json.loads(f.read(size))
+  except (OSError, struct.error, ValueError) as e:
+    raise ValueError(f"{file!r} is not a safetensors file ({type(e).__name__}: {e})") from e
+  header.pop("__metadata__", None)
+  return header
+
+
+def file_shapes(file: str) -> dict[str, tuple[int, ...]]:
+  """{tensor name: shape} of one safetensors file, from its header alone."""
+  return {name: tuple(info["shape"]) for name, info in read_header(file).items()}
+
+
+def iter_file(file: str):
+  """Yields (name, array) of one safetensors file in storage order, each a read-only view of
+  the memory-mapped file (bfloat16 as `ml_dtypes.bfloat16`): nothing is read before it is
+  used, and a tensor's pages can be dropped once it is placed."""
+  header = read_header(file)
+  with open(file, "rb") as f:
+    (size,) = struct.unpack("<Q", f.read(8))
+  data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + size)
+  for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+    if info["dtype"] not in _DTYPES:
+      raise ValueError(f"{file!r}: tensor {name} has dtype {info['dtype']}, which is not "
+                       f"supported")
+    start, end = info["data_offsets"]
+    yield name, data[start:end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
 def tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
   """{tensor name: shape} over every shard, from the headers alone."""
   shapes = {}
   for file in shard_files(path):
-    with safe_open(file, framework="numpy") as f:
-      for name in f.keys():
-        shapes[name] = tuple(f.get_slice(name).get_shape())
+    shapes.update(file_shapes(file))
   return shapes
 
 
 def iter_tensors(path: str):
-  """Yields (name, numpy array) shard by shard: one shard open, one tensor in memory."""
+  """Yields (name, array) shard by shard (`iter_file`)."""
   for file in shard_files(path):
-    with safe_open(file, framework="numpy") as f:
-      for name in f.keys():
-        yield name, f.get_tensor(name)
+    yield from iter_file(file)
 
 
 def write(path: str, tensors, max_shard_bytes: int = 5 * 2**30):

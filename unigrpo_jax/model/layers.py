@@ -21,14 +21,16 @@ def param_init(init, axes: tuple[str | None, ...]):
 
 
 class RMSNorm(nn.Module):
-  """x · rsqrt(mean(x²) + eps) · w, computed in float32 as Qwen2 does."""
+  """x · rsqrt(mean(x²) + eps) · w over the last axis, computed in float32 as Qwen2 does.
+  `axis`: the logical name of that axis ("embed"; "head_dim" for per-head q/k norms)."""
   eps: float
   dtype: jnp.dtype
   param_dtype: jnp.dtype
+  axis: str = "embed"
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param("scale", param_init(nn.initializers.ones, ("embed",)),
+    scale = self.param("scale", param_init(nn.initializers.ones, (self.axis,)),
                        (x.shape[-1],), self.param_dtype)
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)

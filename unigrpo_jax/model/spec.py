@@ -14,7 +14,8 @@ class ModelSpec:
 
   Text part (as Qwen2): `vocab_size`, `width` (hidden size), `depth` (layers), `num_heads`,
   `num_kv_heads` (grouped-query attention), `head_dim`, `mlp_dim` (SwiGLU intermediate),
-  `rope_theta`, `norm_eps`, `qkv_bias`, `tie_embeddings`.
+  `rope_theta`, `norm_eps`, `qkv_bias`, `tie_embeddings`; `qk_norm`: per-head RMSNorm of q
+  and k before RoPE (Bagel, Qwen3).
   Image part: square `image_size`×`image_size`×`image_channels` inputs (pixels or latents) cut
   into `patch_size`² patches. `mot`: Bagel-style mixture of transformers (a second weight set
   per block for noised image tokens). `dtype` is the activation dtype, `param_dtype` the
@@ -42,6 +43,7 @@ class ModelSpec:
   norm_eps: float = 1e-6
   qkv_bias: bool = True
   tie_embeddings: bool = True
+  qk_norm: bool = False
   mot: bool = False
   scan_layers: bool = False
   prediction: str = "velocity"
@@ -108,6 +110,7 @@ class ModelSpec:
 
       V·W·(1 + untied)                               embedding (+ LM head)
       + E·L·(2W + W·D·(2H + 2K) + D·(H + 2K)·bias + 3·W·M)   blocks: 2 norms, q/k/v/o, SwiGLU
+      + E·L·2D·qk_norm                               per-head q/k norms
       + E·W                                          final norm per expert
       + (p²C·W + W) + (256·W + W) + (W² + W)         patch and flow-time embeddings
       + (W·p²C + p²C)                                velocity head
@@ -115,7 +118,7 @@ class ModelSpec:
     w, d, p = self.width, self.head_dim, self.patch_dim
     heads, kv = self.num_heads, self.num_kv_heads
     block = (2 * w + w * d * (2 * heads + 2 * kv) + d * (heads + 2 * kv) * self.qkv_bias
-             + 3 * w * self.mlp_dim)
+             + 3 * w * self.mlp_dim + 2 * d * self.qk_norm)
     return (self.vocab_size * w * (1 + (not self.tie_embeddings))
             + self.num_experts * (self.depth * block + w)
             + (p * w + w) + (256 * w + w) + (w * w + w) + (w * p + p))

@@ -59,12 +59,19 @@ class Expert(nn.Module):
                              kernel_init=param_init(DEFAULT_INIT, ("heads", "head_dim", "embed")))
     self.mlp_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
     self.mlp = MLP(s.mlp_dim, dtype, param_dtype, matmul_dtype)
+    if s.qk_norm:
+      self.q_norm = RMSNorm(s.norm_eps, dtype, param_dtype, axis="head_dim")
+      self.k_norm = RMSNorm(s.norm_eps, dtype, param_dtype, axis="head_dim")
 
   def qkv(self, h):
-    """(B, T, width) → q (B, T, H, D), k and v (B, T, K, D), one matmul."""
+    """(B, T, width) → q (B, T, H, D), k and v (B, T, K, D), one matmul; with `qk_norm`, q
+    and k are RMS-normalised per head (before RoPE, as Bagel and Qwen3 do)."""
     dtype, _, matmul_dtype = _dtypes(self.spec)
-    return tuple(fused_projection(self.attn_norm(h), [self.q(), self.k(), self.v()], dtype,
-                                  matmul_dtype))
+    q, k, v = fused_projection(self.attn_norm(h), [self.q(), self.k(), self.v()], dtype,
+                               matmul_dtype)
+    if self.spec.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    return q, k, v
 
   def out(self, a):
     return self.o(a)

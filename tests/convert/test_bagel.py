@@ -1,7 +1,12 @@
-"""Bagel checkpoints: the language model read from a tiny random folder in Bagel's exact names
-and shapes. The understanding path must give the logits of `transformers.Qwen3ForCausalLM`
-(Qwen2 with per-head q/k norms; `attention_bias=True`) on the same weights; the `_moe_gen`
-twins must land in the generation expert."""
+"""Bagel: a tiny random folder in Bagel's exact names and shapes (llm_config.json,
+ema.safetensors, ae.safetensors), read by `unigrpo_jax.bagel.load`.
+
+  * the understanding path gives the logits of `transformers.Qwen3ForCausalLM` (Qwen2 with
+    per-head q/k norms; `attention_bias=True`) on the same weights;
+  * the generation path's velocity, and the Euler sampler built on it, equal a float64 NumPy
+    reference of Bagel's equations written here from the checkpoint's tensors by name;
+  * a folder or config that does not fit is named before anything runs.
+"""
 import json
 
 import jax
@@ -9,9 +14,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from helpers import text_logits
-from unigrpo_jax.convert import bagel
-from unigrpo_jax.model import ModelSpec, init_params
+from test_flux_ae import SPEC as AE_SPEC
+from test_flux_ae import random_bfl_tensors
+from unigrpo_jax import bagel
+from unigrpo_jax.convert import bagel as convert
 
 # Golden checks against PyTorch; the module's checkpoint folder is made once.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bagel")]
@@ -22,6 +28,8 @@ LLM = dict(vocab_size=80, hidden_size=32, intermediate_size=48, num_hidden_layer
            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
            rope_theta=10_000.0, max_position_embeddings=256, tie_word_embeddings=False,
            hidden_act="silu", model_type="qwen2")
+HEADS, KV_HEADS, HEAD_DIM, MAX_LATENT = 4, 2, 8, 4
+TOKEN_IDS = dict(bos=1, eos=2, start_of_image=3, end_of_image=4)
 
 
 def qwen3(seed=0):
@@ -29,8 +37,8 @@ def qwen3(seed=0):
   torch.manual_seed(seed)
   config = transformers.Qwen3Config(
       vocab_size=LLM["vocab_size"], hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-      num_attention_heads=4, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-6,
-      rope_parameters={"rope_type": "default", "rope_theta": 10_000.0},
+      num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, head_dim=HEAD_DIM,
+      rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 10_000.0},
       attention_bias=True, tie_word_embeddings=False, max_position_embeddings=256)
   model = transformers.Qwen3ForCausalLM(config).eval()
   with torch.no_grad():
@@ -45,17 +53,28 @@ def qwen3(seed=0):
 
 
 def bagel_tensors(model, seed=1):
-  """The Qwen3's weights under Bagel's names, plus random `_moe_gen` twins."""
+  """The Qwen3's weights under Bagel's names, random `_moe_gen` twins, random generation
+  tensors (latent 2×2 patches of AE_SPEC's channels) and a few vision-encoder tensors."""
   rng = np.random.default_rng(seed)
   out = {}
   for name, p in model.state_dict().items():
     if "o_proj.bias" in name:
       continue
     x = p.numpy().astype(np.float32)
-    out[bagel.PREFIX + name] = x
-    twin = bagel.gen_name(name)
+    out[convert.PREFIX + name] = x
+    twin = convert.gen_name(name)
     if twin != name:
-      out[bagel.PREFIX + twin] = (x + 0.05 * rng.standard_normal(x.shape)).astype(np.float32)
+      out[convert.PREFIX + twin] = (x + 0.05 * rng.standard_normal(x.shape)).astype(np.float32)
+  width, patch = LLM["hidden_size"], 4 * AE_SPEC.z_channels
+  for name, shape, scale in (
+      ("time_embedder.mlp.0.weight", (width, 256), 0.1), ("time_embedder.mlp.0.bias", (width,), 0.1),
+      ("time_embedder.mlp.2.weight", (width, width), 0.15), ("time_embedder.mlp.2.bias", (width,), 0.1),
+      ("vae2llm.weight", (width, patch), 0.3), ("vae2llm.bias", (width,), 0.1),
+      ("llm2vae.weight", (patch, width), 0.2), ("llm2vae.bias", (patch,), 0.1),
+      ("latent_pos_embed.pos_embed", (MAX_LATENT ** 2, width), 0.5),
+      ("vit_model.vision_model.post_layernorm.weight", (8,), 1.0),
+      ("connector.fc1.weight", (width, 8), 1.0)):
+    out[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
   return out
 
 
@@ -64,70 +83,214 @@ def folder(tmp_path_factory):
   path = tmp_path_factory.mktemp("bagel")
   model = qwen3()
   tensors = bagel_tensors(model)
-  save_file(tensors, str(path / bagel.EMA))
-  (path / bagel.LLM_CONFIG).write_text(json.dumps(LLM))
+  save_file(tensors, str(path / convert.EMA))
+  save_file(random_bfl_tensors(AE_SPEC), str(path / convert.AE))
+  (path / convert.LLM_CONFIG).write_text(json.dumps(LLM))
   return path, model, tensors
 
 
-def spec_for(path):
-  return ModelSpec(**bagel.llm_spec_fields(str(path)), image_size=8, patch_size=4)
+@pytest.fixture(scope="module")
+def loaded(folder):
+  return bagel.load(str(folder[0]), token_ids=TOKEN_IDS)
+
+
+# --------------------------------------------------------- Bagel's equations, float64 NumPy
+
+
+class Reference:
+  """Bagel's forward for one sample, from the checkpoint tensors `T` by name."""
+
+  def __init__(self, tensors):
+    self.T = {k: v.astype(np.float64) for k, v in tensors.items()}
+    self.eps, self.theta = LLM["rms_norm_eps"], LLM["rope_theta"]
+
+  def w(self, name, gen):
+    return self.T["language_model." + (convert.gen_name(name) if gen else name)]
+
+  def rms(self, x, weight):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * weight
+
+  def rope(self, x, pos):  # x (N, heads, D), pos (N,): Hugging Face's rotate-half
+    inv = 1.0 / self.theta ** (np.arange(0, HEAD_DIM, 2) / HEAD_DIM)
+    ang = np.concatenate([pos[:, None] * inv] * 2, axis=-1)[:, None, :]
+    rot = np.concatenate([-x[..., HEAD_DIM // 2:], x[..., :HEAD_DIM // 2]], axis=-1)
+    return x * np.cos(ang) + rot * np.sin(ang)
+
+  def per_token(self, fn, x, gen):
+    """fn(x, expert) with each row's expert: generation where `gen`, understanding else."""
+    return np.where(gen[:, None], fn(x, True), fn(x, False))
+
+  def layer(self, i, h, pos, gen, past, causal):
+    """One MoT decoder layer over tokens h (N, W) after `past` (K, V) keys/values; returns
+    (h, this layer's keys/values of the N tokens)."""
+    p = f"model.layers.{i}."
+
+    def lin(name, bias=True):
+      def f(x, g):
+        y = x @ self.w(p + name + ".weight", g).T
+        return y + self.w(p + name + ".bias", g) if bias else y
+      return f
+
+    x = self.per_token(lambda x, g: self.rms(x, self.w(p + "input_layernorm.weight", g)), h,
+                       gen)
+    n = len(h)
+    q = self.per_token(lin("self_attn.q_proj"), x, gen).reshape(n, HEADS, HEAD_DIM)
+    k = self.per_token(lin("self_attn.k_proj"), x, gen).reshape(n, KV_HEADS, HEAD_DIM)
+    v = self.per_token(lin("self_attn.v_proj"), x, gen).reshape(n, KV_HEADS, HEAD_DIM)
+    q = np.where(gen[:, None, None], self.rms(q, self.w(p + "self_attn.q_norm.weight", True)),
+                 self.rms(q, self.w(p + "self_attn.q_norm.weight", False)))
+    k = np.where(gen[:, None, None], self.rms(k, self.w(p + "self_attn.k_norm.weight", True)),
+                 self.rms(k, self.w(p + "self_attn.k_norm.weight", False)))
+    q, k = self.rope(q, pos), self.rope(k, pos)
+    keys = np.concatenate([past[0], k]) if past is not None else k
+    values = np.concatenate([past[1], v]) if past is not None else v
+    m = len(keys)
+    out = np.zeros((n, HEADS, HEAD_DIM))
+    for head in range(HEADS):
+      kv = head // (HEADS // KV_HEADS)
+      scores = q[:, head] @ keys[:, kv].T / np.sqrt(HEAD_DIM)
+      if causal:  # the query block is the last n of the m keys
+        scores = np.where(np.arange(m)[None] <= (m - n + np.arange(n))[:, None], scores,
+                          -np.inf)
+      probs = np.exp(scores - scores.max(-1, keepdims=True))
+      out[:, head] = (probs / probs.sum(-1, keepdims=True)) @ values[:, kv]
+    h = h + self.per_token(lin("self_attn.o_proj", bias=False), out.reshape(n, -1), gen)
+    y = self.per_token(lambda x, g: self.rms(x, self.w(p + "post_attention_layernorm.weight",
+                                                       g)), h, gen)
+
+    def mlp(x, g):
+      gate = x @ self.w(p + "mlp.gate_proj.weight", g).T
+      up = x @ self.w(p + "mlp.up_proj.weight", g).T
+      return (gate / (1 + np.exp(-gate)) * up) @ self.w(p + "mlp.down_proj.weight", g).T
+
+    return h + self.per_token(mlp, y, gen), (k, v)
+
+  def velocity(self, context, x_t, t):
+    """context (L,) ids; x_t (2h, 2w, C) NHWC; t float → (2h, 2w, C) velocity."""
+    T = self.T
+    length = len(context)
+    h = T["language_model.model.embed_tokens.weight"][context]
+    caches = []
+    for i in range(LLM["num_hidden_layers"]):  # the context: causal, RoPE 0…L−1, und
+      h, kv = self.layer(i, h, np.arange(length, dtype=np.float64), np.zeros(length, bool),
+                         None, causal=True)
+      caches.append(kv)
+    rows, cols, c = x_t.shape[0] // 2, x_t.shape[1] // 2, x_t.shape[2]
+    patches = x_t.reshape(rows, 2, cols, 2, c).transpose(0, 2, 1, 3, 4).reshape(rows * cols,
+                                                                                  4 * c)
+    freqs = np.exp(-np.log(10_000.0) * np.arange(128) / 128)
+    temb = np.concatenate([np.cos(t * freqs), np.sin(t * freqs)])
+    temb = temb @ T["time_embedder.mlp.0.weight"].T + T["time_embedder.mlp.0.bias"]
+    temb = temb / (1 + np.exp(-temb))
+    temb = temb @ T["time_embedder.mlp.2.weight"].T + T["time_embedder.mlp.2.bias"]
+    pos_ids = (np.arange(rows)[:, None] * MAX_LATENT + np.arange(cols)[None]).reshape(-1)
+    latents = (patches @ T["vae2llm.weight"].T + T["vae2llm.bias"] + temb
+               + T["latent_pos_embed.pos_embed"][pos_ids])
+    emb = T["language_model.model.embed_tokens.weight"]
+    h = np.concatenate([emb[[TOKEN_IDS["start_of_image"]]], latents,
+                        emb[[TOKEN_IDS["end_of_image"]]]])
+    gen = np.zeros(len(h), bool)
+    gen[1:-1] = True
+    for i in range(LLM["num_hidden_layers"]):  # the query block: full, all at RoPE id L
+      h, _ = self.layer(i, h, np.full(len(h), float(length)), gen, caches[i], causal=False)
+    out = self.rms(h[1:-1], T["language_model.model.norm_moe_gen.weight"])
+    out = out @ T["llm2vae.weight"].T + T["llm2vae.bias"]
+    return out.reshape(rows, cols, 2, 2, c).transpose(0, 2, 1, 3, 4).reshape(2 * rows,
+                                                                          2 * cols, c)
+
+
+# ------------------------------------------------------------------------------------ tests
 
 
 def test_twin_names_follow_bagels_modules():
-  assert bagel.gen_name("model.layers.3.self_attn.q_proj.weight") == \
+  assert convert.gen_name("model.layers.3.self_attn.q_proj.weight") == \
       "model.layers.3.self_attn.q_proj_moe_gen.weight"
-  assert bagel.gen_name("model.layers.0.self_attn.k_norm.weight") == \
+  assert convert.gen_name("model.layers.0.self_attn.k_norm.weight") == \
       "model.layers.0.self_attn.k_norm_moe_gen.weight"
-  assert bagel.gen_name("model.layers.0.mlp.down_proj.weight") == \
+  assert convert.gen_name("model.layers.0.mlp.down_proj.weight") == \
       "model.layers.0.mlp_moe_gen.down_proj.weight"
-  assert bagel.gen_name("model.layers.1.post_attention_layernorm.weight") == \
+  assert convert.gen_name("model.layers.1.post_attention_layernorm.weight") == \
       "model.layers.1.post_attention_layernorm_moe_gen.weight"
-  assert bagel.gen_name("model.norm.weight") == "model.norm_moe_gen.weight"
+  assert convert.gen_name("model.norm.weight") == "model.norm_moe_gen.weight"
 
 
-def test_understanding_logits_equal_qwen3_and_generation_weights_land_in_the_image_expert(
-    folder):
-  path, model, tensors = folder
-  spec = spec_for(path)
-  assert spec.qk_norm and spec.mot and not spec.tie_embeddings
-  params = bagel.load_llm_into(init_params(spec, jax.random.key(0)), str(path), spec)
+def test_sizes_are_read_from_the_files(loaded):
+  spec = loaded.spec
+  assert spec.qk_norm and spec.mot and not spec.tie_embeddings  # Bagel's overrides
+  assert (spec.max_latent_size, spec.patch_size, spec.image_channels) == (MAX_LATENT, 2, 4)
+  assert spec.time_scale == 1.0 and spec.prediction == "velocity"
+  assert loaded.ae_spec == AE_SPEC and loaded.token_ids == TOKEN_IDS
+
+
+def test_understanding_logits_equal_qwen3(folder, loaded):
+  _, model, _ = folder
   tokens = np.asarray(jax.random.randint(jax.random.key(1), (2, 11), 0, LLM["vocab_size"]))
   with torch.no_grad():
     want = model(torch.from_numpy(tokens.copy())).logits.numpy()
-  got = text_logits(spec, params, tokens)
+  got = np.asarray(bagel.text_logits(loaded, tokens))
   assert np.abs(want).max() > 0.5
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 
-  image = params["layers"]["image"]
-  np.testing.assert_array_equal(
-      np.asarray(image["q_norm"]["scale"][1]),
-      tensors["language_model.model.layers.1.self_attn.q_norm_moe_gen.weight"])
-  np.testing.assert_array_equal(
-      np.asarray(image["mlp"]["down"]["kernel"][0]),
-      tensors["language_model.model.layers.0.mlp_moe_gen.down_proj.weight"].T)
-  np.testing.assert_array_equal(np.asarray(params["image_norm"]["scale"]),
-                                tensors["language_model.model.norm_moe_gen.weight"])
+
+def test_generation_velocity_and_sampler_equal_bagels_equations(folder, loaded):
+  _, _, tensors = folder
+  ref = Reference(tensors)
+  context = np.asarray(jax.random.randint(jax.random.key(2), (2, 7), 5, LLM["vocab_size"]))
+  x_t = np.asarray(jax.random.normal(jax.random.key(3), (2, 6, 4, 4)))  # 3×2 latent tokens
+  t = np.array([0.3, 0.85], np.float32)
+  got = np.asarray(bagel.velocity(loaded, context, x_t, t))
+  want = np.stack([ref.velocity(context[b], x_t[b].astype(np.float64), float(t[b]))
+                   for b in range(2)])
+  assert np.abs(want).max() > 0.3
+  np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=1e-4)
+
+  # Euler from the same noise over Bagel's shifted grid (linspace(1, 0, N), N − 1 steps).
+  steps, shift = 3, 3.0
+  got = np.asarray(bagel.generate(loaded, context, x_t, steps, shift))
+  grid = np.linspace(1.0, 0.0, steps + 1)
+  grid = shift * grid / (1 + (shift - 1) * grid)
+  want = x_t.astype(np.float64)
+  for i in range(steps):
+    want = want - np.stack([ref.velocity(context[b], want[b], grid[i]) for b in range(2)]) * (
+        grid[i] - grid[i + 1])
+  np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=1e-4)
+
+
+def test_latents_round_trip_through_the_autoencoder(loaded):
+  images = np.asarray(jax.random.uniform(jax.random.key(4), (1, 16, 8, 3), minval=-1,
+                                         maxval=1))
+  latents = bagel.encode(loaded, images)
+  assert latents.shape == (1, 4, 2, 4)
+  assert bagel.decode(loaded, latents).shape == images.shape
 
 
 def test_a_folder_that_does_not_fit_is_named(folder, tmp_path):
   path, _, tensors = folder
-  spec = spec_for(path)
-  params = init_params(spec, jax.random.key(0))
   with pytest.raises(FileNotFoundError, match=r"has no llm_config\.json: not a Bagel"):
-    bagel.load_llm_into(params, str(tmp_path), spec)
-  (tmp_path / bagel.LLM_CONFIG).write_text(json.dumps(LLM))
+    bagel.load(str(tmp_path), token_ids=TOKEN_IDS)
+  (tmp_path / convert.LLM_CONFIG).write_text(json.dumps(LLM))
   with pytest.raises(FileNotFoundError, match=r"has no ema\.safetensors"):
-    bagel.load_llm_into(params, str(tmp_path), spec)
-  with pytest.raises(ValueError, match=r"model\.depth is 3 but the checkpoint has 2"):
-    bagel.load_llm_into(params, str(path), ModelSpec(**{**spec.__dict__, "depth": 3}))
+    bagel.load(str(tmp_path), token_ids=TOKEN_IDS)
   broken = dict(tensors)
   del broken["language_model.model.layers.1.mlp_moe_gen.up_proj.weight"]
   broken["language_model.model.layers.0.self_attn.q_norm.weight"] = np.ones(9, np.float32)
   broken["language_model.model.extra.weight"] = np.ones(2, np.float32)
-  save_file(broken, str(tmp_path / bagel.EMA))
+  save_file(broken, str(tmp_path / convert.EMA))
+  with pytest.raises(FileNotFoundError, match=r"has no ae\.safetensors"):
+    bagel.load(str(tmp_path), token_ids=TOKEN_IDS)
+  (tmp_path / convert.AE).write_bytes((path / convert.AE).read_bytes())
+  with pytest.raises(ValueError, match=r"has no tokenizer files: pass token_ids"):
+    bagel.load(str(tmp_path))
   with pytest.raises(ValueError) as e:
-    bagel.load_llm_into(params, str(tmp_path), spec)
+    bagel.load(str(tmp_path), token_ids=TOKEN_IDS)
   message = str(e.value)
   assert "missing: language_model.model.layers.1.mlp_moe_gen.up_proj.weight" in message
   assert "unexpected: language_model.model.extra.weight" in message
   assert "self_attn.q_norm.weight (9,) (expected (8,))" in message
+  spec, _ = convert.folder_spec(str(path))
+  with pytest.raises(ValueError, match=r"model\.depth is 3 but the checkpoint has 2"):
+    convert.load_into(None, str(path), spec.__class__(**{**spec.__dict__, "depth": 3}))
+  with pytest.raises(ValueError, match=r"latents must be \(B, H, W, 4\) with H and W even "
+                                       r"and at most 8, got shape \(1, 10, 4, 4\)"):
+    bagel.velocity(bagel.load(str(path), token_ids=TOKEN_IDS), np.ones((1, 3), np.int32),
+                   np.zeros((1, 10, 4, 4), np.float32), np.ones(1))

@@ -56,6 +56,7 @@ def images():
                                        maxval=1.0))
 
 
+@pytest.mark.slow  # a golden check against PyTorch
 def test_latents_and_pixels_equal_diffusers_reading_the_same_file(ae_file, images, tmp_path):
   torch = pytest.importorskip("torch")
   diffusers = pytest.importorskip("diffusers")
@@ -138,8 +139,8 @@ def test_bad_sizes_and_inputs_fail_clearly():
     AutoencoderSpec(channels=48)
   with pytest.raises(ValueError, match=r"autoencoder\.channel_multipliers"):
     AutoencoderSpec(channel_multipliers=(1, 0))
-  params = autoencoder.init_autoencoder(SPEC, jax.random.key(0))
+  # Checked before anything is traced: no parameters needed.
   with pytest.raises(ValueError, match=r"multiples of 4, got shape \(1, 6, 8, 3\)"):
-    autoencoder.encode(SPEC, params, np.zeros((1, 6, 8, 3), np.float32))
+    autoencoder.encode(SPEC, None, np.zeros((1, 6, 8, 3), np.float32))
   with pytest.raises(ValueError, match=r"latents must be \(B, h, w, 4\)"):
-    autoencoder.decode(SPEC, params, np.zeros((1, 2, 2, 16), np.float32))
+    autoencoder.decode(SPEC, None, np.zeros((1, 2, 2, 16), np.float32))

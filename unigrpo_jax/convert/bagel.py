@@ -2,7 +2,12 @@ r"""BAGEL-7B-MoT checkpoints (a folder with `llm_config.json`, `ema.safetensors`
 parameter pytree.
 
 The language model is Qwen2 with Bagel's load-time overrides (`qk_norm`, an untied head, the
-mixture of transformers). Its tensors live under `language_model.`; every per-layer tensor and
+mixture of transformers). The generation side adds the timestep embedder (`time_embedder.mlp.
+{0,2}`), the latent projections (`vae2llm`, `llm2vae`) and the latent position table
+(`latent_pos_embed.pos_embed`, whose rows fix `max_latent_size`); the autoencoder is
+`ae.safetensors` (`convert/flux_ae.py`). The vision encoder's tensors (`vit_model.*`,
+`connector.*`, `vit_pos_embed.*`) are recognised and not read: the model has no vision encoder
+yet. Its tensors live under `language_model.`; every per-layer tensor and
 the final norm have a `_moe_gen` twin holding the generation expert. The layout is data: the
 Qwen2 rules (`convert/qwen2.py`) plus the per-head q/k norms, each read twice — as it is into
 the text (understanding) expert, and with `_moe_gen` inserted after its module's name
@@ -17,13 +22,16 @@ import re
 from flax import traverse_util
 import jax
 
-from unigrpo_jax.convert import qwen2, shards
-from unigrpo_jax.convert.qwen2 import LAYER, SAME, Rule
+from unigrpo_jax.convert import flux_ae, qwen2, shards
+from unigrpo_jax.convert.qwen2 import LAYER, LINEAR, SAME, Rule
 from unigrpo_jax.model import ModelSpec, init_params
 
 LLM_CONFIG = "llm_config.json"
 EMA = "ema.safetensors"
+AE = "ae.safetensors"
 PREFIX = "language_model."
+VISION_PREFIXES = ("vit_model.", "connector.", "vit_pos_embed.")
+LATENT_PATCH = 2  # Bagel's latent_patch_size: 2×2 latent pixels a token
 # Bagel's loader (app.py) overrides these fields of llm_config.json.
 LLM_OVERRIDES = dict(qk_norm=True, tie_embeddings=False, mot=True)
 
@@ -53,10 +61,26 @@ def llm_rules(spec: ModelSpec) -> tuple[Rule, ...]:
   return tuple(out)
 
 
-def llm_targets(spec: ModelSpec):
-  """{tensor name: (rule, layer or None, [our path])} of the language model."""
+GENERATION_RULES = tuple(
+    Rule(f"{theirs}.{leaf}", ours + ({"weight": "kernel"}.get(leaf, leaf),),
+         LINEAR if leaf == "weight" else SAME)
+    for theirs, ours in (("time_embedder.mlp.0", ("image_in", "time_in")),
+                         ("time_embedder.mlp.2", ("image_in", "time_out")),
+                         ("vae2llm", ("image_in", "patch")),
+                         ("llm2vae", ("image_out", "proj")))
+    for leaf in ("weight", "bias")) + (
+        Rule("latent_pos_embed.pos_embed", ("image_in", "pos_table"), SAME),)
+
+
+def rules(spec: ModelSpec) -> tuple[Rule, ...]:
+  """Every rule of a Bagel checkpoint's `ema.safetensors` for `spec`."""
+  return llm_rules(spec) + GENERATION_RULES
+
+
+def targets(spec: ModelSpec):
+  """{tensor name: (rule, layer or None, [our path])}."""
   return {rule.hf.replace(LAYER, str(i)): (rule, i if rule.per_layer else None, [rule.ours])
-          for rule in llm_rules(spec)
+          for rule in rules(spec)
           for i in (range(spec.depth) if rule.per_layer else [None])}
 
 
@@ -73,20 +97,50 @@ def llm_spec_fields(path: str) -> dict:
   return fields
 
 
-def check_llm_tensors(shapes: dict[str, tuple[int, ...]], spec: ModelSpec, vocab_rows: int,
-                      file: str):
-  """Raises listing the language model's missing, unexpected (under `language_model.`) and
-  differently shaped tensors."""
+def folder_spec(path: str, **overrides) -> tuple[ModelSpec, flux_ae.AutoencoderSpec]:
+  """The model and autoencoder specs of a Bagel folder: the language model from
+  `llm_config.json` (with Bagel's overrides), the latent tokens from the tensors' shapes
+  (`max_latent_size` = √rows of `latent_pos_embed`; 2×2 patches of the latent), the
+  autoencoder from `ae.safetensors`. Images default to the largest the table holds; `overrides`
+  replace any `ModelSpec` field (`image_size`, `dtype`, …)."""
+  fields = llm_spec_fields(path)
+  ema, ae = _file(path, EMA), _file(path, AE)
+  ae_spec = flux_ae.infer_spec(shards.file_shapes(ae))
+  shapes = shards.file_shapes(ema)
+  if "latent_pos_embed.pos_embed" not in shapes:
+    raise ValueError(f"{ema!r} has no latent_pos_embed.pos_embed: not a Bagel checkpoint")
+  rows = shapes["latent_pos_embed.pos_embed"][0]
+  side = int(round(rows ** 0.5))
+  if side * side != rows:
+    raise ValueError(f"{ema!r}: latent_pos_embed.pos_embed has {rows} rows, not a square")
+  fields.update(image_size=LATENT_PATCH * side, patch_size=LATENT_PATCH,
+                image_channels=ae_spec.z_channels, max_latent_size=side, time_scale=1.0,
+                prediction="velocity")
+  fields.update(overrides)
+  return ModelSpec(**fields), ae_spec
+
+
+def _file(path: str, name: str) -> str:
+  file = os.path.join(path, name)
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"{path!r} has no {name}: not a Bagel checkpoint folder")
+  return file
+
+
+def check_tensors(shapes: dict[str, tuple[int, ...]], spec: ModelSpec, vocab_rows: int,
+                  file: str):
+  """Raises listing the missing, unexpected and differently shaped tensors of `ema.safetensors`
+  against `spec` (the vision encoder's are not checked)."""
   params = traverse_util.flatten_dict(
       jax.eval_shape(lambda: init_params(spec, jax.random.key(0))))
   want = {}
-  for name, (rule, layer, dests) in llm_targets(spec).items():
+  for name, (rule, layer, dests) in targets(spec).items():
     shape = list(params[dests[0]].shape[1:] if layer is not None else params[dests[0]].shape)
     if rule.vocab_axis is not None:
       shape[rule.vocab_axis] = vocab_rows
     want[name] = jax.eval_shape(rule.layout.to_hf, jax.ShapeDtypeStruct(
         tuple(shape), "float32")).shape
-  have = {k: v for k, v in shapes.items() if k.startswith(PREFIX)}
+  have = {k: v for k, v in shapes.items() if not k.startswith(VISION_PREFIXES)}
   missing = sorted(set(want) - set(have))
   unexpected = sorted(set(have) - set(want))
   shaped = sorted(f"{k} {have[k]} (expected {want[k]})" for k in set(want) & set(have)
@@ -96,23 +150,20 @@ def check_llm_tensors(shapes: dict[str, tuple[int, ...]], spec: ModelSpec, vocab
                                                      if len(items) > 12 else "")
              for label, items in (("missing", missing), ("unexpected", unexpected),
                                   ("differently shaped", shaped)) if items]
-    raise ValueError(f"Bagel checkpoint {file!r}: the language model does not fit — "
-                     + "; ".join(parts))
+    raise ValueError(f"Bagel checkpoint {file!r} does not fit the model — " + "; ".join(parts))
 
 
-def load_llm_into(params, path: str, spec: ModelSpec):
-  """Writes the language model of the Bagel folder `path` (`ema.safetensors`) into `params`,
-  a full tree for `spec`, placed anywhere; its buffers are consumed. Checks the config and
-  every tensor's name and shape first. Returns the new tree."""
+def load_into(params, path: str, spec: ModelSpec):
+  """Writes `ema.safetensors` of the Bagel folder `path` into `params`, a full tree for
+  `spec`, placed anywhere; its buffers are consumed. Checks the config and every tensor's name
+  and shape first, from the headers. Returns the new tree."""
   fields = llm_spec_fields(path)
   wrong = [f"model.{k} is {getattr(spec, k)!r} but the checkpoint has {v!r}"
            for k, v in fields.items()
            if getattr(spec, k) != v and not (k == "vocab_size" and spec.vocab_size >= v)]
   if wrong:
     raise ValueError("config does not match the Bagel checkpoint: " + "; ".join(wrong))
-  file = os.path.join(path, EMA)
-  if not os.path.isfile(file):
-    raise FileNotFoundError(f"{path!r} has no {EMA}: not a Bagel checkpoint folder")
-  check_llm_tensors(shards.file_shapes(file), spec, fields["vocab_size"], file)
-  return qwen2.place(params, shards.iter_file(file), llm_targets(spec), fields["vocab_size"],
+  file = _file(path, EMA)
+  check_tensors(shards.file_shapes(file), spec, fields["vocab_size"], file)
+  return qwen2.place(params, shards.iter_file(file), targets(spec), fields["vocab_size"],
                      spec.vocab_size)

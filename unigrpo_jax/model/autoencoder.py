@@ -236,21 +236,29 @@ def init_autoencoder(spec: AutoencoderSpec, key, image_size: int = 0):
   return Autoencoder(spec).init(key, images)["params"]
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def encode(spec: AutoencoderSpec, params, images, key=None):
-  """Jitted `Autoencoder.encode`: (B, H, W, C) images in [−1, 1] → (B, H/f, W/f, z) scaled
-  latents (posterior mean, or a sample with `key`). H and W must be multiples of
-  `spec.downsample`. The batch keeps the sharding it arrives with."""
+  """(B, H, W, C) images in [−1, 1] → (B, H/f, W/f, z) scaled latents (posterior mean, or a
+  sample with `key`), jitted. H and W must be multiples of `spec.downsample`. The batch keeps
+  the sharding it arrives with."""
   if images.ndim != 4 or images.shape[-1] != spec.in_channels or any(
       n % spec.downsample for n in images.shape[1:3]):
     raise ValueError(f"images must be (B, H, W, {spec.in_channels}) with H and W multiples of "
                      f"{spec.downsample}, got shape {images.shape}")
+  return _encode(spec, params, images, key)
+
+
+def decode(spec: AutoencoderSpec, params, latents):
+  """(B, h, w, z) scaled latents → (B, h·f, w·f, C) images, jitted."""
+  if latents.ndim != 4 or latents.shape[-1] != spec.z_channels:
+    raise ValueError(f"latents must be (B, h, w, {spec.z_channels}), got shape {latents.shape}")
+  return _decode(spec, params, latents)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(spec: AutoencoderSpec, params, images, key):
   return Autoencoder(spec).apply({"params": params}, images, key, method=Autoencoder.encode)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def decode(spec: AutoencoderSpec, params, latents):
-  """Jitted `Autoencoder.decode`: (B, h, w, z) scaled latents → (B, h·f, w·f, C) images."""
-  if latents.ndim != 4 or latents.shape[-1] != spec.z_channels:
-    raise ValueError(f"latents must be (B, h, w, {spec.z_channels}), got shape {latents.shape}")
+def _decode(spec: AutoencoderSpec, params, latents):
   return Autoencoder(spec).apply({"params": params}, latents, method=Autoencoder.decode)

@@ -17,7 +17,9 @@ class ModelSpec:
   `rope_theta`, `norm_eps`, `qkv_bias`, `tie_embeddings`; `qk_norm`: per-head RMSNorm of q
   and k before RoPE (Bagel, Qwen3).
   Image part: square `image_size`×`image_size`×`image_channels` inputs (pixels or latents) cut
-  into `patch_size`² patches. `mot`: Bagel-style mixture of transformers (a second weight set
+  into `patch_size`² patches. `time_scale`: t's factor in the flow-time features (DiT 1000,
+  Bagel 1). `max_latent_size`: 0 adds fixed sin-cos positions to image tokens; n > 0 a table
+  of n² positions (Bagel's `latent_pos_embed`; images up to n patches a side, any aspect). `mot`: Bagel-style mixture of transformers (a second weight set
   per block for noised image tokens). `dtype` is the activation dtype, `param_dtype` the
   storage dtype of parameters. `matmul_dtype`: "" runs the weight matmuls in the activation
   dtype; a dtype ("bfloat16": mixed precision) casts their operands to it and accumulates in
@@ -46,6 +48,8 @@ class ModelSpec:
   qk_norm: bool = False
   mot: bool = False
   scan_layers: bool = False
+  time_scale: float = 1000.0
+  max_latent_size: int = 0
   prediction: str = "velocity"
   x0_min_time: float = 0.02
   dtype: str = "float32"
@@ -64,6 +68,12 @@ class ModelSpec:
     if self.image_size % self.patch_size:
       raise ValueError(f"model.image_size ({self.image_size}) is not divisible by "
                        f"model.patch_size ({self.patch_size})")
+    if not isinstance(self.max_latent_size, int) or self.max_latent_size < 0:
+      raise ValueError(f"model.max_latent_size must be an integer >= 0, got "
+                       f"{self.max_latent_size!r}")
+    if 0 < self.max_latent_size < self.grid:
+      raise ValueError(f"model.max_latent_size ({self.max_latent_size}) is smaller than the "
+                       f"image's {self.grid} patches a side (image_size / patch_size)")
     if self.prediction not in ("velocity", "x0"):
       raise ValueError(f"model.prediction must be 'velocity' or 'x0', got {self.prediction!r}")
     if not 0 < self.x0_min_time < 1:
@@ -114,6 +124,7 @@ class ModelSpec:
       + E·W                                          final norm per expert
       + (p²C·W + W) + (256·W + W) + (W² + W)         patch and flow-time embeddings
       + (W·p²C + p²C)                                velocity head
+      + n²·W                                         position table (max_latent_size n)
     """
     w, d, p = self.width, self.head_dim, self.patch_dim
     heads, kv = self.num_heads, self.num_kv_heads
@@ -121,4 +132,5 @@ class ModelSpec:
              + 3 * w * self.mlp_dim + 2 * d * self.qk_norm)
     return (self.vocab_size * w * (1 + (not self.tie_embeddings))
             + self.num_experts * (self.depth * block + w)
-            + (p * w + w) + (256 * w + w) + (w * w + w) + (w * p + p))
+            + (p * w + w) + (256 * w + w) + (w * w + w) + (w * p + p)
+            + self.max_latent_size ** 2 * w)

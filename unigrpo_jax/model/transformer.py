@@ -131,9 +131,10 @@ class UnifiedTransformer(nn.Module):
     dtype, param_dtype, matmul_dtype = _dtypes(s)
     self.embed = nn.Embed(s.vocab_size, s.width, dtype=dtype, param_dtype=param_dtype,
                           embedding_init=param_init(DEFAULT_INIT, ("vocab", "embed")))
-    self.image_in = ImageEmbed(s.width, s.patch_size, dtype, param_dtype, matmul_dtype)
-    self.image_out = VelocityHead(s.patch_size, s.image_size, s.image_channels, dtype,
-                                  param_dtype, matmul_dtype)
+    self.image_in = ImageEmbed(s.width, s.patch_size, dtype, param_dtype, matmul_dtype,
+                               s.time_scale, s.max_latent_size)
+    self.image_out = VelocityHead(s.patch_size, s.image_channels, dtype, param_dtype,
+                                  matmul_dtype)
     broadcast = (nn.broadcast,) * 5
     self.layers = nn.scan(
         Block, variable_axes={"params": 0}, split_rngs={"params": True},
@@ -152,7 +153,7 @@ class UnifiedTransformer(nn.Module):
     return self.embed(tokens)
 
   def embed_image(self, x, t):
-    """(B, S, S, C) image at flow time t (B,) → (B, (S/p)², width)."""
+    """(B, H, W, C) image at flow time t (B,) → (B, (H/p)·(W/p), width)."""
     return self.image_in(x, t)
 
   def __call__(self, h, positions, mask, cache=None, cache_index=0, modality=None, route=TEXT):
@@ -176,10 +177,10 @@ class UnifiedTransformer(nn.Module):
     return matmul(h, self.embed.embedding.astype(dtype).T, matmul_dtype).astype(jnp.float32)
 
   def velocity(self, h, x, t):
-    """Hidden states (B, (S/p)², width) of the image block for x_t (B, S, S, C) at flow time
-    t (B,) → (B, S, S, C) float32 velocity (see `ModelSpec.prediction`)."""
+    """Hidden states (B, (H/p)·(W/p), width) of the image block for x_t (B, H, W, C) at flow
+    time t (B,) → (B, H, W, C) float32 velocity (see `ModelSpec.prediction`)."""
     h = (self.image_norm if self.spec.mot else self.text_norm)(h)
-    out = self.image_out(h).astype(jnp.float32)
+    out = self.image_out(h, x.shape[1], x.shape[2]).astype(jnp.float32)
     if self.spec.prediction == "velocity":
       return out
     t = jnp.maximum(jnp.asarray(t, jnp.float32), self.spec.x0_min_time).reshape(-1, 1, 1, 1)

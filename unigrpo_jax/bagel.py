@@ -1,0 +1,203 @@
+"""BAGEL-7B-MoT as a library: load a downloaded Bagel folder and run its pieces, as thin
+wrappers over the one model (`model/`) and autoencoder (`model/autoencoder.py`).
+
+  m = bagel.load("/path/BAGEL-7B-MoT")
+  logits = bagel.text_logits(m, ids)                       # understanding, (B, T, V)
+  v = bagel.velocity(m, context_ids, x_t, t)               # one generation step's velocity
+  latents = bagel.generate(m, context_ids, noise, num_steps=49, shift=3.0)
+  images = bagel.decode(m, latents)                        # (B, H, W, 3) in [−1, 1]
+
+Sequences follow Bagel's generation step: the context is one text split at RoPE positions
+0…L−1, causal, through the understanding (text) weights and kept as a KV cache; the query is
+`<start_of_image>`, the h×w latent tokens of x_t, `<end_of_image>`, all at RoPE position L,
+attending to the whole cache and to each other — the markers through the understanding
+weights, the latent tokens through the generation (image) weights, read out through the
+generation expert's final norm and `llm2vae`. Flow convention: x_t = (1 − t)·x₀ + t·ε, the
+velocity is ε − x₀, t = 1 is noise.
+"""
+import functools
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from unigrpo_jax.convert import bagel as convert
+from unigrpo_jax.convert import flux_ae
+from unigrpo_jax.model import ModelSpec, UnifiedTransformer, for_training, init_params, run_blocks
+from unigrpo_jax.model import autoencoder
+from unigrpo_jax.model.autoencoder import AutoencoderSpec
+from unigrpo_jax.model.transformer import IMAGE, TEXT
+
+TOKEN_NAMES = {"bos": "<|im_start|>", "eos": "<|im_end|>",
+               "start_of_image": "<|vision_start|>", "end_of_image": "<|vision_end|>"}
+
+
+class Bagel(NamedTuple):
+  """A loaded Bagel: the unified model's spec and parameters, the autoencoder's, and the ids
+  of Bagel's special tokens (`bos`, `eos`, `start_of_image`, `end_of_image`)."""
+  spec: ModelSpec
+  params: dict
+  ae_spec: AutoencoderSpec
+  ae_params: dict
+  token_ids: dict
+
+
+def _token_ids(path: str, token_ids: dict | None) -> dict:
+  """Bagel's special-token ids: as given, else read from the folder's tokenizer files."""
+  if token_ids is None:
+    if not any(os.path.isfile(os.path.join(path, f))
+               for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
+      raise ValueError(f"{path!r} has no tokenizer files: pass token_ids with "
+                       f"{sorted(TOKEN_NAMES)}")
+    from transformers import AutoTokenizer  # heavy; only needed here
+    tok = AutoTokenizer.from_pretrained(path)
+    token_ids = {k: tok.convert_tokens_to_ids(v) for k, v in TOKEN_NAMES.items()}
+  missing = sorted(set(TOKEN_NAMES) - set(token_ids))
+  if missing:
+    raise ValueError(f"token_ids lacks {missing} (needs {sorted(TOKEN_NAMES)})")
+  return {k: int(token_ids[k]) for k in TOKEN_NAMES}
+
+
+def load(path: str, *, token_ids: dict | None = None, dtype: str = "float32") -> Bagel:
+  """Reads a Bagel folder (`llm_config.json`, `ema.safetensors`, `ae.safetensors`, and the
+  tokenizer files unless `token_ids` is given); every size is read from the files.
+
+  Args:
+    path: the folder.
+    token_ids: {"bos", "eos", "start_of_image", "end_of_image": id}, or None to read them
+      from the tokenizer (`<|im_start|>`, `<|im_end|>`, `<|vision_start|>`, `<|vision_end|>`).
+    dtype: the activation dtype; parameters are read into float32.
+  Returns:
+    The `Bagel`.
+  """
+  spec, ae_spec = convert.folder_spec(path, dtype=dtype)
+  ids = _token_ids(path, token_ids)
+  params = convert.load_into(init_params(spec, jax.random.key(0)), path, spec)
+  _, ae_params = flux_ae.load(os.path.join(path, convert.AE), ae_spec)
+  return Bagel(spec, params, ae_spec, ae_params, ids)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _text_logits(spec: ModelSpec, params, ids):
+  model = UnifiedTransformer(spec)
+  b, t = ids.shape
+  h = model.apply({"params": params}, ids, method=model.embed_tokens)
+  mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
+  h, _ = run_blocks(model, for_training(params, spec), h, _positions(b, t, 0), mask)
+  return model.apply({"params": params}, h, method=model.logits)
+
+
+def text_logits(m: Bagel, ids):
+  """(B, T) token ids, one causal text split from an empty cache (RoPE 0…T−1) → (B, T, V)
+  float32 logits of the understanding path."""
+  return _text_logits(m.spec, m.params, jnp.asarray(ids, jnp.int32))
+
+
+def _positions(b: int, t: int, start):
+  return jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+
+
+def _prefill(model, stack, params, context_ids):
+  """The context split's KV cache, (k, v) each with L slots, causal, RoPE 0…L−1."""
+  b, length = context_ids.shape
+  h = model.apply({"params": params}, context_ids, method=model.embed_tokens)
+  mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (b, length, length))
+  _, cache = run_blocks(model, stack, h, _positions(b, length, 0), mask)
+  return cache
+
+
+def _query_velocity(model, stack, params, cache, length, x_t, t, ids):
+  """The velocity of the query block [<start_of_image>, latents of x_t, <end_of_image>] at
+  RoPE position `length`, over the context cache (which it does not change)."""
+  b = x_t.shape[0]
+  markers = model.apply({"params": params},
+                        jnp.broadcast_to(jnp.asarray([ids["start_of_image"],
+                                                      ids["end_of_image"]]), (b, 2)),
+                        method=model.embed_tokens)
+  latents = model.apply({"params": params}, x_t, t, method=model.embed_image)
+  h = jnp.concatenate([markers[:, :1], latents, markers[:, 1:]], axis=1)
+  n = h.shape[1]
+  modality = jnp.concatenate([jnp.full((b, 1), TEXT), jnp.full((b, n - 2), IMAGE),
+                              jnp.full((b, 1), TEXT)], axis=1)
+  cache = jax.tree.map(lambda c: jnp.concatenate(
+      [c, jnp.zeros(c.shape[:-2] + (n, c.shape[-1]), c.dtype)], axis=-2), cache)
+  mask = jnp.ones((b, n, length + n), bool)
+  h, _ = run_blocks(model, stack, h, jnp.full((b, n), length, jnp.int32), mask, cache,
+                    cache_index=length, modality=modality, route=None)
+  return model.apply({"params": params}, h[:, 1:-1], x_t, t, method=model.velocity)
+
+
+def _check_latents(spec: ModelSpec, x):
+  p, side = spec.patch_size, spec.max_latent_size * spec.patch_size
+  if (x.ndim != 4 or x.shape[-1] != spec.image_channels or x.shape[1] % p or x.shape[2] % p
+      or x.shape[1] > side or x.shape[2] > side):
+    raise ValueError(f"latents must be (B, H, W, {spec.image_channels}) with H and W even and "
+                     f"at most {side}, got shape {x.shape}")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _velocity(spec: ModelSpec, params, context_ids, x_t, t, ids):
+  model = UnifiedTransformer(spec)
+  stack = for_training(params, spec)
+  cache = _prefill(model, stack, params, context_ids)
+  return _query_velocity(model, stack, params, cache, context_ids.shape[1], x_t, t, dict(ids))
+
+
+def velocity(m: Bagel, context_ids, x_t, t):
+  """One generation step's velocity.
+
+  Args:
+    m: the model.
+    context_ids: (B, L) one text split (RoPE 0…L−1) in the cache.
+    x_t: (B, 2h, 2w, C) NHWC scaled latents at time t (h, w ≤ max_latent_size, may differ).
+    t: (B,) flow time.
+  Returns:
+    (B, 2h, 2w, C) float32 velocity.
+  """
+  _check_latents(m.spec, x_t)
+  return _velocity(m.spec, m.params, jnp.asarray(context_ids, jnp.int32), x_t,
+                   jnp.asarray(t, jnp.float32), tuple(sorted(m.token_ids.items())))
+
+
+def schedule(num_steps: int, shift: float):
+  """Bagel's time grid: linspace(1, 0, num_steps + 1), shifted t ← s·t / (1 + (s − 1)·t)."""
+  t = jnp.linspace(1.0, 0.0, num_steps + 1, dtype=jnp.float32)
+  return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5, 6))
+def _generate(spec: ModelSpec, params, context_ids, noise, num_steps, shift, ids):
+  model = UnifiedTransformer(spec)
+  stack = for_training(params, spec)
+  cache = _prefill(model, stack, params, context_ids)
+  grid = schedule(num_steps, shift)
+  b = noise.shape[0]
+
+  def step(x, i):
+    v = _query_velocity(model, stack, params, cache, context_ids.shape[1], x,
+                        jnp.full((b,), grid[i]), dict(ids))
+    return x - v * (grid[i] - grid[i + 1]), None
+
+  x, _ = jax.lax.scan(step, noise.astype(jnp.float32), jnp.arange(num_steps))
+  return x
+
+
+def generate(m: Bagel, context_ids, noise, num_steps: int, shift: float):
+  """Bagel's Euler sampler without CFG: from `noise` (B, 2h, 2w, C) at t = 1, `num_steps`
+  steps over `schedule(num_steps, shift)` (Bagel's `num_timesteps` − 1 steps), the context's
+  cache computed once. Returns (B, 2h, 2w, C) scaled latents."""
+  _check_latents(m.spec, noise)
+  return _generate(m.spec, m.params, jnp.asarray(context_ids, jnp.int32), noise, num_steps,
+                   float(shift), tuple(sorted(m.token_ids.items())))
+
+
+def encode(m: Bagel, images, key=None):
+  """(B, H, W, 3) images in [−1, 1] → (B, H/8, W/8, C) scaled latents (posterior mean, or a
+  sample with `key`)."""
+  return autoencoder.encode(m.ae_spec, m.ae_params, images, key)
+
+
+def decode(m: Bagel, latents):
+  """(B, h, w, C) scaled latents → (B, 8h, 8w, 3) images (scale and shift undone first)."""
+  return autoencoder.decode(m.ae_spec, m.ae_params, latents)

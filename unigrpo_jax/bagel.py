@@ -29,10 +29,6 @@ from unigrpo_jax.model import autoencoder
 from unigrpo_jax.model.autoencoder import AutoencoderSpec
 from unigrpo_jax.model.transformer import IMAGE, TEXT
 
-TOKEN_NAMES = {"bos": "<|im_start|>", "eos": "<|im_end|>",
-               "start_of_image": "<|vision_start|>", "end_of_image": "<|vision_end|>"}
-
-
 class Bagel(NamedTuple):
   """A loaded Bagel: the unified model's spec and parameters, the autoencoder's, and the ids
   of Bagel's special tokens (`bos`, `eos`, `start_of_image`, `end_of_image`)."""
@@ -41,22 +37,6 @@ class Bagel(NamedTuple):
   ae_spec: AutoencoderSpec
   ae_params: dict
   token_ids: dict
-
-
-def _token_ids(path: str, token_ids: dict | None) -> dict:
-  """Bagel's special-token ids: as given, else read from the folder's tokenizer files."""
-  if token_ids is None:
-    if not any(os.path.isfile(os.path.join(path, f))
-               for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
-      raise ValueError(f"{path!r} has no tokenizer files: pass token_ids with "
-                       f"{sorted(TOKEN_NAMES)}")
-    from transformers import AutoTokenizer  # heavy; only needed here
-    tok = AutoTokenizer.from_pretrained(path)
-    token_ids = {k: tok.convert_tokens_to_ids(v) for k, v in TOKEN_NAMES.items()}
-  missing = sorted(set(TOKEN_NAMES) - set(token_ids))
-  if missing:
-    raise ValueError(f"token_ids lacks {missing} (needs {sorted(TOKEN_NAMES)})")
-  return {k: int(token_ids[k]) for k in TOKEN_NAMES}
 
 
 def load(path: str, *, token_ids: dict | None = None, dtype: str = "float32") -> Bagel:
@@ -72,7 +52,7 @@ def load(path: str, *, token_ids: dict | None = None, dtype: str = "float32") ->
     The `Bagel`.
   """
   spec, ae_spec = convert.folder_spec(path, dtype=dtype)
-  ids = _token_ids(path, token_ids)
+  ids = convert.token_ids(path, token_ids)
   params = convert.load_into(init_params(spec, jax.random.key(0)), path, spec)
   _, ae_params = flux_ae.load(os.path.join(path, convert.AE), ae_spec)
   return Bagel(spec, params, ae_spec, ae_params, ids)

@@ -294,3 +294,19 @@ def test_a_folder_that_does_not_fit_is_named(folder, tmp_path):
                                        r"and at most 8, got shape \(1, 10, 4, 4\)"):
     bagel.velocity(bagel.load(str(path), token_ids=TOKEN_IDS), np.ones((1, 3), np.int32),
                    np.zeros((1, 10, 4, 4), np.float32), np.ones(1))
+
+
+def test_the_command_line_writes_what_load_reads(folder, loaded, tmp_path):
+  from flax import traverse_util
+  from unigrpo_jax import checkpoint
+  from unigrpo_jax.model import init_params
+  path, _, _ = folder
+  convert.convert_folder(str(path), str(tmp_path), given_token_ids=TOKEN_IDS)
+  meta = json.loads((tmp_path / "bagel.json").read_text())
+  assert meta["token_ids"] == TOKEN_IDS and meta["model"]["max_latent_size"] == MAX_LATENT
+  target = jax.eval_shape(lambda: init_params(loaded.spec, jax.random.key(0)))
+  params = checkpoint.load_params(str(tmp_path / "model"), target)
+  want, got = (traverse_util.flatten_dict(p) for p in (loaded.params, params))
+  assert want.keys() == got.keys()
+  for name in want:
+    np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]), err_msg=name)

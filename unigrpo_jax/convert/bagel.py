@@ -1,30 +1,38 @@
-r"""BAGEL-7B-MoT checkpoints (a folder with `llm_config.json`, `ema.safetensors`, …) → our
-parameter pytree.
+r"""BAGEL-7B-MoT checkpoints (a folder with `llm_config.json`, `ema.safetensors`,
+`ae.safetensors` and the tokenizer files) → our parameter pytrees.
 
 The language model is Qwen2 with Bagel's load-time overrides (`qk_norm`, an untied head, the
-mixture of transformers). The generation side adds the timestep embedder (`time_embedder.mlp.
-{0,2}`), the latent projections (`vae2llm`, `llm2vae`) and the latent position table
-(`latent_pos_embed.pos_embed`, whose rows fix `max_latent_size`); the autoencoder is
-`ae.safetensors` (`convert/flux_ae.py`). The vision encoder's tensors (`vit_model.*`,
-`connector.*`, `vit_pos_embed.*`) are recognised and not read: the model has no vision encoder
-yet. Its tensors live under `language_model.`; every per-layer tensor and
-the final norm have a `_moe_gen` twin holding the generation expert. The layout is data: the
-Qwen2 rules (`convert/qwen2.py`) plus the per-head q/k norms, each read twice — as it is into
-the text (understanding) expert, and with `_moe_gen` inserted after its module's name
+mixture of transformers); its tensors live under `language_model.`, and every per-layer tensor
+and the final norm have a `_moe_gen` twin holding the generation expert. The layout is data:
+the Qwen2 rules (`convert/qwen2.py`) plus the per-head q/k norms, each read twice — as it is
+into the text (understanding) expert, and with `_moe_gen` inserted after its module's name
 (`self_attn.q_proj_moe_gen`, `mlp_moe_gen.gate_proj`, `input_layernorm_moe_gen`,
-`model.norm_moe_gen`) into the image (generation) expert. Tensors are read one at a time from
-the memory-mapped file and placed straight into the (sharded) parameter tree.
+`model.norm_moe_gen`) into the image (generation) expert. The generation side adds the
+timestep embedder (`time_embedder.mlp.{0,2}`), the latent projections (`vae2llm`, `llm2vae`)
+and the latent position table (`latent_pos_embed.pos_embed`, whose rows fix
+`max_latent_size`); the autoencoder is `ae.safetensors` (`convert/flux_ae.py`). The vision
+encoder's tensors (`vit_model.*`, `connector.*`, `vit_pos_embed.*`) are recognised and not
+read: the model has no vision encoder yet. Tensors are read one at a time from the
+memory-mapped file and placed straight into the (sharded) parameter tree.
+
+Command line (Orbax parameter checkpoints of the model and the autoencoder, and `bagel.json`
+with both specs and the special-token ids):
+
+  python -m unigrpo_jax.convert.bagel --bagel_dir=/path/BAGEL-7B-MoT --out=/path/bagel_params
 """
+import dataclasses
 import json
 import os
 import re
 
+from absl import flags
 from flax import traverse_util
 import jax
 
+from unigrpo_jax import checkpoint, sharding
 from unigrpo_jax.convert import flux_ae, qwen2, shards
 from unigrpo_jax.convert.qwen2 import LAYER, LINEAR, SAME, Rule
-from unigrpo_jax.model import ModelSpec, init_params
+from unigrpo_jax.model import ModelSpec, init_params, param_logical_axes
 
 LLM_CONFIG = "llm_config.json"
 EMA = "ema.safetensors"
@@ -32,6 +40,8 @@ AE = "ae.safetensors"
 PREFIX = "language_model."
 VISION_PREFIXES = ("vit_model.", "connector.", "vit_pos_embed.")
 LATENT_PATCH = 2  # Bagel's latent_patch_size: 2×2 latent pixels a token
+TOKEN_NAMES = {"bos": "<|im_start|>", "eos": "<|im_end|>",
+               "start_of_image": "<|vision_start|>", "end_of_image": "<|vision_end|>"}
 # Bagel's loader (app.py) overrides these fields of llm_config.json.
 LLM_OVERRIDES = dict(qk_norm=True, tie_embeddings=False, mot=True)
 
@@ -167,3 +177,55 @@ def load_into(params, path: str, spec: ModelSpec):
   check_tensors(shards.file_shapes(file), spec, fields["vocab_size"], file)
   return qwen2.place(params, shards.iter_file(file), targets(spec), fields["vocab_size"],
                      spec.vocab_size)
+
+
+def token_ids(path: str, given: dict | None = None) -> dict:
+  """Bagel's special-token ids {"bos", "eos", "start_of_image", "end_of_image"}: `given`, else
+  read from the folder's tokenizer files (`<|im_start|>`, `<|im_end|>`, `<|vision_start|>`,
+  `<|vision_end|>`)."""
+  if given is None:
+    if not any(os.path.isfile(os.path.join(path, f))
+               for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
+      raise ValueError(f"{path!r} has no tokenizer files: pass token_ids with "
+                       f"{sorted(TOKEN_NAMES)}")
+    from transformers import AutoTokenizer  # heavy; only needed here
+    tok = AutoTokenizer.from_pretrained(path)
+    given = {k: tok.convert_tokens_to_ids(v) for k, v in TOKEN_NAMES.items()}
+  missing = sorted(set(TOKEN_NAMES) - set(given))
+  if missing:
+    raise ValueError(f"token_ids lacks {missing} (needs {sorted(TOKEN_NAMES)})")
+  return {k: int(given[k]) for k in TOKEN_NAMES}
+
+
+def convert_folder(path: str, out: str, mesh_config=None, dtype: str = "float32",
+                   given_token_ids: dict | None = None):
+  """Converts the Bagel folder `path` into `out`: `model/` and `autoencoder/` (Orbax
+  parameter checkpoints; the model's placed over a mesh, `mesh_config` default all devices
+  on fsdp, as it is read) and `bagel.json` (both specs and the token ids)."""
+  spec, ae_spec = folder_spec(path, dtype=dtype)
+  ids = token_ids(path, given_token_ids)
+  mesh = sharding.make_mesh(mesh_config or {"fsdp": -1})
+  shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
+  shardings = sharding.param_shardings(param_logical_axes(spec), mesh, shapes)
+  params = jax.jit(lambda k: init_params(spec, k), out_shardings=shardings)(jax.random.key(0))
+  checkpoint.save_params(os.path.join(out, "model"), load_into(params, path, spec))
+  _, ae_params = flux_ae.load(_file(path, AE), ae_spec)
+  checkpoint.save_params(os.path.join(out, "autoencoder"), ae_params)
+  with open(os.path.join(out, "bagel.json"), "w") as f:
+    json.dump({"model": dataclasses.asdict(spec), "autoencoder": dataclasses.asdict(ae_spec),
+               "token_ids": ids}, f, indent=1)
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
+  convert_folder(args.bagel_dir, args.out, dtype=args.dtype)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  from absl import app
+  flags.DEFINE_string("bagel_dir", None, "Downloaded BAGEL-7B-MoT folder.", required=True)
+  flags.DEFINE_string("out", None, "Output folder.", required=True)
+  flags.DEFINE_string("dtype", "float32", "Activation dtype recorded in the model spec.")
+  app.run(main)

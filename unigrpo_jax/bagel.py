@@ -6,6 +6,7 @@ wrappers over the one model (`model/`) and autoencoder (`model/autoencoder.py`).
   v = bagel.velocity(m, context_ids, x_t, t)               # one generation step's velocity
   latents = bagel.generate(m, context_ids, noise, num_steps=49, shift=3.0)
   images = bagel.decode(m, latents)                        # (B, H, W, 3) in [−1, 1]
+  tokens = bagel.vision_tokens(m, images)                  # a clean image, as context
 
 Sequences follow Bagel's generation step: the context is one text split at RoPE positions
 0…L−1, causal, through the understanding (text) weights and kept as a KV cache; the query is
@@ -23,25 +24,30 @@ import jax
 import jax.numpy as jnp
 
 from unigrpo_jax.convert import bagel as convert
-from unigrpo_jax.convert import flux_ae
+from unigrpo_jax.convert import flux_ae, shards
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, for_training, init_params, run_blocks
-from unigrpo_jax.model import autoencoder
+from unigrpo_jax.model import autoencoder, vision
 from unigrpo_jax.model.autoencoder import AutoencoderSpec
+from unigrpo_jax.model.vision import VisionSpec
 from unigrpo_jax.model.transformer import IMAGE, TEXT
 
 class Bagel(NamedTuple):
-  """A loaded Bagel: the unified model's spec and parameters, the autoencoder's, and the ids
-  of Bagel's special tokens (`bos`, `eos`, `start_of_image`, `end_of_image`)."""
+  """A loaded Bagel: the unified model's spec and parameters, the autoencoder's, the ids of
+  Bagel's special tokens (`bos`, `eos`, `start_of_image`, `end_of_image`), and the vision
+  encoder's spec and parameters (None for a folder without `vit_config.json`)."""
   spec: ModelSpec
   params: dict
   ae_spec: AutoencoderSpec
   ae_params: dict
   token_ids: dict
+  vit_spec: VisionSpec | None = None
+  vit_params: dict | None = None
 
 
 def load(path: str, *, token_ids: dict | None = None, dtype: str = "float32") -> Bagel:
-  """Reads a Bagel folder (`llm_config.json`, `ema.safetensors`, `ae.safetensors`, and the
-  tokenizer files unless `token_ids` is given); every size is read from the files.
+  """Reads a Bagel folder (`llm_config.json`, `ema.safetensors`, `ae.safetensors`, the
+  tokenizer files unless `token_ids` is given, and `vit_config.json` if there is a vision
+  encoder to read); every size is read from the files.
 
   Args:
     path: the folder.
@@ -55,7 +61,12 @@ def load(path: str, *, token_ids: dict | None = None, dtype: str = "float32") ->
   ids = convert.token_ids(path, token_ids)
   params = convert.load_into(init_params(spec, jax.random.key(0)), path, spec)
   _, ae_params = flux_ae.load(os.path.join(path, convert.AE), ae_spec)
-  return Bagel(spec, params, ae_spec, ae_params, ids)
+  vit_spec = vit_params = None
+  if os.path.isfile(os.path.join(path, convert.VIT_CONFIG)):
+    shapes = shards.file_shapes(os.path.join(path, convert.EMA))
+    vit_spec = convert.vision_spec(path, shapes, spec.width, dtype=dtype)
+    vit_params = convert.load_vision(path, vit_spec)
+  return Bagel(spec, params, ae_spec, ae_params, ids, vit_spec, vit_params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -181,3 +192,12 @@ def encode(m: Bagel, images, key=None):
 def decode(m: Bagel, latents):
   """(B, h, w, C) scaled latents → (B, 8h, 8w, 3) images (scale and shift undone first)."""
   return autoencoder.decode(m.ae_spec, m.ae_params, latents)
+
+
+def vision_tokens(m: Bagel, images):
+  """(B, H, W, 3) images in [−1, 1] (sides multiples of the ViT patch) → (B, N, width): the
+  SigLIP features through the connector plus `vit_pos_embed`, as Bagel feeds a clean image to
+  the language model."""
+  if m.vit_spec is None:
+    raise ValueError("this Bagel has no vision encoder (its folder has no vit_config.json)")
+  return vision.tokens(m.vit_spec, m.vit_params, images)

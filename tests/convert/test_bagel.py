@@ -5,6 +5,8 @@ ema.safetensors, ae.safetensors), read by `unigrpo_jax.bagel.load`.
     per-head q/k norms; `attention_bias=True`) on the same weights;
   * the generation path's velocity, and the Euler sampler built on it, equal a float64 NumPy
     reference of Bagel's equations written here from the checkpoint's tensors by name;
+  * the vision encoder gives the features of `transformers.SiglipVisionModel` on the same
+    weights (its patch convolution stored as Bagel's linear layer);
   * a folder or config that does not fit is named before anything runs.
 """
 import json
@@ -72,10 +74,36 @@ def bagel_tensors(model, seed=1):
       ("vae2llm.weight", (width, patch), 0.3), ("vae2llm.bias", (width,), 0.1),
       ("llm2vae.weight", (patch, width), 0.2), ("llm2vae.bias", (patch,), 0.1),
       ("latent_pos_embed.pos_embed", (MAX_LATENT ** 2, width), 0.5),
-      ("vit_model.vision_model.post_layernorm.weight", (8,), 1.0),
-      ("connector.fc1.weight", (width, 8), 1.0)):
+      ("connector.fc1.weight", (width, VIT["hidden_size"]), 0.2), ("connector.fc1.bias", (width,), 0.1),
+      ("connector.fc2.weight", (width, width), 0.2), ("connector.fc2.bias", (width,), 0.1),
+      ("vit_pos_embed.pos_embed", (VIT_SIDE ** 2, width), 0.5)):
     out[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
+  for name, p in siglip().state_dict().items():  # Bagel's names wrap the tower's own
+    x = p.numpy().astype(np.float32)
+    if name.endswith("patch_embedding.weight"):  # Bagel stores the conv as a linear layer
+      x = x.transpose(0, 2, 3, 1).reshape(x.shape[0], -1)
+    out["vit_model.vision_model." + name.removeprefix("vision_model.")] = x
   return out
+
+
+VIT = dict(hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+           image_size=28, patch_size=7, num_channels=3, layer_norm_eps=1e-6,
+           hidden_act="gelu_pytorch_tanh")
+VIT_SIDE = VIT["image_size"] // VIT["patch_size"]
+
+
+def siglip(seed=2):
+  """A tiny random SigLIP vision tower (no pooling head, as Bagel uses it)."""
+  torch.manual_seed(seed)
+  model = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
+      **VIT, vision_use_head=False)).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "norm" in name and name.endswith("weight"):
+        p.copy_(1.0 + 0.2 * torch.randn_like(p))
+      else:
+        p.copy_((0.1 if "bias" in name else 0.15) * torch.randn_like(p))
+  return model
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +114,7 @@ def folder(tmp_path_factory):
   save_file(tensors, str(path / convert.EMA))
   save_file(random_bfl_tensors(AE_SPEC), str(path / convert.AE))
   (path / convert.LLM_CONFIG).write_text(json.dumps(LLM))
+  (path / convert.VIT_CONFIG).write_text(json.dumps(VIT))
   return path, model, tensors
 
 
@@ -254,6 +283,30 @@ def test_generation_velocity_and_sampler_equal_bagels_equations(folder, loaded):
     want = want - np.stack([ref.velocity(context[b], want[b], grid[i]) for b in range(2)]) * (
         grid[i] - grid[i + 1])
   np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=1e-4)
+
+
+def test_vision_encoder_equals_siglip_and_feeds_the_connector(folder, loaded):
+  from unigrpo_jax.model import vision
+  _, _, tensors = folder
+  spec = loaded.vit_spec
+  assert (spec.width, spec.depth, spec.num_heads, spec.patch_size,
+          spec.max_patches_per_side) == (24, 2, 4, 7, VIT_SIDE)
+  images = np.asarray(jax.random.uniform(jax.random.key(5), (2, 28, 28, 3), minval=-1,
+                                         maxval=1))
+  with torch.no_grad():
+    want = siglip()(torch.from_numpy(images.copy()).permute(0, 3, 1, 2)).last_hidden_state
+  got = np.asarray(vision.features(spec, loaded.vit_params, images))
+  np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
+  # The connector and Bagel's position table, written out: fc2(gelu_tanh(fc1(x))) + table.
+  x = want.numpy().astype(np.float64)
+  y = x @ tensors["connector.fc1.weight"].T + tensors["connector.fc1.bias"]
+  y = 0.5 * y * (1 + np.tanh(np.sqrt(2 / np.pi) * (y + 0.044715 * y ** 3)))
+  y = y @ tensors["connector.fc2.weight"].T + tensors["connector.fc2.bias"]
+  y = y + tensors["vit_pos_embed.pos_embed"][np.arange(VIT_SIDE ** 2)]
+  np.testing.assert_allclose(np.asarray(bagel.vision_tokens(loaded, images)), y, atol=1e-4,
+                             rtol=1e-4)
+  # A non-square image reads its rows of the position tables (row·side + col).
+  assert bagel.vision_tokens(loaded, images[:, :14, :21]).shape == (2, 6, LLM["hidden_size"])
 
 
 def test_latents_round_trip_through_the_autoencoder(loaded):

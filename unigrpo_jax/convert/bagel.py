@@ -11,9 +11,10 @@ into the text (understanding) expert, and with `_moe_gen` inserted after its mod
 timestep embedder (`time_embedder.mlp.{0,2}`), the latent projections (`vae2llm`, `llm2vae`)
 and the latent position table (`latent_pos_embed.pos_embed`, whose rows fix
 `max_latent_size`); the autoencoder is `ae.safetensors` (`convert/flux_ae.py`). The vision
-encoder's tensors (`vit_model.*`, `connector.*`, `vit_pos_embed.*`) are recognised and not
-read: the model has no vision encoder yet. Tensors are read one at a time from the
-memory-mapped file and placed straight into the (sharded) parameter tree.
+encoder (`vit_model.vision_model.*`, `connector.*`, `vit_pos_embed.*`; `model/vision.py`) is
+read when the folder has `vit_config.json`, its sizes from the tensors' shapes and the head
+count from the json. Tensors are read one at a time from the memory-mapped file and placed
+straight into the (sharded) parameter tree.
 
 Command line (Orbax parameter checkpoints of the model and the autoencoder, and `bagel.json`
 with both specs and the special-token ids):
@@ -33,8 +34,10 @@ from unigrpo_jax import checkpoint, sharding
 from unigrpo_jax.convert import flux_ae, qwen2, shards
 from unigrpo_jax.convert.qwen2 import LAYER, LINEAR, SAME, Rule
 from unigrpo_jax.model import ModelSpec, init_params, param_logical_axes
+from unigrpo_jax.model import vision
 
 LLM_CONFIG = "llm_config.json"
+VIT_CONFIG = "vit_config.json"
 EMA = "ema.safetensors"
 AE = "ae.safetensors"
 PREFIX = "language_model."
@@ -177,6 +180,84 @@ def load_into(params, path: str, spec: ModelSpec):
   check_tensors(shards.file_shapes(file), spec, fields["vocab_size"], file)
   return qwen2.place(params, shards.iter_file(file), targets(spec), fields["vocab_size"],
                      spec.vocab_size)
+
+
+_VIT_LAYER = re.compile(r"^vit_model\.vision_model\.encoder\.layers\.(\d+)\."
+                        r"(?:self_attn\.|mlp\.)?(\w+)\.(weight|bias)$")
+_VIT_FIXED = {"vit_model.vision_model.embeddings.patch_embedding": ("siglip", "patch_embedding"),
+              "vit_model.vision_model.post_layernorm": ("siglip", "post_layernorm"),
+              "connector.fc1": ("connector", "fc1"), "connector.fc2": ("connector", "fc2")}
+
+
+def vision_path(name: str) -> tuple[tuple[str, ...], bool] | None:
+  """Bagel's vision tensor name → (our path in the vision parameters, whether it is a linear
+  weight to transpose); None for a name that is not one."""
+  if name == "vit_model.vision_model.embeddings.position_embedding.weight":
+    return ("siglip", "position_embedding"), False
+  if name == "vit_pos_embed.pos_embed":
+    return ("connector", "pos_table"), False
+  m = _VIT_LAYER.match(name)
+  if m:
+    layer, module, leaf = m.groups()
+    prefix = ("siglip", f"layers_{layer}", module)
+  else:
+    module, _, leaf = name.rpartition(".")
+    if module not in _VIT_FIXED:
+      return None
+    prefix = _VIT_FIXED[module]
+  norm = "norm" in prefix[-1]
+  if leaf == "bias":
+    return prefix + ("bias",), False
+  return prefix + ("scale" if norm else "kernel",), not norm
+
+
+def vision_spec(path: str, shapes: dict, out_width: int, **overrides) -> vision.VisionSpec:
+  """The vision encoder's spec: head count and epsilon from `vit_config.json`, the sizes from
+  the tensors' shapes (Bagel builds one layer fewer than the json says, so count the file's)."""
+  with open(_file(path, VIT_CONFIG)) as f:
+    config = json.load(f)
+  if config.get("hidden_act", "gelu_pytorch_tanh") not in ("gelu_pytorch_tanh", "gelu_fast"):
+    raise ValueError(f"{VIT_CONFIG}: hidden_act {config['hidden_act']!r} is not supported "
+                     f"(Bagel's SigLIP uses gelu_pytorch_tanh)")
+  prefix = "vit_model.vision_model."
+  width, patch_in = shapes[prefix + "embeddings.patch_embedding.weight"]
+  rows = shapes[prefix + "embeddings.position_embedding.weight"][0]
+  layers = {int(m.group(1)) for m in map(_VIT_LAYER.match, shapes) if m}
+  channels = config.get("num_channels", 3)
+  fields = dict(width=width, depth=len(layers), num_heads=config["num_attention_heads"],
+                mlp_dim=shapes[prefix + "encoder.layers.0.mlp.fc1.weight"][0],
+                patch_size=int(round((patch_in / channels) ** 0.5)),
+                max_patches_per_side=int(round(rows ** 0.5)), channels=channels,
+                norm_eps=config.get("layer_norm_eps", 1e-6), out_width=out_width)
+  fields.update(overrides)
+  return vision.VisionSpec(**fields)
+
+
+def load_vision(path: str, spec: vision.VisionSpec):
+  """The vision encoder's parameters from `ema.safetensors` (names and shapes checked)."""
+  file = _file(path, EMA)
+  want = {p: x.shape for p, x in traverse_util.flatten_dict(
+      jax.eval_shape(lambda: vision.init_vision(spec, jax.random.key(0)))).items()}
+  flat, unexpected, shaped = {}, [], []
+  for name, x in shards.iter_file(file):
+    if not name.startswith(VISION_PREFIXES):
+      continue
+    found = vision_path(name)
+    if found is None or found[0] not in want:
+      unexpected.append(name)
+      continue
+    ours, linear = found
+    y = x.T if linear else x
+    if y.shape != want[ours]:
+      shaped.append(f"{name} {x.shape}")
+      continue
+    flat[ours] = jax.numpy.asarray(y, jax.numpy.float32)
+  missing = sorted("/".join(p) for p in set(want) - set(flat))
+  if missing or unexpected or shaped:
+    raise ValueError(f"Bagel checkpoint {file!r}: the vision encoder does not fit — "
+                     f"missing: {missing[:12]}; unexpected: {unexpected[:12]}; "
+                     f"differently shaped: {shaped[:12]}")
+  return traverse_util.unflatten_dict(flat)
 
 
 def token_ids(path: str, given: dict | None = None) -> dict:

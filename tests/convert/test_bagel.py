@@ -340,6 +340,16 @@ def test_a_folder_that_does_not_fit_is_named(folder, tmp_path):
   assert "missing: language_model.model.layers.1.mlp_moe_gen.up_proj.weight" in message
   assert "unexpected: language_model.model.extra.weight" in message
   assert "self_attn.q_norm.weight (9,) (expected (8,))" in message
+  vision_broken = {k: v for k, v in tensors.items() if k != "connector.fc2.bias"}
+  vision_broken["vit_model.vision_model.encoder.layers.1.mlp.fc1.weight"] = np.ones(
+      (41, VIT["hidden_size"]), np.float32)
+  save_file(vision_broken, str(tmp_path / convert.EMA))
+  (tmp_path / convert.VIT_CONFIG).write_text(json.dumps(VIT))
+  with pytest.raises(ValueError, match=r"the vision encoder does not fit — missing: "
+                                       r"connector/fc2/bias; differently shaped: "
+                                       r"siglip/layers_1/fc1/kernel \(24, 41\) "
+                                       r"\(expected \(24, 40\)\)"):
+    bagel.load(str(tmp_path), token_ids=TOKEN_IDS)
   spec, _ = convert.folder_spec(str(path))
   with pytest.raises(ValueError, match=r"model\.depth is 3 but the checkpoint has 2"):
     convert.load_into(None, str(path), spec.__class__(**{**spec.__dict__, "depth": 3}))

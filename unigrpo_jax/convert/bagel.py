@@ -144,26 +144,9 @@ def check_tensors(shapes: dict[str, tuple[int, ...]], spec: ModelSpec, vocab_row
                   file: str):
   """Raises listing the missing, unexpected and differently shaped tensors of `ema.safetensors`
   against `spec` (the vision encoder's are not checked)."""
-  params = traverse_util.flatten_dict(
-      jax.eval_shape(lambda: init_params(spec, jax.random.key(0))))
-  want = {}
-  for name, (rule, layer, dests) in targets(spec).items():
-    shape = list(params[dests[0]].shape[1:] if layer is not None else params[dests[0]].shape)
-    if rule.vocab_axis is not None:
-      shape[rule.vocab_axis] = vocab_rows
-    want[name] = jax.eval_shape(rule.layout.to_hf, jax.ShapeDtypeStruct(
-        tuple(shape), "float32")).shape
+  want = qwen2.expected_tensors(spec, vocab_rows, rules(spec))
   have = {k: v for k, v in shapes.items() if not k.startswith(VISION_PREFIXES)}
-  missing = sorted(set(want) - set(have))
-  unexpected = sorted(set(have) - set(want))
-  shaped = sorted(f"{k} {have[k]} (expected {want[k]})" for k in set(want) & set(have)
-                  if tuple(have[k]) != tuple(want[k]))
-  if missing or unexpected or shaped:
-    parts = [f"{label}: {', '.join(items[:12])}" + (f" … ({len(items)} in all)"
-                                                     if len(items) > 12 else "")
-             for label, items in (("missing", missing), ("unexpected", unexpected),
-                                  ("differently shaped", shaped)) if items]
-    raise ValueError(f"Bagel checkpoint {file!r} does not fit the model — " + "; ".join(parts))
+  shards.check_fit(want, have, f"Bagel checkpoint {file!r} does not fit the model")
 
 
 def load_into(params, path: str, spec: ModelSpec):
@@ -234,29 +217,23 @@ def vision_spec(path: str, shapes: dict, out_width: int, **overrides) -> vision.
 
 
 def load_vision(path: str, spec: vision.VisionSpec):
-  """The vision encoder's parameters from `ema.safetensors` (names and shapes checked)."""
+  """The vision encoder's parameters from `ema.safetensors`; every tensor's name and shape is
+  checked first (reported by our parameter path, or Bagel's name when it maps to none)."""
   file = _file(path, EMA)
-  want = {p: x.shape for p, x in traverse_util.flatten_dict(
+  want = {"/".join(p): x.shape for p, x in traverse_util.flatten_dict(
       jax.eval_shape(lambda: vision.init_vision(spec, jax.random.key(0)))).items()}
-  flat, unexpected, shaped = {}, [], []
+  have = {}
+  for name, shape in shards.file_shapes(file).items():
+    if name.startswith(VISION_PREFIXES):
+      found = vision_path(name)
+      key = name if found is None else "/".join(found[0])
+      have[key] = tuple(reversed(shape)) if found is not None and found[1] else shape
+  shards.check_fit(want, have, f"Bagel checkpoint {file!r}: the vision encoder does not fit")
+  flat = {}
   for name, x in shards.iter_file(file):
-    if not name.startswith(VISION_PREFIXES):
-      continue
-    found = vision_path(name)
-    if found is None or found[0] not in want:
-      unexpected.append(name)
-      continue
-    ours, linear = found
-    y = x.T if linear else x
-    if y.shape != want[ours]:
-      shaped.append(f"{name} {x.shape}")
-      continue
-    flat[ours] = jax.numpy.asarray(y, jax.numpy.float32)
-  missing = sorted("/".join(p) for p in set(want) - set(flat))
-  if missing or unexpected or shaped:
-    raise ValueError(f"Bagel checkpoint {file!r}: the vision encoder does not fit — "
-                     f"missing: {missing[:12]}; unexpected: {unexpected[:12]}; "
-                     f"differently shaped: {shaped[:12]}")
+    if name.startswith(VISION_PREFIXES):
+      ours, linear = vision_path(name)
+      flat[ours] = jax.numpy.asarray(x.T if linear else x, jax.numpy.float32)
   return traverse_util.unflatten_dict(flat)
 
 

@@ -79,17 +79,7 @@ def check_tensors(path: str, spec: AutoencoderSpec, shapes=None):
   """Raises listing every missing, unexpected and differently shaped tensor of `path`."""
   have = shards.file_shapes(path) if shapes is None else shapes
   want = expected_tensors(spec)
-  missing = sorted(set(want) - set(have))
-  unexpected = sorted(set(have) - set(want))
-  shaped = sorted(f"{k} {have[k]} (expected {want[k]})" for k in set(want) & set(have)
-                  if tuple(have[k]) != tuple(want[k]))
-  if missing or unexpected or shaped:
-    parts = [f"{label}: {', '.join(items[:12])}" + (f" … ({len(items)} in all)"
-                                                     if len(items) > 12 else "")
-             for label, items in (("missing", missing), ("unexpected", unexpected),
-                                  ("differently shaped", shaped)) if items]
-    raise ValueError(f"autoencoder checkpoint {path!r} does not fit the autoencoder — "
-                     + "; ".join(parts))
+  shards.check_fit(want, have, f"autoencoder checkpoint {path!r} does not fit the autoencoder")
 
 
 def load(path: str, spec: AutoencoderSpec | None = None, shardings=None):

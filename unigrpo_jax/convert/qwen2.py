@@ -180,12 +180,14 @@ def hf_config_from_spec(spec: ModelSpec):
 # ------------------------------------------------------------------------------ import
 
 
-def expected_tensors(spec: ModelSpec, vocab_rows: int) -> dict[str, tuple[int, ...]]:
-  """{HF tensor name: shape} a checkpoint for `spec` holds (`vocab_rows` embedding rows)."""
+def expected_tensors(spec: ModelSpec, vocab_rows: int,
+                     rule_set: tuple[Rule, ...] | None = None) -> dict[str, tuple[int, ...]]:
+  """{tensor name: shape} a checkpoint for `spec` holds (`vocab_rows` embedding rows), by
+  `rule_set` (default: Qwen2's `rules(spec)`)."""
   params = traverse_util.flatten_dict(
       jax.eval_shape(lambda: init_params(spec, jax.random.key(0))))
   out = {}
-  for rule in rules(spec):
+  for rule in rules(spec) if rule_set is None else rule_set:
     shape = list(params[rule.ours].shape[1:] if rule.per_layer else params[rule.ours].shape)
     if rule.vocab_axis is not None:
       shape[rule.vocab_axis] = vocab_rows
@@ -203,16 +205,7 @@ def check_tensors(path: str, spec: ModelSpec, vocab_rows: int):
   have = shards.tensor_shapes(path)
   if spec.tie_embeddings:
     have.pop(LM_HEAD.hf, None)
-  missing = sorted(set(want) - set(have))
-  unexpected = sorted(set(have) - set(want))
-  shaped = sorted(f"{k} {have[k]} (expected {want[k]})" for k in set(want) & set(have)
-                  if tuple(have[k]) != tuple(want[k]))
-  if missing or unexpected or shaped:
-    parts = [f"{label}: {', '.join(items[:12])}" + (f" … ({len(items)} in all)"
-                                                     if len(items) > 12 else "")
-             for label, items in (("missing", missing), ("unexpected", unexpected),
-                                  ("differently shaped", shaped)) if items]
-    raise ValueError(f"checkpoint {path!r} does not fit the model — " + "; ".join(parts))
+  shards.check_fit(want, have, f"checkpoint {path!r} does not fit the model")
 
 
 def check_checkpoint(path: str, spec: ModelSpec):

@@ -70,6 +70,22 @@ def iter_file(file: str):
     yield name, data[start:end].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
 
 
+def check_fit(want: dict, have: dict, what: str):
+  """Raises `ValueError("<what> — missing: …; unexpected: …; differently shaped: …")` listing
+  every name in one of {name: shape} `want` and `have` but not the other, and every shape that
+  differs (twelve of each, then the count); returns if they agree."""
+  missing = sorted(set(want) - set(have))
+  unexpected = sorted(set(have) - set(want))
+  shaped = sorted(f"{k} {tuple(have[k])} (expected {tuple(want[k])})"
+                  for k in set(want) & set(have) if tuple(have[k]) != tuple(want[k]))
+  if missing or unexpected or shaped:
+    parts = [f"{label}: {', '.join(items[:12])}" + (f" … ({len(items)} in all)"
+                                                     if len(items) > 12 else "")
+             for label, items in (("missing", missing), ("unexpected", unexpected),
+                                  ("differently shaped", shaped)) if items]
+    raise ValueError(f"{what} — " + "; ".join(parts))
+
+
 def tensor_shapes(path: str) -> dict[str, tuple[int, ...]]:
   """{tensor name: shape} over every shard, from the headers alone."""
   shapes = {}

@@ -29,7 +29,7 @@ from unigrpo_jax.model import ModelSpec, UnifiedTransformer, for_training, init_
 from unigrpo_jax.model import autoencoder, vision
 from unigrpo_jax.model.autoencoder import AutoencoderSpec
 from unigrpo_jax.model.vision import VisionSpec
-from unigrpo_jax.model.transformer import IMAGE, TEXT
+from unigrpo_jax.sampling.forward import image_velocity
 
 class Bagel(NamedTuple):
   """A loaded Bagel: the unified model's spec and parameters, the autoencoder's, the ids of
@@ -89,34 +89,33 @@ def _positions(b: int, t: int, start):
   return jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
 
 
-def _prefill(model, stack, params, context_ids):
-  """The context split's KV cache, (k, v) each with L slots, causal, RoPE 0…L−1."""
+def _context(model, stack, params, context_ids, block: int):
+  """The context split (causal, RoPE 0…L−1) in a KV cache with `block` more slots after it,
+  and what `forward.image_velocity` needs to place the query block there: (cache, valid,
+  block_ids, prompt_mask)."""
   b, length = context_ids.shape
   h = model.apply({"params": params}, context_ids, method=model.embed_tokens)
   mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (b, length, length))
   _, cache = run_blocks(model, stack, h, _positions(b, length, 0), mask)
-  return cache
-
-
-def _query_velocity(model, stack, params, cache, length, x_t, t, ids):
-  """The velocity of the query block [<start_of_image>, latents of x_t, <end_of_image>] at
-  RoPE position `length`, over the context cache (which it does not change)."""
-  b = x_t.shape[0]
-  markers = model.apply({"params": params},
-                        jnp.broadcast_to(jnp.asarray([ids["start_of_image"],
-                                                      ids["end_of_image"]]), (b, 2)),
-                        method=model.embed_tokens)
-  latents = model.apply({"params": params}, x_t, t, method=model.embed_image)
-  h = jnp.concatenate([markers[:, :1], latents, markers[:, 1:]], axis=1)
-  n = h.shape[1]
-  modality = jnp.concatenate([jnp.full((b, 1), TEXT), jnp.full((b, n - 2), IMAGE),
-                              jnp.full((b, 1), TEXT)], axis=1)
   cache = jax.tree.map(lambda c: jnp.concatenate(
-      [c, jnp.zeros(c.shape[:-2] + (n, c.shape[-1]), c.dtype)], axis=-2), cache)
-  mask = jnp.ones((b, n, length + n), bool)
-  h, _ = run_blocks(model, stack, h, jnp.full((b, n), length, jnp.int32), mask, cache,
-                    cache_index=length, modality=modality, route=None)
-  return model.apply({"params": params}, h[:, 1:-1], x_t, t, method=model.velocity)
+      [c, jnp.zeros(c.shape[:-2] + (block, c.shape[-1]), c.dtype)], axis=-2), cache)
+  valid = jnp.concatenate([jnp.ones((b, length), bool), jnp.zeros((b, block), bool)], axis=1)
+  block_ids = jnp.concatenate([jnp.full((length,), -1, jnp.int32),
+                               jnp.zeros((block,), jnp.int32)])
+  return cache, valid, block_ids, jnp.ones((b, 1), bool)
+
+
+def _query_velocity(model, stack, context, length, x_t, t, ids):
+  """Bagel's generation step (`forward.image_velocity` with the image markers) over the
+  context made by `_context`."""
+  cache, valid, block_ids, prompt_mask = context
+  return image_velocity(model, stack, x_t, t, length, valid, block_ids, prompt_mask, cache,
+                        (ids["start_of_image"], ids["end_of_image"]))
+
+
+def _block_len(spec: ModelSpec, x) -> int:
+  """Slots of the query block for latents x: the markers and one token a patch."""
+  return 2 + (x.shape[1] // spec.patch_size) * (x.shape[2] // spec.patch_size)
 
 
 def _check_latents(spec: ModelSpec, x):
@@ -131,8 +130,8 @@ def _check_latents(spec: ModelSpec, x):
 def _velocity(spec: ModelSpec, params, context_ids, x_t, t, ids):
   model = UnifiedTransformer(spec)
   stack = for_training(params, spec)
-  cache = _prefill(model, stack, params, context_ids)
-  return _query_velocity(model, stack, params, cache, context_ids.shape[1], x_t, t, dict(ids))
+  context = _context(model, stack, params, context_ids, _block_len(spec, x_t))
+  return _query_velocity(model, stack, context, context_ids.shape[1], x_t, t, dict(ids))
 
 
 def velocity(m: Bagel, context_ids, x_t, t):
@@ -161,12 +160,12 @@ def schedule(num_steps: int, shift: float):
 def _generate(spec: ModelSpec, params, context_ids, noise, num_steps, shift, ids):
   model = UnifiedTransformer(spec)
   stack = for_training(params, spec)
-  cache = _prefill(model, stack, params, context_ids)
+  context = _context(model, stack, params, context_ids, _block_len(spec, noise))
   grid = schedule(num_steps, shift)
   b = noise.shape[0]
 
   def step(x, i):
-    v = _query_velocity(model, stack, params, cache, context_ids.shape[1], x,
+    v = _query_velocity(model, stack, context, context_ids.shape[1], x,
                         jnp.full((b,), grid[i]), dict(ids))
     return x - v * (grid[i] - grid[i + 1]), None
 

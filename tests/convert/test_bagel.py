@@ -373,3 +373,47 @@ def test_the_command_line_writes_what_load_reads(folder, loaded, tmp_path):
   assert want.keys() == got.keys()
   for name in want:
     np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]), err_msg=name)
+
+
+def test_think_mode_rollout_draws_with_bagels_generation_step_and_is_on_policy(loaded):
+  """A rollout in Bagel's block layout (plan text until `<|im_end|>`, then the latent block):
+  recomputed text and SDE log-probs equal the rollout's, and every velocity it scores is
+  `bagel.velocity` of that row's visible prompt and text."""
+  from unigrpo_jax.model import UnifiedTransformer
+  from unigrpo_jax.sampling import RolloutSpec, make_rollout, score_trajectory
+  def rollout_spec(stop):
+    return RolloutSpec(prompt_len=6, max_text_tokens=5, pad_id=0,
+                       eos_id=LLM["vocab_size"] - 1, image_start_id=stop,
+                       image_end_id=TOKEN_IDS["end_of_image"], num_steps=4, noise_level=0.8,
+                       sde_window=(0, 2), image_block="bagel",
+                       block_start_id=TOKEN_IDS["start_of_image"],
+                       block_end_id=TOKEN_IDS["end_of_image"])
+
+  model = UnifiedTransformer(loaded.spec)
+  prompts = np.asarray(jax.random.randint(jax.random.key(6), (4, 5), 5, 60))
+  mask = np.ones(prompts.shape, bool)
+  mask[1, :2] = False  # a shorter, left-padded prompt
+  key = jax.random.key(7)
+  # The stop token (Bagel's <|im_end|>): one that row 0 samples second with this key, so its
+  # plan ends early and the rows' plans differ in length.
+  first = make_rollout(model, rollout_spec(TOKEN_IDS["eos"]))(loaded.params, prompts, mask, key)
+  spec = rollout_spec(int(first.tokens[0, 0, 1]))
+  traj = make_rollout(model, spec)(loaded.params, prompts, mask, key)
+  scores = jax.jit(lambda p, t: score_trajectory(p, t, model=model, spec=spec))(
+      loaded.params, traj)
+  np.testing.assert_allclose(np.asarray(scores["token_logp"]), np.asarray(traj.token_logp),
+                             atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(scores["step_logp"]), np.asarray(traj.step_logp),
+                             atol=1e-5, rtol=1e-5)
+  lengths = np.asarray(traj.token_mask[:, 0]).sum(axis=1)
+  drawn = np.asarray(traj.image_mask[:, 0])
+  assert drawn.sum() >= 2 and len(set(lengths[drawn])) > 1  # plans of different lengths
+  steps = np.flatnonzero(spec.stochastic_steps())
+  for b in np.flatnonzero(drawn):
+    context = np.concatenate([np.asarray(traj.prompt_tokens[b])[np.asarray(traj.prompt_mask[b])],
+                              np.asarray(traj.tokens[b, 0])[np.asarray(traj.token_mask[b, 0])]])
+    for k, j in enumerate(steps):
+      want = bagel.velocity(loaded, context[None], traj.latents[b:b + 1, 0, j],
+                            traj.timesteps[j][None])
+      np.testing.assert_allclose(np.asarray(scores["velocity"][b, 0, k]), np.asarray(want[0]),
+                                 atol=1e-4 * float(np.abs(want).max()), rtol=1e-4)

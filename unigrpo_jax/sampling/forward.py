@@ -16,36 +16,55 @@ from unigrpo_jax.model.masks import attention_mask, positions
 
 
 def run_slots(model, params: StackParams, h, start, valid, block_ids, prompt_mask, cache=None,
-              route=TEXT):
+              route=TEXT, modality=None, pos=None):
   """Runs the block stack on inputs h (B, T, width) placed at slots [start, start + T).
 
   valid: (B, L) slot visibility (the inputs' own slots included); block_ids: (L,) int32;
   prompt_mask: (B, P) for positions; cache: read-only, in the form of `params`
   (`StackParams.empty_cache`), or None when the inputs are the whole sequence (start = 0,
-  T = L). Returns (h, cache) with the inputs' keys/values.
+  T = L). route / modality: as `UnifiedTransformer.__call__`; pos: (B, T) RoPE positions
+  (default: the slot index minus the row's left padding). Returns (h, cache) with the inputs'
+  keys/values.
   """
   slots = start + jnp.arange(h.shape[1])
   mask = attention_mask(slots, valid, block_ids)
   if cache is None:
     mask = jax.lax.dynamic_slice_in_dim(mask, start, h.shape[1], axis=2)
-  return run_blocks(model, params, h, positions(slots, prompt_mask), mask, cache, start,
-                    route=route)
+  pos = positions(slots, prompt_mask) if pos is None else pos
+  return run_blocks(model, params, h, pos, mask, cache, start, modality=modality, route=route)
 
 
-def image_velocity(model, params: StackParams, x, t, start, valid, block_ids, prompt_mask, cache):
-  """Velocity of the noised image x (B, S, S, C) at flow time t (scalar or (B,)), its block at
+def image_velocity(model, params: StackParams, x, t, start, valid, block_ids, prompt_mask, cache,
+                   markers: tuple[int, int] | None = None):
+  """Velocity of the noised image x (B, H, W, C) at flow time t (scalar or (B,)), its block at
   `start`.
 
   The block sees the cached context before it and itself (bidirectionally); the cache with the
-  block written in is dropped, so nothing else ever sees a noised image. Returns (B, S, S, C) float32.
+  block written in is dropped, so nothing else ever sees a noised image. With `markers`
+  (start, end token ids: `RolloutSpec.image_block` "bagel") the block is Bagel's generation
+  query: the start marker, the image's tokens and the end marker, all at one RoPE position —
+  the number of visible slots before the block — the markers through the text weights.
+  Returns (B, H, W, C) float32.
   """
   b = x.shape[0]
   t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
   h = model.apply({"params": params.tree}, x, t, method=model.embed_image)
+  route, modality, pos = IMAGE, None, None
+  if markers is not None:
+    ends = model.apply({"params": params.tree}, jnp.broadcast_to(jnp.asarray(markers), (b, 2)),
+                       method=model.embed_tokens)
+    h = jnp.concatenate([ends[:, :1], h, ends[:, 1:]], axis=1)
+    modality = jnp.full(h.shape[:2], IMAGE).at[:, 0].set(TEXT).at[:, -1].set(TEXT)
+    route = None
+    before = jnp.sum(valid & (jnp.arange(valid.shape[1]) < start)[None], axis=1,
+                     dtype=jnp.int32)
+    pos = jnp.broadcast_to(before[:, None], h.shape[:2])
   n = h.shape[1]
   block_valid = jax.lax.dynamic_update_slice(valid, jnp.ones((b, n), bool), (0, start))
   h, _ = run_slots(model, params, h, start, block_valid, block_ids, prompt_mask, cache,
-                   route=IMAGE)
+                   route=route, modality=modality, pos=pos)
+  if markers is not None:
+    h = h[:, 1:-1]
   return model.apply({"params": params.tree}, h, x, t, method=model.velocity)
 
 
@@ -55,10 +74,10 @@ def unconditional(valid, block_ids):
 
 
 def guided_velocity(model, params: StackParams, x, t, start, valid, block_ids, prompt_mask, cache,
-                    scale: float):
+                    scale: float, markers: tuple[int, int] | None = None):
   """v_u + scale·(v_c − v_u); scale = 1 is the plain conditional velocity, one forward pass
-  (UniGRPO's setting: no CFG). Shapes as `image_velocity`."""
-  v = image_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, cache)
+  (UniGRPO's setting: no CFG). Shapes and `markers` as `image_velocity`."""
+  v = image_velocity(model, params, x, t, start, valid, block_ids, prompt_mask, cache, markers)
   if scale == 1.0:
     return v
   v_u = image_velocity(model, params, x, t, start, unconditional(valid, block_ids), block_ids,

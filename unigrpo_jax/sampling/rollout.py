@@ -181,7 +181,7 @@ class Phases:
     def step(x, xs):
       t, t_next, level, j = xs
       v = guided_velocity(self.model, self.params, x, t, start, valid, self.blocks,
-                          self.prompt_mask, cache, self.spec.cfg_scale)
+                          self.prompt_mask, cache, self.spec.cfg_scale, self.spec.markers)
       x_next, logp, _, _ = sde.sde_step(x, v, t, t_next, level,
                                         key=jax.random.fold_in(sde_key, j), t_max=times[1])
       return x_next, (x, logp)
@@ -193,7 +193,10 @@ class Phases:
     return image, visited, logp
 
   def close(self, state: DecodeState, r: int, image) -> DecodeState:
-    """Writes round r's clean image (t = 0) into the cache, then `</img>` unless r is last."""
+    """Writes round r's clean image (t = 0) into the cache, then `</img>` unless r is last.
+    A Bagel block ends the trajectory: nothing follows it, so nothing is written."""
+    if self.spec.markers is not None:
+      return state
     cache, valid, logits, ended = state
     b = valid.shape[0]
     drawn = ~ended

@@ -114,7 +114,8 @@ def encode(params, seq, *, model: UnifiedTransformer, spec: RolloutSpec,
 
   h = apply(sequence_tokens(seq, spec, layout), method=model.embed_tokens)
   clean = jnp.zeros((b,), jnp.float32)
-  for r in range(spec.rounds if spec.draw_images else 0):
+  # Clean images are context for what follows them; a Bagel block has nothing after it.
+  for r in range(spec.rounds if spec.draw_images and spec.markers is None else 0):
     start = layout.image_start(r)
     h = h.at[:, start:start + ms.image_tokens].set(
         apply(seq.images[:, r], clean, method=model.embed_image))
@@ -160,7 +161,7 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
     def one_step(j, start=start, latents=latents):
       x = latents[:, j]
       v = guided_velocity(model, context.params, x, times[j], start, traj.valid, blocks,
-                          traj.prompt_mask, context.cache, spec.cfg_scale)
+                          traj.prompt_mask, context.cache, spec.cfg_scale, spec.markers)
       _, logp, mean, std = sde.sde_step(x, v, times[j], times[j + 1], spec.noise_level,
                                         prev_sample=latents[:, j + 1], t_max=times[1])
       return logp, v, mean, jnp.broadcast_to(std, x.shape).reshape(b, -1)[:, 0]

@@ -21,6 +21,10 @@ class RolloutSpec:
   image block: plain LLM GRPO on the same code path); cfg_scale: classifier-free guidance
   weight, 1 = none (UniGRPO: one conditional forward per step), else v_u + w·(v_c − v_u) with
   two forwards (Flow-GRPO's setting, for the ablation). Token ids come from the tokenizer.
+  image_block: "plain" (the image's tokens alone, each at its own position, through the image
+  weights) or "bagel" (Bagel's generation step: `block_start_id`, the image's tokens,
+  `block_end_id`, all at the position after the last visible token, the two markers through
+  the text weights; one round, no CFG).
   """
   prompt_len: int
   max_text_tokens: int
@@ -38,6 +42,9 @@ class RolloutSpec:
   top_k: int = 0
   draw_images: bool = True
   cfg_scale: float = 1.0
+  image_block: str = "plain"
+  block_start_id: int = -1
+  block_end_id: int = -1
 
   def __post_init__(self):
     for name in ("prompt_len", "max_text_tokens", "rounds", "num_steps"):
@@ -54,6 +61,16 @@ class RolloutSpec:
     if not self.draw_images and self.rounds != 1:
       raise ValueError(f"rollout.rounds must be 1 when rollout.draw_images is off, got "
                        f"{self.rounds}")
+    if self.image_block not in ("plain", "bagel"):
+      raise ValueError(f"rollout.image_block must be 'plain' or 'bagel', got "
+                       f"{self.image_block!r}")
+    if self.image_block == "bagel":
+      if self.rounds != 1 or not self.draw_images or self.cfg_scale != 1.0:
+        raise ValueError("rollout.image_block 'bagel' draws one image a trajectory without CFG: "
+                         "it needs rollout.rounds = 1, draw_images and cfg_scale = 1")
+      if self.block_start_id < 0 or self.block_end_id < 0:
+        raise ValueError("rollout.image_block 'bagel' needs tokens.block_start_id and "
+                         "tokens.block_end_id (Bagel's <|vision_start|>, <|vision_end|>)")
     if self.sde_window is not None:
       object.__setattr__(self, "sde_window", tuple(self.sde_window))
     try:
@@ -67,11 +84,19 @@ class RolloutSpec:
     kw = dict(rollout)
     kw.update(pad_id=tokens["pad_id"], eos_id=tokens["eos_id"],
               image_start_id=tokens["image_start_id"], image_end_id=tokens["image_end_id"])
+    for name in ("block_start_id", "block_end_id"):
+      if name in tokens:
+        kw[name] = tokens[name]
     kw.update(overrides)
     return cls(**kw)
 
+  @property
+  def markers(self) -> tuple[int, int] | None:
+    """(start, end) token ids inside an image block ("bagel"), or None ("plain")."""
+    return (self.block_start_id, self.block_end_id) if self.image_block == "bagel" else None
+
   def layout(self, model: ModelSpec) -> SequenceLayout:
-    image_tokens = model.image_tokens if self.draw_images else 0
+    image_tokens = model.image_tokens + 2 * (self.markers is not None) if self.draw_images else 0
     return SequenceLayout(self.prompt_len, self.max_text_tokens, image_tokens, self.rounds)
 
   def stochastic_steps(self) -> np.ndarray:
@@ -81,7 +106,9 @@ class RolloutSpec:
     return sde.window_mask(self.num_steps, self.sde_window)
 
   def check_model(self, model: ModelSpec):
-    for name in ("pad_id", "eos_id", "image_start_id", "image_end_id"):
+    names = ("pad_id", "eos_id", "image_start_id", "image_end_id") + (
+        ("block_start_id", "block_end_id") if self.markers else ())
+    for name in names:
       if not 0 <= getattr(self, name) < model.vocab_size:
         raise ValueError(f"tokens.{name} ({getattr(self, name)}) is outside the vocabulary "
                          f"(model.vocab_size = {model.vocab_size})")

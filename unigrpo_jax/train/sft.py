@@ -131,6 +131,9 @@ def make_sft_step(model: UnifiedTransformer, rollout: RolloutSpec, sft: SFTSpec,
   On a mesh, place the state (`optim.train_state_shardings`) and the batch
   (`sharding.shard_batch`) before calling; `state_shardings` pins the new state to the same
   layout so that step after step reuses one compiled program."""
+  if rollout.markers is not None:
+    raise ValueError("SFT in Bagel's image blocks (rollout.image_block 'bagel') is not "
+                     "supported: warm up in the plain layout")
   return jax.jit(functools.partial(sft_step, model=model, rollout=rollout, sft=sft,
                                    optimizer=optimizer, state_shardings=state_shardings),
                  donate_argnums=(0,))

@@ -107,6 +107,37 @@ def test_image_loss_by_hand():
   np.testing.assert_allclose(float(loss2), sum(rows[0]) / 2, rtol=1e-5)
 
 
+def test_ratio_norm_image_loss_by_hand():
+  """GRPO-Guard's RatioNorm: log r̂ = s·(log r + mean(Δμ²)/(2s²)), Δμ = μ_old − μ_θ, then the
+  clipped surrogate on r̂ (UniRL's `_ratio_norm_loss`), written out per step."""
+  rng = np.random.default_rng(0)
+  logp = np.array([[0.31, 0.25], [0.4, 0.1]], np.float32)
+  old = np.array([[0.3, 0.27], [0.38, 0.1]], np.float32)
+  mean = rng.standard_normal((2, 2, 3, 2)).astype(np.float32)
+  old_mean = mean + 0.05 * rng.standard_normal(mean.shape).astype(np.float32)
+  std = np.array([[0.2, 0.1], [0.3, 0.0]], np.float32)  # a deterministic step: s = 0
+  mask = np.array([[True, True], [True, True]])
+  a = np.array([1.5, -0.8], np.float32)
+  eps = 0.01
+  rows = []
+  for i in range(2):
+    row = []
+    for j in range(2):
+      s = float(std[i, j])
+      d2 = float(np.mean((old_mean[i, j].astype(np.float64) - mean[i, j]) ** 2))
+      log_r_hat = s * (float(logp[i, j]) - float(old[i, j]) + d2 / (2 * s * s)) if s else 0.0
+      r = math.exp(log_r_hat)
+      row.append(max(-a[i] * r, -a[i] * min(max(r, 1 - eps), 1 + eps)))
+    rows.append(sum(row) / 2)
+  loss, m = losses.image_policy_ratio_norm_loss(logp, old, mean, old_mean, std, a, mask,
+                                                clip_range=eps)
+  np.testing.assert_allclose(float(loss), sum(rows) / 2, rtol=1e-5)
+  assert np.isfinite(float(m["ratio_mean"])) and "raw_ratio_mean" in m
+  # On policy (μ_θ = μ_old, log r = 0) the ratio is exactly 1: the loss is −mean(A).
+  same, _ = losses.image_policy_ratio_norm_loss(old, old, mean, mean, std, a, mask)
+  np.testing.assert_allclose(float(same), -float(a.mean()), rtol=1e-6)
+
+
 def test_velocity_mse_and_latent_kl_by_hand():
   v = np.arange(2 * 2 * 3, dtype=np.float32).reshape(2, 2, 3) / 10
   ref = np.zeros_like(v)
@@ -121,7 +152,8 @@ def test_velocity_mse_and_latent_kl_by_hand():
 
 
 def test_registry_and_bad_names():
-  assert {"text_policy", "image_policy", "velocity_mse", "latent_kl"} <= set(losses.LOSSES)
+  assert {"text_policy", "image_policy", "image_policy_ratio_norm", "velocity_mse",
+          "latent_kl"} <= set(losses.LOSSES)
   with pytest.raises(ValueError, match=r"loss\.loss_type 'ppo' is not one of"):
     losses.text_policy_loss(LOGP, OLD, ADV, MASK, loss_type="ppo")
   with pytest.raises(ValueError, match=r"kl estimator 'k4'"):

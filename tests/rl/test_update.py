@@ -31,9 +31,11 @@ def _outcome(rewards, group, rounds):
 
 
 @pytest.mark.slow
-def test_first_update_is_exactly_on_policy():
+@pytest.mark.parametrize("image_ratio", ["plain", "ratio_norm"])
+def test_first_update_is_exactly_on_policy(image_ratio):
+  """The first minibatch's ratios are 1 (RatioNorm's r̂ too: μ_θ = the recorded μ_old)."""
   model, params, rollout, sample, update, optimizer = _setup(
-      loss=LossSpec(beta=0.04, latent_kl_weight=0.1),
+      loss=LossSpec(beta=0.04, latent_kl_weight=0.1, image_ratio=image_ratio),
       update=UpdateSpec(num_updates=2, num_minibatches=2))
   prompts = jax.random.randint(jax.random.key(0), (8, 6), 4, 48)
   traj = sample(params, prompts, jnp.ones(prompts.shape, bool), jax.random.key(1))
@@ -50,6 +52,7 @@ def test_first_update_is_exactly_on_policy():
   assert first["image/latent_kl"] < 1e-8
   # Later minibatches are off-policy: the parameters did move.
   assert abs(float(np.asarray(metrics["text/ratio_max"])[1, 1]) - 1) > 1e-4
+  assert ("image/raw_ratio_mean" in metrics) == (image_ratio == "ratio_norm")
 
 
 def test_non_finite_loss_skips_the_update_and_keeps_the_state():

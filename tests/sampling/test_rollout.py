@@ -39,6 +39,10 @@ def test_recomputed_log_probs_equal_the_rollout(tiny, overrides, model_overrides
                              atol=1e-5, rtol=1e-5)
   ratio = np.exp(np.asarray(score["step_logp"]) - np.asarray(traj.step_logp))[sm]
   np.testing.assert_allclose(ratio, 1.0, atol=1e-5)
+  # The recorded SDE means (RatioNorm's μ_old) are the recomputed ones.
+  trained = sm[:, :, spec.stochastic_steps()]
+  np.testing.assert_allclose(np.asarray(score["mean"])[trained],
+                             np.asarray(traj.step_mean)[trained], atol=1e-5, rtol=1e-5)
   # Shapes of the trajectory pytree.
   b, r, t, n = 4, spec.rounds, spec.max_text_tokens, spec.num_steps
   assert traj.tokens.shape == (b, r, t) and traj.step_logp.shape == (b, r, n)

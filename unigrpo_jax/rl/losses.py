@@ -4,7 +4,8 @@ docs/design.md §4, exactly:
   * text: ρ = exp(logπ_θ − logπ_old) per token, −min(ρA, clip(ρ, 1−ε_lo, 1+ε_hi)A), reduced
     per `loss_type`; optional per-token KL to the reference (k1/k2/k3) weighted by β;
   * image: the same clipped surrogate per trained SDE step with ε_img, mean over trained steps
-    then over the batch;
+    then over the batch; or with GRPO-Guard's RatioNorm, the ratio taken as
+    log r̂ = s·(log r + mean(Δμ²)/(2s²)), Δμ = μ_old − μ_θ, s the step's noise scale;
   * velocity MSE (UniGRPO's regulariser) and the closed-form latent KL (Flow-GRPO's).
 `LOSSES` maps names to these functions so configs pick them by name.
 """
@@ -116,6 +117,27 @@ def image_policy_loss(logp, old_logp, advantages, mask, *, clip_range: float = 1
   per_row = jnp.sum(per * mask_f, axis=1) / jnp.maximum(steps, 1.0)
   rows = (steps > 0).astype(jnp.float32)
   loss = jnp.sum(per_row * rows) / jnp.maximum(jnp.sum(rows), 1.0)
+  return loss, metrics
+
+
+def ratio_norm_log_ratio(logp, old_logp, mean, old_mean, std):
+  """GRPO-Guard's RatioNorm: log r̂ = s·(log r + mean_elems(Δμ²)/(2s²)), Δμ = μ_old − μ_θ.
+
+  logp, old_logp, std: (B, S) per trained step (std s = σ_t·√(−Δt), > 0); mean, old_mean:
+  (B, S, …) SDE means. Returns (B, S) log r̂."""
+  delta = jnp.mean((old_mean - mean) ** 2, axis=tuple(range(2, mean.ndim)))
+  safe = jnp.where(std > 0, std, 1.0)  # a deterministic step (s = 0) has log r̂ = 0
+  return jnp.where(std > 0, std * (logp - old_logp + delta / (2.0 * safe ** 2)), 0.0)
+
+
+@register("image_policy_ratio_norm")
+def image_policy_ratio_norm_loss(logp, old_logp, mean, old_mean, std, advantages, mask, *,
+                                 clip_range: float = 1e-4):
+  """`image_policy_loss` on the RatioNorm ratio r̂ (`ratio_norm_log_ratio`) instead of r."""
+  log_r_hat = ratio_norm_log_ratio(logp, old_logp, mean, old_mean, std)
+  loss, metrics = image_policy_loss(old_logp + log_r_hat, old_logp, advantages, mask,
+                                    clip_range=clip_range)
+  metrics["raw_ratio_mean"] = _masked_mean(jnp.exp(logp - old_logp), mask.astype(jnp.float32))
   return loss, metrics
 
 

@@ -18,6 +18,9 @@ from unigrpo_jax.rl import losses
 from unigrpo_jax.sampling.rollout import Trajectory
 
 
+IMAGE_RATIOS = ("plain", "ratio_norm")
+
+
 @flax.struct.dataclass
 class RLBatch:
   """A rollout batch ready for the update: trajectory and (B, R) advantages."""
@@ -28,8 +31,10 @@ class RLBatch:
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
   """`config.loss`. text/image: switch the policy terms; loss_type, clip_low, clip_high, beta,
-  kl: the text loss (docs/design.md §4); clip_image: ε_img; velocity_weight: λ_v of the
-  velocity MSE; latent_kl_weight: β of Flow-GRPO's latent KL (ablation; 0 = off)."""
+  kl: the text loss (docs/design.md §4); clip_image: ε_img; image_ratio: "plain" or
+  "ratio_norm" (GRPO-Guard's RatioNorm of the image ratio, UniRL's choice on Bagel);
+  velocity_weight: λ_v of the velocity MSE; latent_kl_weight: β of Flow-GRPO's latent KL
+  (ablation; 0 = off)."""
   text: bool = True
   image: bool = True
   loss_type: str = "grpo"
@@ -38,12 +43,15 @@ class LossSpec:
   beta: float = 0.0
   kl: str = "k3"
   clip_image: float = 1e-4
+  image_ratio: str = "plain"
   velocity_weight: float = 1.5e-5
   latent_kl_weight: float = 0.0
 
   def __post_init__(self):
     if self.loss_type not in losses.LOSS_TYPES:
       raise ValueError(f"loss.loss_type {self.loss_type!r} is not one of {losses.LOSS_TYPES}")
+    if self.image_ratio not in IMAGE_RATIOS:
+      raise ValueError(f"loss.image_ratio {self.image_ratio!r} is not one of {IMAGE_RATIOS}")
     if self.kl not in losses.KL_ESTIMATORS:
       raise ValueError(f"loss.kl {self.kl!r} is not one of {losses.KL_ESTIMATORS}")
     for name in ("clip_low", "clip_high", "clip_image", "beta", "velocity_weight",
@@ -87,10 +95,16 @@ def unigrpo_objective(scores, ref_scores, batch: RLBatch, spec: LossSpec,
     metrics.update({f"text/{k}": v for k, v in m.items()}, **{"text/loss": loss})
   step_mask = _flatten_rounds(traj.step_mask[:, :, steps])
   if spec.image:
-    loss, m = losses.image_policy_loss(
-        _flatten_rounds(scores["step_logp"][:, :, steps]),
-        _flatten_rounds(traj.step_logp[:, :, steps]), _per_round(adv, steps.size), step_mask,
-        clip_range=spec.clip_image)
+    logp = _flatten_rounds(scores["step_logp"][:, :, steps])
+    old_logp = _flatten_rounds(traj.step_logp[:, :, steps])
+    if spec.image_ratio == "ratio_norm":
+      loss, m = losses.image_policy_ratio_norm_loss(
+          logp, old_logp, _flatten_rounds(scores["mean"]), _flatten_rounds(traj.step_mean),
+          _flatten_rounds(scores["std"]), _per_round(adv, steps.size), step_mask,
+          clip_range=spec.clip_image)
+    else:
+      loss, m = losses.image_policy_loss(logp, old_logp, _per_round(adv, steps.size),
+                                         step_mask, clip_range=spec.clip_image)
     total = total + loss
     metrics.update({f"image/{k}": v for k, v in m.items()}, **{"image/loss": loss})
   if spec.velocity_weight:

@@ -36,7 +36,9 @@ class Trajectory:
   tokens, token_logp, token_mask: (B, R, T) sampled text, its log-probs, and which are real;
   latents: (B, R, N+1, S, S, C) every visited state x_{t_0}=noise … x_{t_N}=image;
   step_logp, step_mask: (B, R, N) SDE-step log-probs and which steps are trained
-  (stochastic and in a drawn image); timesteps: (N+1,); images: (B, R, S, S, C);
+  (stochastic and in a drawn image); step_mean: (B, R, S_n, S, S, C) the SDE mean μ_old at
+  the S_n stochastic steps (`spec.stochastic_steps()`, for RatioNorm); timesteps: (N+1,);
+  images: (B, R, S, S, C);
   image_mask: (B, R) which images belong to a live trajectory; valid: (B, L) slot visibility.
   """
   prompt_tokens: jax.Array
@@ -47,6 +49,7 @@ class Trajectory:
   latents: jax.Array
   step_logp: jax.Array
   step_mask: jax.Array
+  step_mean: jax.Array
   timesteps: jax.Array
   images: jax.Array
   image_mask: jax.Array
@@ -172,7 +175,8 @@ class Phases:
     """Draws round r's image from noise, one conditional forward per step (no CFG; two with
     `rollout.cfg_scale` ≠ 1).
 
-    Returns (image (B, S, S, C), visited x_{t_0..t_{N−1}} (N, B, S, S, C), log-probs (N, B)).
+    Returns (image (B, S, S, C), visited x_{t_0..t_{N−1}} (N, B, S, S, C), log-probs (N, B),
+    SDE means (N, B, S, S, C)).
     """
     cache, valid = state.cache, state.valid
     start = self.layout.image_start(r)
@@ -182,15 +186,15 @@ class Phases:
       t, t_next, level, j = xs
       v = guided_velocity(self.model, self.params, x, t, start, valid, self.blocks,
                           self.prompt_mask, cache, self.spec.cfg_scale, self.spec.markers)
-      x_next, logp, _, _ = sde.sde_step(x, v, t, t_next, level,
-                                        key=jax.random.fold_in(sde_key, j), t_max=times[1])
-      return x_next, (x, logp)
+      x_next, logp, mean, _ = sde.sde_step(x, v, t, t_next, level,
+                                           key=jax.random.fold_in(sde_key, j), t_max=times[1])
+      return x_next, (x, logp, mean)
 
     b = valid.shape[0]
     noise = jax.random.normal(noise_key, (b,) + self.model.spec.image_shape, jnp.float32)
-    image, (visited, logp) = jax.lax.scan(
+    image, (visited, logp, mean) = jax.lax.scan(
         step, noise, (times[:-1], times[1:], self.levels, jnp.arange(self.spec.num_steps)))
-    return image, visited, logp
+    return image, visited, logp, mean
 
   def close(self, state: DecodeState, r: int, image) -> DecodeState:
     """Writes round r's clean image (t = 0) into the cache, then `</img>` unless r is last.
@@ -220,6 +224,7 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
   prompt_tokens, prompt_mask = pad_prompts(prompt_tokens, prompt_mask, spec)
   phases = Phases(params, prompt_mask, model=model, spec=spec)
   trained = jnp.asarray(spec.stochastic_steps())
+  stochastic = np.flatnonzero(spec.stochastic_steps())
   state = phases.prefill(prompt_tokens, group_size)
   rounds = []
   for r in range(spec.rounds):
@@ -227,18 +232,20 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
     state, segment = phases.decode(state, r, text_key)
     drawn = ~state.ended
     if spec.draw_images:
-      image, visited, step_logp = phases.draw(state, r, noise_key, sde_key)
+      image, visited, step_logp, mean = phases.draw(state, r, noise_key, sde_key)
       state = phases.close(state, r, image)
     else:  # text-only: image fields keep their shapes, hold zeros, and are masked out
       drawn = jnp.zeros_like(drawn)
       image = jnp.zeros((drawn.shape[0],) + model.spec.image_shape, jnp.float32)
       visited = jnp.zeros((spec.num_steps,) + image.shape, jnp.float32)
       step_logp = jnp.zeros((spec.num_steps, drawn.shape[0]), jnp.float32)
+      mean = visited
     latents = jnp.concatenate([visited, image[None]], axis=0)  # (N+1, B, S, S, C)
     rounds.append(dict(
         tokens=segment.tokens.T, token_logp=segment.logp.T, token_mask=segment.live.T,
         latents=jnp.moveaxis(latents, 0, 1), step_logp=step_logp.T,
-        step_mask=drawn[:, None] & trained[None], images=image, image_mask=drawn))
+        step_mask=drawn[:, None] & trained[None], images=image, image_mask=drawn,
+        step_mean=jnp.moveaxis(mean[stochastic], 0, 1)))
   stacked = {k: jnp.stack([rd[k] for rd in rounds], axis=1) for k in rounds[0]}
   return Trajectory(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
                     timesteps=phases.times, valid=state.valid, **stacked)

@@ -12,6 +12,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import optax
 
 SCHEDULES = ("constant", "cosine")
+# What `OptimizerSpec.frozen` can name: the token embedding, every RMSNorm scale (block, q/k and
+# final norms), the untied LM head, the image position table.
+FROZEN_KINDS = ("embeddings", "norms", "head", "positions")
 
 
 @flax.struct.dataclass
@@ -26,7 +29,10 @@ class OptimizerSpec:
   """One optimizer section of the config. schedule: "constant" (linear warm-up over
   `warmup_steps`, then `learning_rate`) or "cosine" (warm-up, then a cosine decay to 0 at
   `total_steps`); AdamW's b1, b2, eps, weight_decay; global-norm clipping at `grad_clip`;
-  image_lr_scale: the image side's learning rate relative to the text side's (1 = one rate)."""
+  image_lr_scale: the image side's learning rate relative to the text side's (1 = one rate);
+  frozen: kinds of parameters left as they are (`FROZEN_KINDS`; UniRL's UniGRPO on Bagel
+  freezes embeddings, norms and head): no update, no weight decay, their moments at zero, and
+  their gradients kept out of the clipping norm."""
   learning_rate: float
   schedule: str
   warmup_steps: int
@@ -37,8 +43,13 @@ class OptimizerSpec:
   weight_decay: float
   grad_clip: float
   image_lr_scale: float = 1.0
+  frozen: tuple[str, ...] = ()
 
   def __post_init__(self):
+    object.__setattr__(self, "frozen", tuple(self.frozen))
+    unknown = sorted(set(self.frozen) - set(FROZEN_KINDS))
+    if unknown:
+      raise ValueError(f"optim.frozen names {unknown}; known kinds: {FROZEN_KINDS}")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"optim.schedule {self.schedule!r} is not 'constant' or 'cosine'")
     if self.schedule == "cosine" and not 0 <= self.warmup_steps < self.total_steps:
@@ -58,6 +69,18 @@ def image_parameters(params):
   return jax.tree_util.tree_map_with_path(is_image, params)
 
 
+def frozen_parameters(params, kinds: tuple[str, ...]):
+  """Pytree of bools: True for the parameters of the `FROZEN_KINDS` in `kinds`."""
+  def is_frozen(path, _):
+    names = [getattr(k, "key", None) for k in path]
+    return (("embeddings" in kinds and names[0] == "embed")
+            or ("head" in kinds and names[0] == "lm_head")
+            or ("positions" in kinds and names[-1] == "pos_table")
+            or ("norms" in kinds and names[-1] == "scale"
+                and any(str(n).endswith("norm") for n in names[:-1])))
+  return jax.tree_util.tree_map_with_path(is_frozen, params)
+
+
 def make_optimizer(spec: OptimizerSpec) -> optax.GradientTransformation:
   """AdamW with global-norm clipping, the schedule of `spec`, and the image side's learning
   rate scaled by `spec.image_lr_scale` (`image_parameters`)."""
@@ -70,10 +93,17 @@ def make_optimizer(spec: OptimizerSpec) -> optax.GradientTransformation:
     lr = optax.warmup_cosine_decay_schedule(0.0, spec.learning_rate, spec.warmup_steps,
                                             spec.total_steps)
   scale = spec.image_lr_scale
+  # Frozen parameters: their gradients zeroed before the clip (out of its norm; their moments
+  # stay zero) and their updates zeroed after AdamW (no weight decay either).
+  freeze = ([optax.masked(optax.set_to_zero(),
+                          lambda params: frozen_parameters(params, spec.frozen))]
+            if spec.frozen else [])
   return optax.chain(
+      *freeze,
       optax.clip_by_global_norm(spec.grad_clip),
       optax.adamw(lr, b1=spec.b1, b2=spec.b2, eps=spec.eps, weight_decay=spec.weight_decay),
-      *([optax.masked(optax.scale(scale), image_parameters)] if scale != 1.0 else []))
+      *([optax.masked(optax.scale(scale), image_parameters)] if scale != 1.0 else []),
+      *freeze)
 
 
 def init_train_state(params, optimizer) -> TrainState:

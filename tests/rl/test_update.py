@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from helpers import lively_params, tiny_rollout, tiny_spec
-from unigrpo_jax.model import UnifiedTransformer
-from unigrpo_jax.optim import OptimizerSpec, init_train_state, make_optimizer
+from unigrpo_jax import sharding
+from unigrpo_jax.model import UnifiedTransformer, param_logical_axes
+from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
+                               train_state_shardings)
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.rl.advantages import group_advantages
 from unigrpo_jax.sampling import make_rollout
@@ -206,3 +208,35 @@ def test_image_lr_scale_scales_only_the_image_side():
                                rtol=1e-6)
   with pytest.raises(ValueError, match=r"optim\.image_lr_scale must be positive"):
     OptimizerSpec(**dict(OPTIM, image_lr_scale=0.0))
+
+
+def test_frozen_parameters_stay_out_of_the_step_and_the_clipping_norm():
+  """UniRL's Bagel recipe freezes embeddings, norms and head: they do not move (weight decay
+  included), and the global-norm clip sees only the trained gradients."""
+  from unigrpo_jax.optim import frozen_parameters
+  params = lively_params(tiny_spec(qk_norm=True))
+  kinds = ("embeddings", "norms", "head")
+  marks = frozen_parameters(params, kinds)
+  assert marks["embed"]["embedding"] and marks["lm_head"]["kernel"]
+  assert marks["layers"]["image"]["q_norm"]["scale"] and marks["text_norm"]["scale"]
+  assert not marks["layers"]["text"]["q"]["kernel"] and not marks["image_in"]["patch"]["kernel"]
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  spec = OptimizerSpec(**dict(OPTIM, grad_clip=1e-3, frozen=kinds))
+  optimizer = make_optimizer(spec)
+  opt_state = optimizer.init(params)
+  updates, _ = optimizer.update(grads, opt_state, params)
+  # The trained side alone: the same step from an optimizer that sees only its gradients.
+  plain = make_optimizer(OptimizerSpec(**dict(OPTIM, grad_clip=1e-3)))
+  masked_grads = jax.tree.map(lambda g, m: jnp.where(m, 0.0, g), grads, marks)
+  want, _ = plain.update(masked_grads, plain.init(params), params)
+  for m, u, w in zip(jax.tree.leaves(marks), jax.tree.leaves(updates), jax.tree.leaves(want)):
+    if m:
+      assert not np.any(np.asarray(u))
+    else:
+      np.testing.assert_allclose(np.asarray(u), np.asarray(w), rtol=1e-6, atol=1e-12)
+  # The state is sharded like any other (its moments mirror the parameters).
+  mesh = sharding.make_mesh({"fsdp": -1})
+  shardings = sharding.param_shardings(param_logical_axes(tiny_spec(qk_norm=True)), mesh, params)
+  train_state_shardings(optimizer, params, shardings, mesh)
+  with pytest.raises(ValueError, match=r"optim\.frozen names \['bias'\]"):
+    OptimizerSpec(**dict(OPTIM, frozen=("bias",)))

@@ -69,13 +69,20 @@ def load(path: str, *, token_ids: dict | None = None, dtype: str = "float32") ->
   return Bagel(spec, params, ae_spec, ae_params, ids, vit_spec, vit_params)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _text_logits(spec: ModelSpec, params, ids):
-  model = UnifiedTransformer(spec)
+def _text_split(model, stack, params, ids):
+  """One causal text split from an empty cache (RoPE 0…T−1, understanding weights):
+  (hidden states (B, T, width), its KV cache)."""
   b, t = ids.shape
   h = model.apply({"params": params}, ids, method=model.embed_tokens)
   mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
-  h, _ = run_blocks(model, for_training(params, spec), h, _positions(b, t, 0), mask)
+  positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+  return run_blocks(model, stack, h, positions, mask)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _text_logits(spec: ModelSpec, params, ids):
+  model = UnifiedTransformer(spec)
+  h, _ = _text_split(model, for_training(params, spec), params, ids)
   return model.apply({"params": params}, h, method=model.logits)
 
 
@@ -85,18 +92,12 @@ def text_logits(m: Bagel, ids):
   return _text_logits(m.spec, m.params, jnp.asarray(ids, jnp.int32))
 
 
-def _positions(b: int, t: int, start):
-  return jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
-
-
 def _context(model, stack, params, context_ids, block: int):
   """The context split (causal, RoPE 0…L−1) in a KV cache with `block` more slots after it,
   and what `forward.image_velocity` needs to place the query block there: (cache, valid,
   block_ids, prompt_mask)."""
   b, length = context_ids.shape
-  h = model.apply({"params": params}, context_ids, method=model.embed_tokens)
-  mask = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (b, length, length))
-  _, cache = run_blocks(model, stack, h, _positions(b, length, 0), mask)
+  _, cache = _text_split(model, stack, params, context_ids)
   cache = jax.tree.map(lambda c: jnp.concatenate(
       [c, jnp.zeros(c.shape[:-2] + (block, c.shape[-1]), c.dtype)], axis=-2), cache)
   valid = jnp.concatenate([jnp.ones((b, length), bool), jnp.zeros((b, block), bool)], axis=1)

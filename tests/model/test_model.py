@@ -223,3 +223,20 @@ def test_x0_prediction_head_gives_the_velocity_of_its_clean_image():
                              atol=1e-5)
   with pytest.raises(ValueError, match=r"model\.prediction must be"):
     tiny_spec(prediction="eps")
+
+
+def test_bagel_position_table_is_its_sincos_with_columns_first():
+  """Bagel's `get_2d_sincos_pos_embed` written out: meshgrid(w, h) puts the column in the
+  first half; each half [sin, cos] with ω_i = 10⁴^(−i/(D/4))."""
+  from unigrpo_jax.model.image import sincos_2d
+  grid, dim = 5, 16
+  omega = 1.0 / 10_000 ** (np.arange(dim // 4) / (dim / 4))
+  want = np.zeros((grid * grid, dim))
+  for r in range(grid):
+    for c in range(grid):
+      for half, pos in enumerate((c, r)):
+        want[r * grid + c, half * dim // 2:(half + 1) * dim // 2] = np.concatenate(
+            [np.sin(pos * omega), np.cos(pos * omega)])
+  np.testing.assert_allclose(sincos_2d(grid, dim, columns_first=True), want, atol=1e-6)
+  # The default keeps the row first (the plain image embedding's table).
+  np.testing.assert_allclose(sincos_2d(grid, dim)[:, :dim // 2], want[:, dim // 2:], atol=1e-6)

@@ -154,11 +154,7 @@ def load_into(params, path: str, spec: ModelSpec):
   `spec`, placed anywhere; its buffers are consumed. Checks the config and every tensor's name
   and shape first, from the headers. Returns the new tree."""
   fields = llm_spec_fields(path)
-  wrong = [f"model.{k} is {getattr(spec, k)!r} but the checkpoint has {v!r}"
-           for k, v in fields.items()
-           if getattr(spec, k) != v and not (k == "vocab_size" and spec.vocab_size >= v)]
-  if wrong:
-    raise ValueError("config does not match the Bagel checkpoint: " + "; ".join(wrong))
+  qwen2.check_fields(spec, fields, "the Bagel checkpoint")
   file = _file(path, EMA)
   check_tensors(shards.file_shapes(file), spec, fields["vocab_size"], file)
   return qwen2.place(params, shards.iter_file(file), targets(spec), fields["vocab_size"],

@@ -152,17 +152,22 @@ def read_config(path: str):
 
 
 def check_spec(spec: ModelSpec, hf_config):
-  """Raises naming every `model.<field>` that disagrees with the checkpoint's config (the
-  vocabulary may be larger than the checkpoint's: added tokens)."""
+  """Raises naming every `model.<field>` that disagrees with the checkpoint's config."""
+  check_fields(spec, spec_fields(hf_config), "the checkpoint")
+
+
+def check_fields(spec: ModelSpec, fields: dict, what: str):
+  """Raises naming every `model.<field>` of `spec` that disagrees with `fields` (a
+  checkpoint's; the vocabulary may be larger than the checkpoint's: added tokens)."""
   wrong = []
-  for name, value in spec_fields(hf_config).items():
+  for name, value in fields.items():
     ours = getattr(spec, name)
     if name == "vocab_size" and ours >= value:
       continue
     if ours != value:
       wrong.append(f"model.{name} is {ours!r} but the checkpoint has {value!r}")
   if wrong:
-    raise ValueError("config does not match the checkpoint: " + "; ".join(wrong))
+    raise ValueError(f"config does not match {what}: " + "; ".join(wrong))
 
 
 def hf_config_from_spec(spec: ModelSpec):

@@ -38,19 +38,6 @@ def timestep_embedding(t, dim: int, scale: float = 1000.0, max_period: float = 1
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
-def bagel_position_table(grid: int, dim: int) -> np.ndarray:
-  """Bagel's latent position table, (grid², dim) float32: row r·grid + c holds [sin, cos] of
-  the column c in its first dim/2 channels and of the row r in the rest, ω_i = 10⁴^(−i/(dim/4))."""
-  omega = 1.0 / 10_000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))
-  rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
-
-  def encode(pos):
-    out = pos.reshape(-1).astype(np.float64)[:, None] * omega[None]
-    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
-
-  return np.concatenate([encode(cols), encode(rows)], axis=1).astype(np.float32)
-
-
 def table_position_ids(rows: int, cols: int, max_grid: int) -> np.ndarray:
   """(rows·cols,) int32 rows of the position table for a rows×cols grid, raster order."""
   if rows > max_grid or cols > max_grid:
@@ -60,8 +47,11 @@ def table_position_ids(rows: int, cols: int, max_grid: int) -> np.ndarray:
       np.int32)
 
 
-def sincos_2d(grid: int, dim: int) -> np.ndarray:
-  """Fixed 2-D sin-cos position embedding, (grid², dim): half the channels encode the row."""
+def sincos_2d(grid: int, dim: int, columns_first: bool = False) -> np.ndarray:
+  """Fixed 2-D sin-cos position embedding, (grid², dim) float32, row r·grid + c for cell
+  (r, c): [sin, cos] of the row in the first dim/2 channels and of the column in the rest
+  (`columns_first`: the other way round, as Bagel's `latent_pos_embed` and `vit_pos_embed`
+  are), ω_i = 10⁴^(−i/(dim/4))."""
   quarter = dim // 4
   omega = 1.0 / 10_000 ** (np.arange(quarter, dtype=np.float64) / quarter)
   rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
@@ -70,7 +60,8 @@ def sincos_2d(grid: int, dim: int) -> np.ndarray:
     out = pos.reshape(-1)[:, None] * omega[None]
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)
 
-  emb = np.concatenate([encode(rows), encode(cols)], axis=1)
+  halves = [encode(cols), encode(rows)] if columns_first else [encode(rows), encode(cols)]
+  emb = np.concatenate(halves, axis=1)
   return np.pad(emb, ((0, 0), (0, dim - emb.shape[1]))).astype(np.float32)
 
 
@@ -104,7 +95,7 @@ class ImageEmbed(nn.Module):
     rows, cols = x.shape[1] // self.patch_size, x.shape[2] // self.patch_size
     if self.max_grid:
       init = lambda key, shape, dtype: jnp.asarray(  # noqa: E731
-          bagel_position_table(self.max_grid, self.width), dtype)
+          sincos_2d(self.max_grid, self.width, columns_first=True), dtype)
       table = self.param("pos_table", param_init(init, (None, "embed")),
                          (self.max_grid ** 2, self.width), self.param_dtype)
       pos = table[table_position_ids(rows, cols, self.max_grid)].astype(self.dtype)

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from unigrpo_jax.model.image import bagel_position_table, patchify, table_position_ids
+from unigrpo_jax.model.image import patchify, sincos_2d, table_position_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Connector(nn.Module):
     x = _dense(s.out_width, s, "fc2")(jax.nn.gelu(_dense(s.out_width, s, "fc1")(features),
                                                   approximate=True))
     init = lambda key, shape, dtype=jnp.float32: jnp.asarray(  # noqa: E731
-        bagel_position_table(s.max_patches_per_side, s.out_width), dtype)
+        sincos_2d(s.max_patches_per_side, s.out_width, columns_first=True), dtype)
     table = self.param("pos_table", init, (s.max_patches_per_side ** 2, s.out_width))
     return x + table[table_position_ids(rows, cols, s.max_patches_per_side)].astype(s.dtype)
 

@@ -2,14 +2,23 @@ r"""Dry run of a pod-scale config: per-device memory, built abstractly — `jax.
 parameters on an AbstractMesh of `config.pod.num_devices` chips, sharded by the same rules as
 any run; nothing is allocated, so this runs on a laptop in seconds. Prints JSON: bytes (and
 GiB) per device of parameters, optimizer state, the frozen reference and the rollout's KV
-cache, and the parameter count both from the built tree and from `ModelSpec.param_count`'s
-formula.
+cache (and, for a latent model, the autoencoder, replicated), the parameter count both from the
+built tree and from `ModelSpec.param_count`'s formula, and the FLOPs of one trajectory: the
+prompt, every text slot, every flow step (`sampling/flops.py`) and, for a latent model, the
+autoencoder's decode (XLA's cost analysis of the lowered decode).
 
   python experiments/dry_run.py --config=configs/qwen2_5.py:7b
+  python experiments/dry_run.py --config=configs/bagel.py:7b      # also :7b_gpu
+
+With `--compile` (and that many devices, e.g. fake CPU ones:
+`XLA_FLAGS=--xla_force_host_platform_device_count=8`) the jitted rollout and update are also
+lowered and compiled for the config's mesh on abstract inputs, and XLA's memory analysis of each
+is added: per device, the temporaries (activations) besides its arguments and outputs. Minutes
+of compile on a CPU; still nothing allocated.
 """
 import json
 
-from absl import app
+from absl import app, flags
 import jax
 from jax.sharding import AbstractMesh
 from ml_collections import config_flags
@@ -17,11 +26,60 @@ import numpy as np
 
 from unigrpo_jax import sharding
 from unigrpo_jax.model import ModelSpec, count_params, init_params, param_logical_axes
-from unigrpo_jax.optim import OptimizerSpec, make_optimizer, train_state_shardings
-from unigrpo_jax.sampling import RolloutSpec
+from unigrpo_jax.model import autoencoder
+from unigrpo_jax.model import UnifiedTransformer
+from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
+                               train_state_shardings)
+from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
+from unigrpo_jax.sampling import RolloutSpec, flops, make_rollout
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2_5.py:7b", "Config.")
+_COMPILE = flags.DEFINE_bool("compile", False, "Also compile the rollout and the update on "
+                             "this host's devices and report XLA's memory analysis.")
 GIB = 2.0**30
+
+
+def _memory(compiled) -> dict:
+  m = compiled.memory_analysis()
+  return {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("temp", "argument", "output")}
+
+
+def compiled_memory(cfg, spec: ModelSpec, rollout: RolloutSpec, optimizer) -> dict:
+  """XLA's per-device memory analysis of the rollout and the update, compiled for the config's
+  mesh over this host's devices on abstract inputs."""
+  mesh = sharding.make_mesh(cfg.mesh)
+  if mesh.size != cfg.pod.num_devices:
+    raise SystemExit(f"--compile needs the config's {cfg.pod.num_devices} devices, this host "
+                     f"has {mesh.size}: set XLA_FLAGS=--xla_force_host_platform_device_count="
+                     f"{cfg.pod.num_devices}")
+  model = UnifiedTransformer(spec)
+  shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
+  param_sh = sharding.param_shardings(param_logical_axes(spec), mesh, shapes)
+  params = sharding.with_shardings(shapes, param_sh)
+  rows, group = cfg.rl.prompts_per_batch * cfg.rl.group_size, cfg.rl.group_size
+  rows_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+  def by_row(x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows_sh if x.ndim and x.shape[0] ==
+                                rows else replicated)
+
+  prompts = by_row(jax.ShapeDtypeStruct((rows, rollout.prompt_len), np.int32))
+  mask = by_row(jax.ShapeDtypeStruct((rows, rollout.prompt_len), bool))
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  sample = make_rollout(model, rollout, group)
+  traj = jax.tree.map(by_row, jax.eval_shape(sample, params, prompts, mask, key))
+  state = jax.eval_shape(lambda p: init_train_state(p, optimizer), shapes)
+  state = sharding.with_shardings(state, train_state_shardings(optimizer, params, param_sh,
+                                                               mesh))
+  reference = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, spec.dtype,
+                                                          sharding=p.sharding), params)
+  update = make_update(model, rollout, LossSpec(**cfg.loss),
+                       UpdateSpec(cfg.rl.num_updates, cfg.rl.num_minibatches, group), optimizer)
+  advantages = by_row(jax.ShapeDtypeStruct((rows, rollout.rounds), np.float32))
+  return dict(rollout=_memory(sample.lower(params, prompts, mask, key).compile()),
+              update=_memory(update.lower(state, reference, RLBatch(
+                  traj=traj, advantages=advantages)).compile()))
 
 
 def main(argv):
@@ -53,14 +111,28 @@ def main(argv):
                     optimizer=sharding.bytes_per_device(opt_state),
                     reference=sharding.bytes_per_device(reference),
                     rollout_kv_cache=int(kv_bytes))
+  trajectory = dict(transformer=flops.rollout_flops(spec, rollout, 1))
+  if "autoencoder" in cfg:
+    ae_spec = autoencoder.AutoencoderSpec(**cfg.autoencoder)
+    ae_shapes = jax.eval_shape(lambda: autoencoder.init_autoencoder(ae_spec,
+                                                                    jax.random.key(0)))
+    per_device["autoencoder"] = sharding.bytes_per_device(ae_shapes)
+    trajectory["autoencoder_decode"] = autoencoder.decode_flops(ae_spec,
+                                                                (1,) + spec.image_shape)
+  trajectory["total"] = sum(trajectory.values())
   per_device["total"] = sum(per_device.values())
+  compiled = compiled_memory(cfg, spec, rollout, optimizer) if _COMPILE.value else None
   print(json.dumps(dict(
       devices=devices, mesh=dict(mesh.shape),
       parameters=count_params(shapes),
       parameters_by_formula=spec.param_count(),
       rollout_rows=rows, sequence_length=length, bytes_per_device=per_device,
       gib_per_device={k: round(v / GIB, 4) for k, v in per_device.items()},
-      embedding_sharding=str(param_sh["embed"]["embedding"].spec)), indent=1))
+      trajectory_flops=trajectory,
+      trajectory=dict(prompt_slots=rollout.prompt_len, text_slots=rollout.max_text_tokens,
+                      flow_steps=rollout.num_steps, image_tokens=spec.image_tokens),
+      embedding_sharding=str(param_sh["embed"]["embedding"].spec),
+      **({} if compiled is None else dict(compiled_bytes_per_device=compiled))), indent=1))
 
 
 if __name__ == "__main__":

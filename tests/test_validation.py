@@ -193,3 +193,32 @@ def test_main_stops_at_a_config_error_before_building_anything(tmp_path):
 def test_shipped_tokenizer_matches_the_shipped_tokens():
   config = shapeworld.get_config()
   assert len(tokenizer_lib.for_config(config)) <= config.model.vocab_size
+
+
+def test_bagel_configs_autoencoder_and_prompt_template():
+  from configs import bagel
+  validation.validate(bagel.get_config("tiny"), 1)
+  c = bagel.get_config("tiny")
+  c.autoencoder.z_channels = 8
+  fails(c, r"autoencoder\.z_channels \(8\) must equal model\.image_channels \(4\)")
+  c = bagel.get_config("tiny")
+  c.autoencoder.bad = 1
+  fails(c, r"config\.autoencoder has unknown fields \['bad'\]")
+  c = bagel.get_config("tiny")
+  c.data.size = 64
+  fails(c, r"decodes model\.image_size 8 latents to 32 pixels \(×4\), but data\.size is 64")
+  c = bagel.get_config("tiny")
+  c.prompt_template = "no slot"
+  fails(c, r"config\.prompt_template must hold \{prompt\} exactly once")
+  c = bagel.get_config("tiny")
+  c.stages = ("sft", "grpo")
+  fails(c, r"the warm-up SFT writes prompts bare")
+  c = bagel.get_config("tiny")
+  c.tokens.block_start_id = 3
+  fails(c, r"config\.tokens\.block_start_id is 3 but tokenizer .* has it at 59")
+  c = bagel.get_config("tiny")
+  c.bagel.checkpoint = "/nonexistent/bagel"
+  fails(c, r"config\.bagel\.checkpoint: .*has no llm_config\.json")
+  # The 7B recipe's tokens are Qwen2.5's: without the Bagel folder's tokenizer they are named.
+  c = bagel.get_config("7b")
+  fails(c, r"config\.model\.vocab_size|config\.tokens\.pad_id is 151643", num_devices=32)

@@ -14,7 +14,11 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
   * the tokenizer (`tokenizer_path`, or the checkpoint's) loads, fits `model.vocab_size` and
     has the ids `tokens` names;
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
-    tensors it needs, shaped as it needs (headers only: nothing is read);
+    tensors it needs, shaped as it needs (headers only: nothing is read); so does a Bagel
+    folder (`bagel.checkpoint`) with `model` and `autoencoder`;
+  * a latent model's `autoencoder` builds its spec, has the model's latent channels and
+    decodes to the data's image size; `prompt_template` holds `{prompt}` once (and is plain
+    when the warm-up SFT runs: it writes prompts bare);
   * a workdir that already holds a run was started with a compatible config
     (`check_workdir`): only `RESUMABLE` fields may change across a resume.
 Whether every prompt fits `rollout.prompt_len` (the KV cache's prompt slots) is checked when the
@@ -29,10 +33,12 @@ import os
 import jax
 
 from unigrpo_jax import metric_writer, rewards, sharding
-from unigrpo_jax.convert import qwen2
+from unigrpo_jax.convert import bagel, qwen2
 from unigrpo_jax.data import prompts, tokenizer as tokenizer_lib
+from unigrpo_jax.data.pipeline import PROMPT
 from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax.model import ModelSpec
+from unigrpo_jax.model.autoencoder import AutoencoderSpec
 from unigrpo_jax.optim import OptimizerSpec
 from unigrpo_jax.rl import LossSpec, UpdateSpec
 from unigrpo_jax.rl.advantages import AdvantageSpec
@@ -91,13 +97,27 @@ def validate(config, num_devices: int | None = None, *,
     _check_fields(cls, config[name], name)
   model = ModelSpec(**config.model)
   RolloutSpec.from_config(config.rollout, config.tokens).check_model(model)
+  ae = _check_autoencoder(config, model)
   training = [s for s in config.stages if s in ("sft", "grpo")]
   if not training:
     return
+  _check_template(config, training)
+  if ae is not None and ae.downsample * model.image_size != config.data.size:
+    raise ConfigError(f"the autoencoder decodes model.image_size {model.image_size} latents to "
+                      f"{ae.downsample * model.image_size} pixels (×{ae.downsample}), but "
+                      f"data.size is {config.data.size}")
   families = [f for f in config.data.families if f not in prompts.ALL_FAMILIES]
   if families:
     raise ConfigError(f"config.data.families names unknown families {families}; known: "
                       f"{prompts.ALL_FAMILIES}")
+  folder = config.get("bagel", {}).get("checkpoint", "")
+  if folder:
+    if ae is None:
+      raise ConfigError("config.bagel.checkpoint needs config.autoencoder (Bagel draws latents)")
+    try:
+      bagel.check_folder(folder, model, ae)
+    except (OSError, ValueError) as e:
+      raise ConfigError(f"config.bagel.checkpoint: {e}") from e
   tokenizer_lib.for_config(config)
   if config.hf.checkpoint:
     try:
@@ -139,6 +159,28 @@ def validate(config, num_devices: int | None = None, *,
     if kinds:
       raise ConfigError(f"config.sft_data.mix names unknown kinds {kinds}; "
                         f"known: {tasks.SFT_KINDS}")
+
+
+def _check_autoencoder(config, model: ModelSpec) -> AutoencoderSpec | None:
+  """`config.autoencoder`'s spec (None when absent: the model draws pixels)."""
+  if "autoencoder" not in config:
+    return None
+  _check_fields(AutoencoderSpec, config.autoencoder, "autoencoder")
+  ae = AutoencoderSpec(**config.autoencoder)
+  if ae.z_channels != model.image_channels:
+    raise ConfigError(f"autoencoder.z_channels ({ae.z_channels}) must equal "
+                      f"model.image_channels ({model.image_channels}): the model draws its latents")
+  return ae
+
+
+def _check_template(config, training: list[str]):
+  template = config.get("prompt_template", PROMPT)
+  if not isinstance(template, str) or template.count(PROMPT) != 1:
+    raise ConfigError(f"config.prompt_template must hold {PROMPT} exactly once, got "
+                      f"{template!r}")
+  if "sft" in training and template != PROMPT:
+    raise ConfigError(f"config.prompt_template is {template!r}, but the warm-up SFT writes "
+                      f"prompts bare: use {PROMPT!r} or run only the grpo stage")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

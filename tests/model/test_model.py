@@ -10,7 +10,7 @@ from helpers import lively_params, scorer, tiny_rollout, tiny_spec
 from unigrpo_jax.model import (IMAGE, TEXT, ModelSpec, SequenceLayout, StackParams,
                                UnifiedTransformer, for_decoding, init_params, param_logical_axes)
 from unigrpo_jax.model.masks import attention_mask
-from unigrpo_jax.sampling import make_rollout
+from unigrpo_jax.sampling import make_rollout, score_trajectory
 from unigrpo_jax.sampling.forward import image_velocity, run_slots
 
 
@@ -240,3 +240,30 @@ def test_bagel_position_table_is_its_sincos_with_columns_first():
   np.testing.assert_allclose(sincos_2d(grid, dim, columns_first=True), want, atol=1e-6)
   # The default keeps the row first (the plain image embedding's table).
   np.testing.assert_allclose(sincos_2d(grid, dim)[:, :dim // 2], want[:, dim // 2:], atol=1e-6)
+
+
+def test_remat_recomputes_the_same_loss_and_gradients():
+  """`remat` changes what the backward pass stores, not what it computes: a scanned scoring
+  pass's log-probs and their gradients equal those without it."""
+  spec = tiny_spec(scan_layers=True)
+  params = lively_params(spec)
+  rollout = tiny_rollout()
+  tokens = jax.random.randint(jax.random.key(2), (4, 5), 4, 48)
+  traj = make_rollout(UnifiedTransformer(spec), rollout)(params, tokens, jnp.ones((4, 5), bool),
+                                                         jax.random.key(7))
+
+  def value_and_grad(model_spec):
+    model = UnifiedTransformer(model_spec)
+
+    def loss(p):
+      scores = score_trajectory(p, traj, model=model, spec=rollout)
+      return jnp.sum(scores["step_logp"]) + jnp.sum(scores["token_logp"])
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  (a, grads_a), (b, grads_b) = value_and_grad(spec), value_and_grad(
+      dataclasses.replace(spec, remat=True))
+  np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="model.remat .* needs model.scan_layers"):
+    tiny_spec(remat=True)

@@ -52,6 +52,39 @@ def test_recomputed_log_probs_equal_the_rollout(tiny, overrides, model_overrides
       model.spec.image_shape
 
 
+def test_sde_steps_draws_k_steps_of_the_window_per_group_and_stays_on_policy(tiny):
+  """`sde_steps` k: each group of rows samples k steps of the window with noise (the same k
+  for its rows, other groups others), the rest of the window deterministically; only those k
+  are trained, and rescoring reproduces their log-probs."""
+  model, params = tiny
+  spec = tiny_rollout(rounds=1, num_steps=6, sde_window=(0, 5), sde_steps=2)
+  g, groups = 2, 6
+  tokens, mask = _prompts(b=groups)
+  tokens, mask = jnp.repeat(tokens, g, axis=0), jnp.repeat(mask, g, axis=0)
+  traj = make_rollout(model, spec, g)(params, tokens, mask, jax.random.key(3))
+  sm = np.asarray(traj.step_mask)[:, 0]  # (B, N)
+  drawn = np.asarray(traj.image_mask)[:, 0]
+  assert drawn.sum() >= 4
+  np.testing.assert_array_equal(sm[drawn].sum(axis=1), 2)
+  assert not sm[:, 5].any()  # outside the window
+  per_group = sm.reshape(groups, g, -1)
+  for rows, live in zip(per_group, drawn.reshape(groups, g)):
+    for row in rows[live]:
+      np.testing.assert_array_equal(row, rows[live][0])
+  assert len({tuple(rows.any(axis=0)) for rows in per_group}) > 1  # drawn anew per group
+  # Untrained window steps are Euler steps: no density recorded.
+  logp = np.asarray(traj.step_logp)[:, 0]
+  assert np.all(logp[~sm] == 0.0) and np.all(logp[sm] != 0.0)
+  score = scorer(model, spec, g)(params, traj)
+  np.testing.assert_allclose(np.asarray(score["step_logp"])[:, 0][sm], logp[sm], atol=1e-5,
+                             rtol=1e-5)
+  trained = sm[:, spec.stochastic_steps()]
+  np.testing.assert_allclose(np.asarray(score["mean"])[:, 0][trained],
+                             np.asarray(traj.step_mean)[:, 0][trained], atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match="rollout.sde_steps"):
+    tiny_rollout(num_steps=6, sde_window=(0, 5), sde_steps=6)
+
+
 def test_same_key_same_trajectory_different_key_different_samples(tiny):
   model, params = tiny
   spec = tiny_rollout()

@@ -16,19 +16,26 @@ read when the folder has `vit_config.json`, its sizes from the tensors' shapes a
 count from the json. Tensors are read one at a time from the memory-mapped file and placed
 straight into the (sharded) parameter tree.
 
-Command line (Orbax parameter checkpoints of the model and the autoencoder, and `bagel.json`
-with both specs and the special-token ids):
+Command line (Orbax parameter checkpoints of the model and the autoencoder, `bagel.json` with
+both specs and the special-token ids, and the tokenizer's files):
 
   python -m unigrpo_jax.convert.bagel --bagel_dir=/path/BAGEL-7B-MoT --out=/path/bagel_params
+
+A run's `config.bagel.checkpoint` may name either kind of folder (`check_folder`,
+`load_into`, `load_autoencoder`): a download is read tensor by tensor, a converted one restored
+by Orbax straight into the run's shardings.
 """
 import dataclasses
 import json
 import os
 import re
+import shutil
 
 from absl import flags
 from flax import traverse_util
 import jax
+import numpy as np
+from safetensors.numpy import save_file
 
 from unigrpo_jax import checkpoint, sharding
 from unigrpo_jax.convert import flux_ae, qwen2, shards
@@ -37,6 +44,9 @@ from unigrpo_jax.model import ModelSpec, init_params, param_logical_axes
 from unigrpo_jax.model import vision
 
 LLM_CONFIG = "llm_config.json"
+CONVERTED = "bagel.json"  # marks a folder written by `convert_folder`
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json")
 VIT_CONFIG = "vit_config.json"
 EMA = "ema.safetensors"
 AE = "ae.safetensors"
@@ -116,9 +126,18 @@ def folder_spec(path: str, **overrides) -> tuple[ModelSpec, flux_ae.AutoencoderS
   (`max_latent_size` = √rows of `latent_pos_embed`; 2×2 patches of the latent), the
   autoencoder from `ae.safetensors`. Images default to the largest the table holds; `overrides`
   replace any `ModelSpec` field (`image_size`, `dtype`, …)."""
-  fields = llm_spec_fields(path)
-  ema, ae = _file(path, EMA), _file(path, AE)
-  ae_spec = flux_ae.infer_spec(shards.file_shapes(ae))
+  fields = dict(llm_spec_fields(path), **_latent_fields(path))
+  ae_spec = flux_ae.infer_spec(shards.file_shapes(_file(path, AE)))
+  fields.update(image_channels=ae_spec.z_channels)
+  fields.update(image_size=LATENT_PATCH * fields["max_latent_size"])
+  fields.update(overrides)
+  return ModelSpec(**fields), ae_spec
+
+
+def _latent_fields(path: str) -> dict:
+  """The `ModelSpec` fields of Bagel's latent tokens that `ema.safetensors` fixes (the latent
+  table's side from its rows; 2×2 patches; t as is; velocity prediction)."""
+  ema = _file(path, EMA)
   shapes = shards.file_shapes(ema)
   if "latent_pos_embed.pos_embed" not in shapes:
     raise ValueError(f"{ema!r} has no latent_pos_embed.pos_embed: not a Bagel checkpoint")
@@ -126,11 +145,8 @@ def folder_spec(path: str, **overrides) -> tuple[ModelSpec, flux_ae.AutoencoderS
   side = int(round(rows ** 0.5))
   if side * side != rows:
     raise ValueError(f"{ema!r}: latent_pos_embed.pos_embed has {rows} rows, not a square")
-  fields.update(image_size=LATENT_PATCH * side, patch_size=LATENT_PATCH,
-                image_channels=ae_spec.z_channels, max_latent_size=side, time_scale=1.0,
-                prediction="velocity")
-  fields.update(overrides)
-  return ModelSpec(**fields), ae_spec
+  return dict(patch_size=LATENT_PATCH, max_latent_size=side, time_scale=1.0,
+              prediction="velocity")
 
 
 def _file(path: str, name: str) -> str:
@@ -149,10 +165,90 @@ def check_tensors(shapes: dict[str, tuple[int, ...]], spec: ModelSpec, vocab_row
   shards.check_fit(want, have, f"Bagel checkpoint {file!r} does not fit the model")
 
 
+def check_folder(path: str, spec: ModelSpec, ae_spec: flux_ae.AutoencoderSpec):
+  """Every check of the Bagel folder `path` against a run's model and autoencoder specs, from
+  `llm_config.json` and the safetensors headers alone (nothing is read): the language model's
+  fields with Bagel's overrides, the latent fields (`model.image_size` may be any size the
+  latent table holds), every tensor's name and shape (the autoencoder's against `ae_spec`).
+  Raises naming what differs. A converted folder's `bagel.json` is checked the same way (its
+  Orbax trees are checked as they are restored)."""
+  if is_converted(path):
+    saved = _converted(path)
+    fields = {k: v for k, v in saved["model"].items() if k in _CONVERTED_FIELDS}
+    qwen2.check_fields(spec, fields, f"the converted Bagel checkpoint {path!r}")
+    wrong = [f"autoencoder.{k} is {getattr(ae_spec, k)!r} but the checkpoint has {v!r}"
+             for k, v in saved["autoencoder"].items()
+             if k in _AE_FIELDS and getattr(ae_spec, k) != (tuple(v) if isinstance(v, list)
+                                                             else v)]
+    if wrong:
+      raise ValueError(f"config does not match the converted Bagel checkpoint {path!r}: "
+                       + "; ".join(wrong))
+    return
+  fields = dict(llm_spec_fields(path), **_latent_fields(path))
+  qwen2.check_fields(spec, fields, f"the Bagel checkpoint {path!r}")
+  file = _file(path, EMA)
+  check_tensors(shards.file_shapes(file), spec, fields["vocab_size"], file)
+  flux_ae.check_tensors(_file(path, AE), ae_spec)
+
+
+# What a converted folder's specs fix (the rest — dtypes, image size, layer scanning — is the
+# run's choice).
+_CONVERTED_FIELDS = ("vocab_size", "width", "depth", "num_heads", "num_kv_heads", "head_dim",
+                     "mlp_dim", "rope_theta", "norm_eps", "qkv_bias", "tie_embeddings",
+                     "qk_norm", "mot", "patch_size", "image_channels", "max_latent_size",
+                     "time_scale", "prediction")
+_AE_FIELDS = ("in_channels", "out_channels", "channels", "channel_multipliers",
+              "num_res_blocks", "z_channels")
+
+
+def is_converted(path: str) -> bool:
+  """Whether `path` is a folder written by `convert_folder` (it has `bagel.json`)."""
+  return os.path.isfile(os.path.join(path, CONVERTED))
+
+
+def _converted(path: str) -> dict:
+  with open(os.path.join(path, CONVERTED)) as f:
+    return json.load(f)
+
+
+def load_autoencoder(path: str, spec: flux_ae.AutoencoderSpec):
+  """The autoencoder's parameters from a Bagel folder: its `ae.safetensors`, or a converted
+  folder's `autoencoder/` checkpoint."""
+  if is_converted(path):
+    target = jax.eval_shape(lambda: flux_ae.init_autoencoder(spec, jax.random.key(0)))
+    return checkpoint.load_params(os.path.join(path, "autoencoder"), target)
+  return flux_ae.load(_file(path, AE), spec)[1]
+
+
+def export_folder(path: str, spec: ModelSpec, params, ae_spec: flux_ae.AutoencoderSpec,
+                  ae_params, tokenizer=None):
+  """Writes `params` (a full tree for `spec`) and the autoencoder's as a Bagel folder:
+  `llm_config.json`, `ema.safetensors` in Bagel's names and layouts (both experts, the
+  generation tensors), `ae.safetensors` in BFL's, and the tokenizer's files when one is given.
+  What `load` / `load_into` read back; the vision encoder is not written."""
+  os.makedirs(path, exist_ok=True)
+  flat = traverse_util.flatten_dict(params)
+  ema = {}
+  for name, (rule, layer, ours) in targets(spec).items():
+    leaf = np.asarray(flat[ours[0]] if layer is None else flat[ours[0]][layer], np.float32)
+    ema[name] = np.ascontiguousarray(rule.layout.to_hf(leaf))
+  save_file(ema, os.path.join(path, EMA))
+  ae = {flux_ae.bfl_name(p): np.ascontiguousarray(flux_ae.to_torch(np.asarray(x, np.float32)))
+        for p, x in traverse_util.flatten_dict(ae_params).items()}
+  save_file(ae, os.path.join(path, AE))
+  with open(os.path.join(path, LLM_CONFIG), "w") as f:
+    f.write(qwen2.hf_config_from_spec(spec).to_json_string())
+  if tokenizer is not None:
+    tokenizer.save_pretrained(path)
+
+
 def load_into(params, path: str, spec: ModelSpec):
   """Writes `ema.safetensors` of the Bagel folder `path` into `params`, a full tree for
   `spec`, placed anywhere; its buffers are consumed. Checks the config and every tensor's name
-  and shape first, from the headers. Returns the new tree."""
+  and shape first, from the headers. Returns the new tree. A converted folder's `model/` is
+  restored into `params`' shardings instead."""
+  if is_converted(path):
+    return checkpoint.load_params(os.path.join(path, "model"), checkpoint.abstract(params))
   fields = llm_spec_fields(path)
   qwen2.check_fields(spec, fields, "the Bagel checkpoint")
   file = _file(path, EMA)
@@ -255,7 +351,8 @@ def convert_folder(path: str, out: str, mesh_config=None, dtype: str = "float32"
                    given_token_ids: dict | None = None):
   """Converts the Bagel folder `path` into `out`: `model/` and `autoencoder/` (Orbax
   parameter checkpoints; the model's placed over a mesh, `mesh_config` default all devices
-  on fsdp, as it is read) and `bagel.json` (both specs and the token ids)."""
+  on fsdp, as it is read), `bagel.json` (both specs and the token ids) and the tokenizer's
+  files."""
   spec, ae_spec = folder_spec(path, dtype=dtype)
   ids = token_ids(path, given_token_ids)
   mesh = sharding.make_mesh(mesh_config or {"fsdp": -1})
@@ -265,7 +362,10 @@ def convert_folder(path: str, out: str, mesh_config=None, dtype: str = "float32"
   checkpoint.save_params(os.path.join(out, "model"), load_into(params, path, spec))
   _, ae_params = flux_ae.load(_file(path, AE), ae_spec)
   checkpoint.save_params(os.path.join(out, "autoencoder"), ae_params)
-  with open(os.path.join(out, "bagel.json"), "w") as f:
+  for name in TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(path, name)):
+      shutil.copy(os.path.join(path, name), os.path.join(out, name))
+  with open(os.path.join(out, CONVERTED), "w") as f:
     json.dump({"model": dataclasses.asdict(spec), "autoencoder": dataclasses.asdict(ae_spec),
                "token_ids": ids}, f, indent=1)
 

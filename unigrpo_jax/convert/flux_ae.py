@@ -43,6 +43,11 @@ def to_ours(x: np.ndarray) -> np.ndarray:
   return np.transpose(x, (2, 3, 1, 0)) if x.ndim == 4 else x
 
 
+def to_torch(x: np.ndarray) -> np.ndarray:
+  """One of our parameters in BFL's layout (conv kernels transposed back)."""
+  return np.transpose(x, (3, 2, 0, 1)) if x.ndim == 4 else x
+
+
 def infer_spec(shapes: dict[str, tuple[int, ...]], **overrides) -> AutoencoderSpec:
   """The `AutoencoderSpec` whose tensors have these shapes (GroupNorm groups, epsilon and the
   latent scale/shift are not in the file: FLUX's defaults unless overridden)."""

@@ -17,9 +17,13 @@ import grain
 import numpy as np
 
 
-def with_prefix(text: str, prefix: str) -> str:
-  """The prompt as the model reads it: `prefix` (a task's marker, e.g. "stepwise") first."""
-  return f"{prefix} {text}" if prefix else text
+PROMPT = "{prompt}"  # where a template puts the prompt
+
+
+def as_prompt(text: str, template: str = PROMPT) -> str:
+  """The prompt as the model reads it: `template` with `{prompt}` replaced by the text (a
+  task's marker before it, e.g. "stepwise {prompt}"; Bagel's chat splits around it)."""
+  return template.replace(PROMPT, text)
 
 
 def encode_prompt(text: str, tokenizer, prompt_len: int):
@@ -74,15 +78,15 @@ class Subset:
 
 
 def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
-               group_size: int, seed: int, grid: int, prefix: str = "",
+               group_size: int, seed: int, grid: int, template: str = PROMPT,
                families=None) -> grain.IterDataset:
   """Batches of dict(tokens (B, P) int32, mask (B, P) bool, metadata: B dicts with the
   prompt's JSON, its family and the scene grid — what rewards read), B = prompts_per_batch ×
-  group_size. `families` keeps only those prompt families; `prefix` goes before every prompt
-  (the interleaved task's marker)."""
+  group_size. `families` keeps only those prompt families; each prompt is written into
+  `template` (`as_prompt`)."""
   def encode(example):
     text = as_text(example["prompt"])
-    tokens, mask = encode_prompt(with_prefix(text, prefix), tokenizer, prompt_len)
+    tokens, mask = encode_prompt(as_prompt(text, template), tokenizer, prompt_len)
     meta = dict(prompt=json.loads(as_text(example["metadata"])),
                 family=as_text(example["family"]),
                 grid=grid)

@@ -69,24 +69,29 @@ def load(path: str = PATH) -> PreTrainedTokenizerFast:
 
 def for_config(config):
   """The tokenizer of the config, checked against it: `config.tokenizer_path`, else the
-  Hugging Face checkpoint `config.hf.checkpoint`, else the shipped one. A directory is read as
-  a Hugging Face tokenizer extended by `config.hf.tokens` / `added_tokens`
-  (`convert/tokenizer.py`). It must fit `model.vocab_size` and have the ids `config.tokens`
-  names."""
-  path = config.tokenizer_path or config.hf.checkpoint or PATH
+  Hugging Face checkpoint `config.hf.checkpoint`, else the Bagel folder
+  `config.bagel.checkpoint`, else the shipped one. A directory is read as a Hugging Face
+  tokenizer; either kind is extended by `config.hf.tokens` / `added_tokens` (the tokens of the
+  roles it lacks are added: `convert/tokenizer.py`). It must fit `model.vocab_size` and have
+  the ids `config.tokens` names."""
+  bagel = config.get("bagel", {}).get("checkpoint", "")
+  path = config.tokenizer_path or config.hf.checkpoint or bagel or PATH
+  roles, added = dict(config.hf.tokens), tuple(config.hf.added_tokens)
   if os.path.isdir(path):
-    tok = hf_tokenizer.load(path, dict(config.hf.tokens), tuple(config.hf.added_tokens))
-    image = (config.hf.tokens["image_start"], config.hf.tokens["image_end"])
+    tok = hf_tokenizer.load(path, roles, added)
   else:
-    tok = load(path)
-    image = ("<img>", "</img>")
+    tok = hf_tokenizer.extend(load(path), roles, added)
   if len(tok) > config.model.vocab_size:
     raise ValueError(f"config.model.vocab_size ({config.model.vocab_size}) is smaller than the "
                      f"vocabulary of tokenizer {path!r} ({len(tok)})")
   ids = dict(pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id,
-             image_start_id=tok.convert_tokens_to_ids(image[0]),
-             image_end_id=tok.convert_tokens_to_ids(image[1]))
+             **{f"{role}_id": tok.convert_tokens_to_ids(roles[role])
+                for role in ("image_start", "image_end") + hf_tokenizer.BLOCK_ROLES
+                if role in roles})
   for name, want in ids.items():
+    if name not in config.tokens:
+      raise ValueError(f"config.tokens has no {name} (config.hf.tokens names its token, "
+                       f"{roles[name[:-3]]!r}, id {want})")
     if config.tokens[name] != want:
       raise ValueError(f"config.tokens.{name} is {config.tokens[name]} but tokenizer {path!r} "
                        f"has it at {want}")

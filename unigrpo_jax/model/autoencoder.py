@@ -254,6 +254,14 @@ def decode(spec: AutoencoderSpec, params, latents):
   return _decode(spec, params, latents)
 
 
+def decode_flops(spec: AutoencoderSpec, latent_shape: tuple[int, ...]) -> int:
+  """FLOPs of decoding latents of shape (B, h, w, z): XLA's cost analysis of the lowered
+  decode on abstract inputs (nothing allocated or compiled)."""
+  params = jax.eval_shape(lambda: init_autoencoder(spec, jax.random.key(0)))
+  latents = jax.ShapeDtypeStruct(tuple(latent_shape), jnp.float32)
+  return int(_decode.lower(spec, params, latents).cost_analysis()["flops"])
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(spec: AutoencoderSpec, params, images, key):
   return Autoencoder(spec).apply({"params": params}, images, key, method=Autoencoder.encode)

@@ -26,7 +26,9 @@ class ModelSpec:
   float32 (`model/matmul.py`). `scan_layers`: training passes run the blocks as one
   `lax.scan` (compile time independent of depth: deep models, pods) instead of a loop over
   per-layer weights (faster for shallow models on CPU). Parameters are stacked either way; the
-  rollout always loops. `prediction`: what the image head outputs — "velocity" (Bagel,
+  rollout always loops. `remat` (with `scan_layers`): a scanned pass keeps only each block's
+  input for the backward pass and recomputes the rest (activation memory of one block instead
+  of all: what lets a 7B-class update fit). `prediction`: what the image head outputs — "velocity" (Bagel,
   Flow-GRPO), or "x0", the clean image, turned into the velocity (x_t − x̂₀)/t (t floored at
   `x0_min_time`): small pixel-space models draw clean images far sooner this way, since the
   head need not carry per-pixel noise. Either way the model's interface is the velocity.
@@ -48,6 +50,7 @@ class ModelSpec:
   qk_norm: bool = False
   mot: bool = False
   scan_layers: bool = False
+  remat: bool = False
   time_scale: float = 1000.0
   max_latent_size: int = 0
   prediction: str = "velocity"
@@ -74,6 +77,8 @@ class ModelSpec:
     if 0 < self.max_latent_size < self.grid:
       raise ValueError(f"model.max_latent_size ({self.max_latent_size}) is smaller than the "
                        f"image's {self.grid} patches a side (image_size / patch_size)")
+    if self.remat and not self.scan_layers:
+      raise ValueError("model.remat recomputes the scanned blocks: it needs model.scan_layers")
     if self.prediction not in ("velocity", "x0"):
       raise ValueError(f"model.prediction must be 'velocity' or 'x0', got {self.prediction!r}")
     if not 0 < self.x0_min_time < 1:

@@ -136,8 +136,10 @@ class UnifiedTransformer(nn.Module):
     self.image_out = VelocityHead(s.patch_size, s.image_channels, dtype, param_dtype,
                                   matmul_dtype)
     broadcast = (nn.broadcast,) * 5
+    # The cache index and route are Python values the block branches on: static under remat.
+    block = nn.remat(Block, prevent_cse=False, static_argnums=(5, 7)) if s.remat else Block
     self.layers = nn.scan(
-        Block, variable_axes={"params": 0}, split_rngs={"params": True},
+        block, variable_axes={"params": 0}, split_rngs={"params": True},
         in_axes=(0,) + broadcast, length=s.depth,
         metadata_params={nn.PARTITION_NAME: "layers"})(s)
     self.text_norm = RMSNorm(s.norm_eps, dtype, param_dtype)

@@ -19,10 +19,11 @@ def decode_flops(model: ModelSpec, spec: RolloutSpec, batch: int, r: int = 0) ->
 
 
 def image_flops(model: ModelSpec, spec: RolloutSpec, batch: int) -> int:
-  """One image's N denoising steps (patch embedding, stack, velocity head)."""
-  tokens = batch * model.image_tokens
-  return spec.num_steps * (flops.stack_flops(model, tokens, spec.layout(model).length)
-                           + 2 * flops.image_embed_flops(model, tokens))
+  """One image's N denoising steps (patch embedding, stack over the block — with Bagel's
+  markers — and velocity head)."""
+  layout = spec.layout(model)
+  return spec.num_steps * (flops.stack_flops(model, batch * layout.image_tokens, layout.length)
+                           + 2 * flops.image_embed_flops(model, batch * model.image_tokens))
 
 
 def rollout_flops(model: ModelSpec, spec: RolloutSpec, batch: int, group_size: int = 1) -> int:
@@ -36,6 +37,7 @@ def rollout_flops(model: ModelSpec, spec: RolloutSpec, batch: int, group_size: i
     total += decode_flops(model, spec, batch, r)
     if spec.draw_images:
       total += image_flops(model, spec, batch)
+    if spec.draw_images and spec.markers is None:  # the clean image written as context
       total += flops.stack_flops(model, tokens, length) + flops.image_embed_flops(model, tokens)
     if r < spec.rounds - 1:
       total += flops.stack_flops(model, batch, length) + flops.text_head_flops(model, batch)

@@ -171,9 +171,23 @@ class Phases:
     ended = state.ended | jnp.any(segment.eos, axis=0)
     return DecodeState(cache, valid, logits, ended), segment
 
-  def draw(self, state: DecodeState, r: int, noise_key, sde_key):
+  def sde_rows(self, b: int, group_size: int, key):
+    """(B, N) bool: the steps each row samples with noise (and trains). All of the window's;
+    with `rollout.sde_steps` = k, k of them drawn with `key` for each group of `group_size`
+    contiguous rows, shared by the group's rows."""
+    window = self.spec.stochastic_steps()
+    if not self.spec.sde_steps or not window.any():
+      return jnp.broadcast_to(jnp.asarray(window), (b, window.size))
+    steps = np.flatnonzero(window)
+    draws = jax.random.uniform(key, (b // group_size, steps.size))
+    chosen = jnp.argsort(jnp.argsort(draws, axis=1), axis=1) < self.spec.sde_steps
+    rows = jnp.zeros((b // group_size, window.size), bool).at[:, steps].set(chosen)
+    return jnp.repeat(rows, group_size, axis=0)
+
+  def draw(self, state: DecodeState, r: int, noise_key, sde_key, sde_rows=None):
     """Draws round r's image from noise, one conditional forward per step (no CFG; two with
-    `rollout.cfg_scale` ≠ 1).
+    `rollout.cfg_scale` ≠ 1). `sde_rows` (B, N) bool (`sde_rows`): which steps of each row
+    are stochastic; None: the window's, for every row.
 
     Returns (image (B, S, S, C), visited x_{t_0..t_{N−1}} (N, B, S, S, C), log-probs (N, B),
     SDE means (N, B, S, S, C)).
@@ -191,9 +205,11 @@ class Phases:
       return x_next, (x, logp, mean)
 
     b = valid.shape[0]
+    levels = self.levels if sde_rows is None else jnp.where(sde_rows.T, self.spec.noise_level,
+                                                            0.0)
     noise = jax.random.normal(noise_key, (b,) + self.model.spec.image_shape, jnp.float32)
     image, (visited, logp, mean) = jax.lax.scan(
-        step, noise, (times[:-1], times[1:], self.levels, jnp.arange(self.spec.num_steps)))
+        step, noise, (times[:-1], times[1:], levels, jnp.arange(self.spec.num_steps)))
     return image, visited, logp, mean
 
   def close(self, state: DecodeState, r: int, image) -> DecodeState:
@@ -223,7 +239,6 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
   spec.check_model(model.spec)
   prompt_tokens, prompt_mask = pad_prompts(prompt_tokens, prompt_mask, spec)
   phases = Phases(params, prompt_mask, model=model, spec=spec)
-  trained = jnp.asarray(spec.stochastic_steps())
   stochastic = np.flatnonzero(spec.stochastic_steps())
   state = phases.prefill(prompt_tokens, group_size)
   rounds = []
@@ -231,8 +246,12 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
     text_key, noise_key, sde_key = jax.random.split(jax.random.fold_in(key, r), 3)
     state, segment = phases.decode(state, r, text_key)
     drawn = ~state.ended
+    # Drawn apart from the SDE's own keys (those fold in step indices below num_steps).
+    sde_rows = phases.sde_rows(drawn.shape[0], group_size,
+                               jax.random.fold_in(sde_key, spec.num_steps))
     if spec.draw_images:
-      image, visited, step_logp, mean = phases.draw(state, r, noise_key, sde_key)
+      image, visited, step_logp, mean = phases.draw(
+          state, r, noise_key, sde_key, sde_rows if spec.sde_steps else None)
       state = phases.close(state, r, image)
     else:  # text-only: image fields keep their shapes, hold zeros, and are masked out
       drawn = jnp.zeros_like(drawn)
@@ -244,7 +263,7 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
     rounds.append(dict(
         tokens=segment.tokens.T, token_logp=segment.logp.T, token_mask=segment.live.T,
         latents=jnp.moveaxis(latents, 0, 1), step_logp=step_logp.T,
-        step_mask=drawn[:, None] & trained[None], images=image, image_mask=drawn,
+        step_mask=drawn[:, None] & sde_rows, images=image, image_mask=drawn,
         step_mean=jnp.moveaxis(mean[stochastic], 0, 1)))
   stacked = {k: jnp.stack([rd[k] for rd in rounds], axis=1) for k in rounds[0]}
   return Trajectory(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,

@@ -54,7 +54,8 @@ def sde_step(x, v, t, t_next, noise_level, *, key=None, prev_sample=None, t_max=
   """One Flow-GRPO SDE step with the same marginals as the ODE.
 
   x, v: (B, …) state and predicted velocity at time t; t, t_next: scalars or (B,);
-  noise_level: the `a` of σ = a·sqrt(t / (1 − t)), scalar (0 gives the Euler step exactly).
+  noise_level: the `a` of σ = a·sqrt(t / (1 − t)), scalar or (B,) (0 gives the Euler step
+  exactly).
   Samples x' with `key` when `prev_sample` is None, else scores `prev_sample`.
   t_max: the grid's first interior time, used in place of t in the 1 − t denominator where
   t == 1 (otherwise σ is infinite there); None applies no guard.
@@ -66,7 +67,7 @@ def sde_step(x, v, t, t_next, noise_level, *, key=None, prev_sample=None, t_max=
   t = _per_example(t, x32)
   dt = _per_example(t_next, x32) - t
   t_den = t if t_max is None else jnp.where(t == 1.0, jnp.asarray(t_max, jnp.float32), t)
-  sigma = jnp.asarray(noise_level, jnp.float32) * jnp.sqrt(t / (1.0 - t_den))
+  sigma = _per_example(noise_level, x32) * jnp.sqrt(t / (1.0 - t_den))
   # μ = x(1 + σ²Δ/2t) + v(1 + σ²(1−t)/2t)Δ, regrouped as the Euler step plus a σ² term so that
   # σ = 0 gives the Euler step bit for bit, also after XLA fuses it (FMA contraction).
   mean = ode_step(x32, v32, t, t_next) + sigma**2 * dt / (2.0 * t) * (x32 + (1.0 - t) * v32)

@@ -16,7 +16,9 @@ class RolloutSpec:
   prompt_len: prompt slots (prompts are left-padded to it); max_text_tokens: slots per text
   segment; rounds: text+image rounds (1 for UniGRPO, K for interleaved); num_steps, shift:
   the flow time grid; noise_level: the SDE's `a`; sde_window: (start, stop) step indices that
-  are stochastic (None: all); mode: "sde" for training rollouts, "ode" for evaluation;
+  are stochastic (None: all); sde_steps: 0 samples every step of the window with noise, k > 0
+  only k of them, drawn anew for each group of rows (shared by the group's rows) — the other
+  steps of the window are Euler steps and are not trained (UniRL's recipe on Bagel); mode: "sde" for training rollouts, "ode" for evaluation;
   temperature, top_k: text sampling; draw_images: False samples text only (one round, no
   image block: plain LLM GRPO on the same code path); cfg_scale: classifier-free guidance
   weight, 1 = none (UniGRPO: one conditional forward per step), else v_u + w·(v_c − v_u) with
@@ -37,6 +39,7 @@ class RolloutSpec:
   shift: float = 3.0
   noise_level: float = 0.7
   sde_window: tuple[int, int] | None = None
+  sde_steps: int = 0
   mode: str = "sde"
   temperature: float = 1.0
   top_k: int = 0
@@ -77,6 +80,10 @@ class RolloutSpec:
       sde.window_mask(self.num_steps, self.sde_window)
     except ValueError as e:
       raise ValueError(f"rollout.sde_window: {e}") from None
+    window = int(sde.window_mask(self.num_steps, self.sde_window).sum())
+    if not 0 <= self.sde_steps <= window:
+      raise ValueError(f"rollout.sde_steps must be between 0 and the {window} steps of "
+                       f"rollout.sde_window {self.sde_window}, got {self.sde_steps}")
 
   @classmethod
   def from_config(cls, rollout, tokens, **overrides):
@@ -100,7 +107,8 @@ class RolloutSpec:
     return SequenceLayout(self.prompt_len, self.max_text_tokens, image_tokens, self.rounds)
 
   def stochastic_steps(self) -> np.ndarray:
-    """(N,) bool: steps sampled with noise (and trained); none in ODE or text-only mode."""
+    """(N,) bool: the steps that may be sampled with noise (and trained), the window; none in
+    ODE or text-only mode. Which of them a row uses is its trajectory's `step_mask`."""
     if self.mode == "ode" or not self.draw_images:
       return np.zeros((self.num_steps,), bool)
     return sde.window_mask(self.num_steps, self.sde_window)

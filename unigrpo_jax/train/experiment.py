@@ -1,6 +1,6 @@
-"""What every training stage shares, built once from the config: the model, the tokenizer, the
-ShapeWorld data, the device mesh and parameter shardings, the held-out evaluation, and the
-sample grids people look at.
+"""What every training stage shares, built once from the config: the model (and, for a latent
+model such as Bagel, its autoencoder), the tokenizer, the ShapeWorld data, the device mesh and
+parameter shardings, the held-out evaluation, and the sample grids people look at.
 
 Validation happens here too, before anything compiles (after `validation.validate` checked the
 config itself): every prompt of the data must fit `rollout.prompt_len`, every parameter must
@@ -19,12 +19,14 @@ from transformers import PreTrainedTokenizerFast
 from unigrpo_jax import evaluation
 from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax import sharding, visualize
-from unigrpo_jax.convert import qwen2
+from unigrpo_jax.convert import bagel, qwen2
 from unigrpo_jax.data import tokenizer as tokenizer_lib
-from unigrpo_jax.data.pipeline import (Subset, as_text, check_prompt_lengths, encode_prompts,
-                                       with_prefix)
+from unigrpo_jax.data.pipeline import (Subset, as_prompt, as_text, check_prompt_lengths,
+                                       encode_prompts)
 from unigrpo_jax.data.tfds_shapeworld import ShapeWorld, prepare
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
+from unigrpo_jax.model import autoencoder
+from unigrpo_jax.model.autoencoder import AutoencoderSpec
 from unigrpo_jax.optim import init_train_state, train_state_shardings
 from unigrpo_jax.sampling import RolloutSpec, Trajectory, make_rollout
 from unigrpo_jax.train import tasks
@@ -47,15 +49,38 @@ class Experiment:
   sample: Callable[..., Trajectory]  # the jitted ODE rollout of the evaluation
   eval_examples: list[dict]
   train_examples: list[dict]  # training-split prompts scored the same way: the generalisation gap
+  template: str  # how a prompt is written for the model (`tasks.Task.template`)
+  # A latent model's autoencoder (`config.autoencoder`): images are its scaled latents, decoded
+  # for rewards and grids; None: the model draws pixels.
+  ae_spec: AutoencoderSpec | None = None
+  ae_params: dict | None = None
+
+  @property
+  def bagel_checkpoint(self) -> str:
+    return self.config.get("bagel", {}).get("checkpoint", "")
 
   def init_params(self, key):
     """Fresh parameters, created directly in their shardings; with `config.hf.checkpoint`,
-    the pretrained text weights written into them (both experts; `convert/qwen2.py`)."""
+    the pretrained text weights written into them (both experts; `convert/qwen2.py`); with
+    `config.bagel.checkpoint`, every weight of the Bagel folder (`convert/bagel.py`)."""
     params = jax.jit(lambda k: init_params(self.model_spec, k),
                      out_shardings=self.param_shardings)(key)
     if self.config.hf.checkpoint:
       params = qwen2.load_into(params, self.config.hf.checkpoint, self.model_spec)
+    if self.bagel_checkpoint:
+      params = bagel.load_into(params, self.bagel_checkpoint, self.model_spec)
     return params
+
+  def pixels(self, images) -> np.ndarray:
+    """A trajectory's images (B, R, S, S, C) → the pixels rewards read, (B, R, H, W, 3) in
+    [−1, 1]: as they are, or decoded by the autoencoder (batched over B·R, sharded as the
+    images are)."""
+    if self.ae_spec is None:
+      return np.asarray(images)
+    b, r = images.shape[:2]
+    flat = jnp.reshape(images, (b * r,) + images.shape[2:])
+    return np.asarray(autoencoder.decode(self.ae_spec, self.ae_params, flat)).reshape(
+        (b, r) + (flat.shape[1] * self.ae_spec.downsample,) * 2 + (self.ae_spec.out_channels,))
 
   def train_state_shardings(self, optimizer):
     """Shardings of a TrainState: optimizer moments sharded like their parameters."""
@@ -82,24 +107,24 @@ class Experiment:
         params, examples, model=self.model, spec=self.eval_rollout, tokenizer=self.tokenizer,
         grid=self.config.data.grid, batch_size=self.eval.batch_size,
         sample=self.sample, rewards=self.task.eval_rewards,
-        step_rewards=self.task.eval_step_rewards, prefix=self.task.prefix)
+        step_rewards=self.task.eval_step_rewards, template=self.template, pixels=self.pixels)
 
   def save_samples(self, params, path: str):
     """A PNG of held-out samples: for each of the first `eval.grid_prompts` prompts, the
     image the model draws (ODE) beside the prompt and the plan it wrote — or, for
     multi-round tasks, the story as a strip: each round's image over its sentence."""
     examples = self.eval_examples[:self.eval.grid_prompts]
-    texts = [with_prefix(ex["prompt"], self.task.prefix) for ex in examples]
+    texts = [as_prompt(ex["prompt"], self.template) for ex in examples]
     batch = self.eval.batch_size
     tokens, mask = encode_prompts((texts * batch)[:batch], self.tokenizer,
                                   self.eval_rollout.prompt_len)
     traj = self.sample(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
     plans = evaluation.decode_texts(traj, self.tokenizer)[:len(examples)]
+    images = self.pixels(traj.images)[:len(examples)]
     if self.eval_rollout.rounds > 1:
-      visualize.save_story_strips(np.asarray(traj.images[:len(examples)]), texts, plans, path)
+      visualize.save_story_strips(images, texts, plans, path)
     else:
-      visualize.save_annotated_grid(np.asarray(traj.images[:len(examples), 0]), texts, plans,
-                                    path)
+      visualize.save_annotated_grid(images[:, 0], texts, plans, path)
 
 
 def build(config) -> Experiment:
@@ -115,6 +140,7 @@ def build(config) -> Experiment:
   shardings = sharding.param_shardings(param_logical_axes(model_spec), mesh, shapes)
   data_cfg = dict(config.data)
   builder = prepare(data_cfg.pop("data_dir"), **data_cfg)
+  template = task.template(config)
 
   # Each split's task prompts, read once: all checked against the prompt slots, the first
   # `eval.num_prompts` / `eval.train_prompts` kept for evaluation.
@@ -123,9 +149,10 @@ def build(config) -> Experiment:
     source = Subset(builder.as_data_source(split), task.families)
     examples[split] = [{k: as_text(record[k]) for k in ("prompt", "family", "metadata")}
                        for record in map(source.__getitem__, range(len(source)))]
-    check_prompt_lengths([with_prefix(ex["prompt"], task.prefix) for ex in examples[split]],
+    check_prompt_lengths([as_prompt(ex["prompt"], template) for ex in examples[split]],
                          tok, eval_rollout.prompt_len, f"the {split} prompts of task {task.name}")
 
+  ae_spec, ae_params = _autoencoder(config, mesh)
   model = UnifiedTransformer(model_spec)
   return Experiment(config=config, model_spec=model_spec, model=model, tokenizer=tok,
                     data=builder, mesh=mesh, param_shardings=shardings,
@@ -133,7 +160,24 @@ def build(config) -> Experiment:
                     eval=eval_settings, eval_rollout=eval_rollout,
                     sample=make_rollout(model, eval_rollout),
                     eval_examples=examples["heldout"][:eval_settings.num_prompts],
-                    train_examples=examples["train"][:eval_settings.train_prompts])
+                    train_examples=examples["train"][:eval_settings.train_prompts],
+                    template=template, ae_spec=ae_spec, ae_params=ae_params)
+
+
+def _autoencoder(config, mesh) -> tuple[AutoencoderSpec | None, dict | None]:
+  """The spec of `config.autoencoder` (None for a pixel model) and its parameters, replicated
+  over the mesh: the Bagel folder's `ae.safetensors` when `config.bagel.checkpoint` names one,
+  else fresh from the seed."""
+  if "autoencoder" not in config:
+    return None, None
+  spec = AutoencoderSpec(**config.autoencoder)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  folder = config.get("bagel", {}).get("checkpoint", "")
+  if folder:
+    params = bagel.load_autoencoder(folder, spec)
+  else:
+    params = autoencoder.init_autoencoder(spec, jax.random.key(config.seed + 3))
+  return spec, jax.device_put(params, replicated)
 
 
 def with_overrides(config, changes: dict):

@@ -94,7 +94,7 @@ class Step:
     tokens, mask = sharding.shard_batch((batch["tokens"], batch["mask"]), exp.mesh,
                                         self.batch_size)
     traj = self.sample(state.params, tokens, mask, jax.random.fold_in(self.key, i))
-    images = np.asarray(traj.images)
+    images = exp.pixels(traj.images)
     t1 = time.perf_counter()
     texts = evaluation.decode_texts(traj, exp.tokenizer)
     _, scores = rewards.score_batch(dict(cfg.rewards), images, texts, batch["metadata"],
@@ -160,7 +160,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,
                             prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
                             group_size=rl.group_size, seed=cfg.seed, grid=cfg.data.grid,
-                            prefix=exp.task.prefix,
+                            template=exp.template,
                             families=exp.task.train_families(cfg)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   begin = loop.start(checkpoints, exp.abstract_train_state(optimizer), prompts,

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unigrpo_jax.data import prompts, shapeworld
-from unigrpo_jax.data.pipeline import encode_prompt, with_prefix
+from unigrpo_jax.data.pipeline import PROMPT, as_prompt, encode_prompt
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.optim import TrainState, apply_if_finite
 from unigrpo_jax.sampling.forward import image_velocity, unconditional
@@ -238,7 +238,7 @@ def interleaved_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec,
       raise ValueError(f"{ex['prompt']!r} has {len(steps)} objects, more rounds than "
                        f"sft_data.interleaved_rounds = {r_max}")
     prompt_tokens[i], prompt_mask[i] = encode_prompt(
-        with_prefix(ex["prompt"], prompts.INTERLEAVED_MARKER), tokenizer, rollout.prompt_len)
+        as_prompt(ex["prompt"], f"{prompts.INTERLEAVED_MARKER} {PROMPT}"), tokenizer, rollout.prompt_len)
     valid[i, :rollout.prompt_len] = prompt_mask[i]
     for r in range(min(len(steps) + 1, r_max)):
       ids = (tokenizer(f"<plan> {steps[r][0]} </plan> <img>")["input_ids"] if r < len(steps)

@@ -11,6 +11,7 @@ layout, which prompts and how they are worded, and the rewards evaluation report
 import dataclasses
 
 from unigrpo_jax import evaluation
+from unigrpo_jax.data.pipeline import PROMPT
 from unigrpo_jax.data.prompts import FAMILIES, INTERLEAVED_MARKER
 from unigrpo_jax.rewards.interleaved import STORY_FAMILIES
 from unigrpo_jax.sampling import RolloutSpec
@@ -60,6 +61,13 @@ class Task:
       raise ValueError(f"config.rl.families names {unknown}, not families of task "
                        f"{self.name!r}: {self.families}")
     return chosen or self.families
+
+  def template(self, config) -> str:
+    """How a prompt is written for the model (`data.pipeline.as_prompt`):
+    `config.prompt_template` ("{prompt}" when absent; Bagel's think mode wraps the prompt in its
+    chat splits) with the task's prefix before the prompt."""
+    template = config.get("prompt_template", PROMPT)
+    return template.replace(PROMPT, f"{self.prefix} {PROMPT}") if self.prefix else template
 
 
 TASKS = {

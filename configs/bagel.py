@@ -8,7 +8,9 @@ sampler — no CFG, noise on 3 of the first 5 of 25 steps (`rollout.sde_steps`, 
 Euler steps elsewhere — and the autoencoder decodes the latents for the rewards. The update:
 text GRPO (clip 0.01, no KL), the image ratio by GRPO-Guard's RatioNorm, velocity MSE (1.5e-5)
 against the starting model, learning rates 1e-6 (understanding) and 3e-5 (generation side),
-embeddings, norms and head frozen, two updates a batch. ShapeWorld's mini-GenEval scores the
+embeddings, norms, head and the latent position table (a fixed buffer in Bagel) frozen, two
+updates a batch; at 7B, blocks recomputed in the backward pass (`model.remat`) and one row a
+device a minibatch. ShapeWorld's mini-GenEval scores the
 images (UniRL trains against PickScore).
 
   python -m unigrpo_jax.main --config=configs/bagel.py:7b --workdir=gs://… \
@@ -77,7 +79,7 @@ def get_config(arg: str = "7b"):
                 beta=0.0, clip_image=1e-4, velocity_weight=1.5e-5, latent_kl_weight=0.0,
                 image_ratio="ratio_norm")
   c.rl_optim.update(learning_rate=1e-6, schedule="constant", warmup_steps=0,
-                    image_lr_scale=30.0, frozen=("embeddings", "norms", "head"))
+                    image_lr_scale=30.0, frozen=("embeddings", "norms", "head", "positions"))
   if arg in PODS:
     num_devices, c.mesh = PODS[arg]
     c.pod = dict(num_devices=num_devices)

@@ -7,13 +7,15 @@ wrappers over the one model (`model/`) and autoencoder (`model/autoencoder.py`).
   latents = bagel.generate(m, context_ids, noise, num_steps=49, shift=3.0)
   images = bagel.decode(m, latents)                        # (B, H, W, 3) in [−1, 1]
   tokens = bagel.vision_tokens(m, images)                  # a clean image, as context
+  v = bagel.context_velocity(m, [("text", ids), ("image", images), ("text", ids2)], x_t, t)
 
 Sequences follow Bagel's generation step: the context is one text split at RoPE positions
 0…L−1, causal, through the understanding (text) weights and kept as a KV cache; the query is
 `<start_of_image>`, the h×w latent tokens of x_t, `<end_of_image>`, all at RoPE position L,
 attending to the whole cache and to each other — the markers through the understanding
 weights, the latent tokens through the generation (image) weights, read out through the
-generation expert's final norm and `llm2vae`. Flow convention: x_t = (1 − t)·x₀ + t·ε, the
+generation expert's final norm and `llm2vae`. A context may also hold clean images
+(`context_velocity`): each a VAE block and a ViT block, bidirectional, one RoPE id each. Flow convention: x_t = (1 − t)·x₀ + t·ε, the
 velocity is ε − x₀, t = 1 is noise.
 """
 import functools
@@ -25,11 +27,12 @@ import jax.numpy as jnp
 
 from unigrpo_jax.convert import bagel as convert
 from unigrpo_jax.convert import flux_ae, shards
-from unigrpo_jax.model import ModelSpec, UnifiedTransformer, for_training, init_params, run_blocks
+from unigrpo_jax.model import (IMAGE, TEXT, ModelSpec, UnifiedTransformer, for_training,
+                               init_params, run_blocks)
 from unigrpo_jax.model import autoencoder, vision
 from unigrpo_jax.model.autoencoder import AutoencoderSpec
 from unigrpo_jax.model.vision import VisionSpec
-from unigrpo_jax.sampling.forward import image_velocity
+from unigrpo_jax.sampling.forward import image_velocity, run_slots
 
 class Bagel(NamedTuple):
   """A loaded Bagel: the unified model's spec and parameters, the autoencoder's, the ids of
@@ -92,26 +95,70 @@ def text_logits(m: Bagel, ids):
   return _text_logits(m.spec, m.params, jnp.asarray(ids, jnp.int32))
 
 
-def _context(model, stack, params, context_ids, block: int):
-  """The context split (causal, RoPE 0…L−1) in a KV cache with `block` more slots after it,
-  and what `forward.image_velocity` needs to place the query block there: (cache, valid,
-  block_ids, prompt_mask)."""
-  b, length = context_ids.shape
-  _, cache = _text_split(model, stack, params, context_ids)
-  cache = jax.tree.map(lambda c: jnp.concatenate(
-      [c, jnp.zeros(c.shape[:-2] + (block, c.shape[-1]), c.dtype)], axis=-2), cache)
-  valid = jnp.concatenate([jnp.ones((b, length), bool), jnp.zeros((b, block), bool)], axis=1)
-  block_ids = jnp.concatenate([jnp.full((length,), -1, jnp.int32),
-                               jnp.zeros((block,), jnp.int32)])
-  return cache, valid, block_ids, jnp.ones((b, 1), bool)
+class Context(NamedTuple):
+  """A prefilled context: the KV cache, with room for the query block after it; which slots
+  hold something (B, L); the slots' image-block ids (L,); the RoPE id the query takes (B,)."""
+  cache: tuple
+  valid: jax.Array
+  block_ids: jax.Array
+  rope: jax.Array
 
 
-def _query_velocity(model, stack, context, length, x_t, t, ids):
-  """Bagel's generation step (`forward.image_velocity` with the image markers) over the
-  context made by `_context`."""
-  cache, valid, block_ids, prompt_mask = context
-  return image_velocity(model, stack, x_t, t, length, valid, block_ids, prompt_mask, cache,
-                        (ids["start_of_image"], ids["end_of_image"]))
+def _split_len(spec: ModelSpec, kind: str, x) -> int:
+  """Slots of one split: a text split's tokens; an image block's tokens and its two markers."""
+  if kind == "vae":
+    return _block_len(spec, x)
+  return x.shape[1] + 2 * (kind == "vit")
+
+
+def _prefill(model, stack, params, kinds, inputs, ids, block: int) -> Context:
+  """Runs the splits into a fresh cache as Bagel's inferencer does. kinds[i] is "text"
+  (inputs[i]: (B, n) ids; causal; RoPE rope…rope+n−1, then rope += n), "vae" ((B, 2h, 2w, C)
+  clean latents: `<start_of_image>`, the latent tokens at t = 0 through the generation weights,
+  `<end_of_image>`) or "vit" ((B, N, width) vision tokens, all through the understanding
+  weights); an image block is bidirectional, all at one RoPE id, then rope += 1. Leaves
+  `block` slots for the query."""
+  b = inputs[0].shape[0]
+  lengths = [_split_len(model.spec, k, x) for k, x in zip(kinds, inputs)]
+  total = sum(lengths) + block
+  block_ids, n_blocks = [], 0
+  for kind, n in zip(kinds, lengths):
+    block_ids += [-1] * n if kind == "text" else [n_blocks] * n
+    n_blocks += kind != "text"
+  block_ids = jnp.asarray(block_ids + [n_blocks] * block, jnp.int32)
+  apply = lambda *a, method: model.apply({"params": params}, *a, method=method)  # noqa: E731
+  markers = apply(jnp.broadcast_to(jnp.asarray([ids["start_of_image"], ids["end_of_image"]]),
+                                   (b, 2)), method=model.embed_tokens)
+  cache = stack.empty_cache(model.spec, b, total)
+  valid = jnp.zeros((b, total), bool)
+  rope, start = jnp.zeros((b,), jnp.int32), 0
+  for kind, x, n in zip(kinds, inputs, lengths):
+    route, modality = TEXT, None
+    if kind == "text":
+      h = apply(x, method=model.embed_tokens)
+      pos = rope[:, None] + jnp.arange(n, dtype=jnp.int32)[None]
+    else:
+      if kind == "vae":
+        x = apply(x, jnp.zeros((b,), jnp.float32), method=model.embed_image)
+        route = None
+        modality = jnp.full((b, n), IMAGE).at[:, 0].set(TEXT).at[:, -1].set(TEXT)
+      h = jnp.concatenate([markers[:, :1], x.astype(markers.dtype), markers[:, 1:]], axis=1)
+      pos = jnp.broadcast_to(rope[:, None], (b, n))
+    valid = valid.at[:, start:start + n].set(True)
+    _, cache = run_slots(model, stack, h, start, valid, block_ids, None, cache, route=route,
+                         modality=modality, pos=pos)
+    rope = rope + (n if kind == "text" else 1)
+    start += n
+  return Context(cache, valid, block_ids, rope)
+
+
+def _query_velocity(model, stack, context: Context, x_t, t, ids):
+  """Bagel's generation step (`forward.image_velocity` with the image markers, at the
+  context's RoPE id) after the context made by `_prefill`."""
+  start = context.valid.shape[1] - _block_len(model.spec, x_t)
+  return image_velocity(model, stack, x_t, t, start, context.valid, context.block_ids, None,
+                        context.cache, (ids["start_of_image"], ids["end_of_image"]),
+                        position=context.rope)
 
 
 def _block_len(spec: ModelSpec, x) -> int:
@@ -127,12 +174,13 @@ def _check_latents(spec: ModelSpec, x):
                      f"at most {side}, got shape {x.shape}")
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _velocity(spec: ModelSpec, params, context_ids, x_t, t, ids):
+@functools.partial(jax.jit, static_argnums=(0, 1, 6))
+def _velocity(spec: ModelSpec, kinds, params, inputs, x_t, t, ids):
   model = UnifiedTransformer(spec)
   stack = for_training(params, spec)
-  context = _context(model, stack, params, context_ids, _block_len(spec, x_t))
-  return _query_velocity(model, stack, context, context_ids.shape[1], x_t, t, dict(ids))
+  ids = dict(ids)
+  context = _prefill(model, stack, params, kinds, inputs, ids, _block_len(spec, x_t))
+  return _query_velocity(model, stack, context, x_t, t, ids)
 
 
 def velocity(m: Bagel, context_ids, x_t, t):
@@ -146,9 +194,43 @@ def velocity(m: Bagel, context_ids, x_t, t):
   Returns:
     (B, 2h, 2w, C) float32 velocity.
   """
+  return context_velocity(m, [("text", context_ids)], x_t, t)
+
+
+def context_splits(m: Bagel, splits) -> tuple[tuple[str, ...], tuple]:
+  """Bagel's splits → what `_prefill` runs: ("text", ids (B, n)) as it is; ("image", images
+  (B, H, W, 3) in [−1, 1][, vit_images]) as its VAE block (the posterior-mean latents) and,
+  when the model has a vision encoder, its ViT block (of `vit_images`, default the same
+  images; sides multiples of the ViT patch)."""
+  kinds, inputs = [], []
+  for split in splits:
+    kind, value = split[0], split[1]
+    if kind == "text":
+      kinds.append("text")
+      inputs.append(jnp.asarray(value, jnp.int32))
+    elif kind == "image":
+      kinds.append("vae")
+      inputs.append(encode(m, jnp.asarray(value, jnp.float32)))
+      if m.vit_spec is not None:
+        kinds.append("vit")
+        inputs.append(vision_tokens(m, jnp.asarray(split[2] if len(split) > 2 else value,
+                                                   jnp.float32)))
+    else:
+      raise ValueError(f"a split is ('text', ids) or ('image', images[, vit_images]), got "
+                       f"kind {kind!r}")
+  return tuple(kinds), tuple(inputs)
+
+
+def context_velocity(m: Bagel, splits, x_t, t):
+  """One generation step's velocity after a context of text and clean images, as Bagel's
+  inferencer builds it (`context_splits`): text splits causal with consecutive RoPE ids; each
+  image a VAE block (its latents at t = 0 through the generation weights) then a ViT block
+  (through the understanding weights), each bidirectional at one RoPE id that then advances
+  by one; the query block at the RoPE id reached. Shapes as `velocity`."""
   _check_latents(m.spec, x_t)
-  return _velocity(m.spec, m.params, jnp.asarray(context_ids, jnp.int32), x_t,
-                   jnp.asarray(t, jnp.float32), tuple(sorted(m.token_ids.items())))
+  kinds, inputs = context_splits(m, splits)
+  return _velocity(m.spec, kinds, m.params, inputs, x_t, jnp.asarray(t, jnp.float32),
+                   tuple(sorted(m.token_ids.items())))
 
 
 def schedule(num_steps: int, shift: float):
@@ -161,13 +243,14 @@ def schedule(num_steps: int, shift: float):
 def _generate(spec: ModelSpec, params, context_ids, noise, num_steps, shift, ids):
   model = UnifiedTransformer(spec)
   stack = for_training(params, spec)
-  context = _context(model, stack, params, context_ids, _block_len(spec, noise))
+  ids = dict(ids)
+  context = _prefill(model, stack, params, ("text",), (context_ids,), ids,
+                     _block_len(spec, noise))
   grid = schedule(num_steps, shift)
   b = noise.shape[0]
 
   def step(x, i):
-    v = _query_velocity(model, stack, context, context_ids.shape[1], x,
-                        jnp.full((b,), grid[i]), dict(ids))
+    v = _query_velocity(model, stack, context, x, jnp.full((b,), grid[i]), ids)
     return x - v * (grid[i] - grid[i + 1]), None
 
   x, _ = jax.lax.scan(step, noise.astype(jnp.float32), jnp.arange(num_steps))

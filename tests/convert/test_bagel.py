@@ -194,30 +194,54 @@ class Reference:
 
     return h + self.per_token(mlp, y, gen), (k, v)
 
-  def velocity(self, context, x_t, t):
-    """context (L,) ids; x_t (2h, 2w, C) NHWC; t float → (2h, 2w, C) velocity."""
+  def latent_tokens(self, x, t):
+    """(2h, 2w, C) latents at time t → (h·w, width): vae2llm + time embedding + position."""
     T = self.T
-    length = len(context)
-    h = T["language_model.model.embed_tokens.weight"][context]
-    caches = []
-    for i in range(LLM["num_hidden_layers"]):  # the context: causal, RoPE 0…L−1, und
-      h, kv = self.layer(i, h, np.arange(length, dtype=np.float64), np.zeros(length, bool),
-                         None, causal=True)
-      caches.append(kv)
-    rows, cols, c = x_t.shape[0] // 2, x_t.shape[1] // 2, x_t.shape[2]
-    patches = x_t.reshape(rows, 2, cols, 2, c).transpose(0, 2, 1, 3, 4).reshape(rows * cols,
-                                                                                  4 * c)
+    rows, cols, c = x.shape[0] // 2, x.shape[1] // 2, x.shape[2]
+    patches = x.reshape(rows, 2, cols, 2, c).transpose(0, 2, 1, 3, 4).reshape(rows * cols, 4 * c)
     freqs = np.exp(-np.log(10_000.0) * np.arange(128) / 128)
     temb = np.concatenate([np.cos(t * freqs), np.sin(t * freqs)])
     temb = temb @ T["time_embedder.mlp.0.weight"].T + T["time_embedder.mlp.0.bias"]
     temb = temb / (1 + np.exp(-temb))
     temb = temb @ T["time_embedder.mlp.2.weight"].T + T["time_embedder.mlp.2.bias"]
     pos_ids = (np.arange(rows)[:, None] * MAX_LATENT + np.arange(cols)[None]).reshape(-1)
-    latents = (patches @ T["vae2llm.weight"].T + T["vae2llm.bias"] + temb
-               + T["latent_pos_embed.pos_embed"][pos_ids])
-    emb = T["language_model.model.embed_tokens.weight"]
-    h = np.concatenate([emb[[TOKEN_IDS["start_of_image"]]], latents,
-                        emb[[TOKEN_IDS["end_of_image"]]]])
+    return (patches @ T["vae2llm.weight"].T + T["vae2llm.bias"] + temb
+            + T["latent_pos_embed.pos_embed"][pos_ids])
+
+  def marked(self, tokens):
+    emb = self.T["language_model.model.embed_tokens.weight"]
+    return np.concatenate([emb[[TOKEN_IDS["start_of_image"]]], tokens,
+                           emb[[TOKEN_IDS["end_of_image"]]]])
+
+  def prefill(self, splits):
+    """splits: ("text", ids (n,)) — causal, RoPE ids advancing by n, und — or ("vae", clean
+    latents (2h, 2w, C)) — markers und, latent tokens at t = 0 gen — or ("vit", tokens
+    (N, width)) — all und; an image block is full, one RoPE id, then +1. Returns the
+    per-layer (K, V) caches and the next RoPE id."""
+    caches, rope = [None] * LLM["num_hidden_layers"], 0
+    for kind, x in splits:
+      if kind == "text":
+        h = self.T["language_model.model.embed_tokens.weight"][x]
+        pos, gen = rope + np.arange(len(x), dtype=np.float64), np.zeros(len(x), bool)
+      else:
+        h = self.marked(self.latent_tokens(x, 0.0) if kind == "vae" else x)
+        pos, gen = np.full(len(h), float(rope)), np.zeros(len(h), bool)
+        gen[1:-1] = kind == "vae"
+      for i in range(LLM["num_hidden_layers"]):
+        h, kv = self.layer(i, h, pos, gen, caches[i], causal=kind == "text")
+        caches[i] = kv if caches[i] is None else tuple(np.concatenate([a, b])
+                                                       for a, b in zip(caches[i], kv))
+      rope += len(x) if kind == "text" else 1
+    return caches, rope
+
+  def velocity(self, context, x_t, t):
+    """context: (L,) ids (one text split) or `prefill`'s splits; x_t (2h, 2w, C) NHWC; t
+    float → (2h, 2w, C) velocity."""
+    T = self.T
+    splits = [("text", context)] if isinstance(context, np.ndarray) else context
+    caches, length = self.prefill(splits)
+    rows, cols, c = x_t.shape[0] // 2, x_t.shape[1] // 2, x_t.shape[2]
+    h = self.marked(self.latent_tokens(x_t, t))
     gen = np.zeros(len(h), bool)
     gen[1:-1] = True
     for i in range(LLM["num_hidden_layers"]):  # the query block: full, all at RoPE id L
@@ -283,6 +307,39 @@ def test_generation_velocity_and_sampler_equal_bagels_equations(folder, loaded):
     want = want - np.stack([ref.velocity(context[b], want[b], grid[i]) for b in range(2)]) * (
         grid[i] - grid[i + 1])
   np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=1e-4)
+
+
+def test_velocity_after_text_and_a_clean_image_equals_bagels_equations(folder, loaded):
+  """`context_velocity` over text, a clean image (its VAE block, then its ViT block: each
+  bidirectional at one RoPE id that then advances by one), and more text, as Bagel's
+  inferencer builds an interleaved context. The image's latents and vision tokens come from
+  the autoencoder and the vision encoder (each checked against its reference elsewhere); the
+  transformer's part follows the equations."""
+  _, _, tensors = folder
+  ref = Reference(tensors)
+  before = np.asarray(jax.random.randint(jax.random.key(6), (2, 5), 5, LLM["vocab_size"]))
+  after = np.asarray(jax.random.randint(jax.random.key(7), (2, 3), 5, LLM["vocab_size"]))
+  images = np.asarray(jax.random.uniform(jax.random.key(8), (2, 16, 24, 3), minval=-1, maxval=1))
+  vit_images = np.asarray(jax.random.uniform(jax.random.key(9), (2, 28, 21, 3), minval=-1,
+                                             maxval=1))
+  x_t = np.asarray(jax.random.normal(jax.random.key(10), (2, 4, 6, 4)))
+  t = np.array([0.6, 0.2], np.float32)
+  splits = [("text", before), ("image", images, vit_images), ("text", after)]
+  got = np.asarray(bagel.context_velocity(loaded, splits, x_t, t))
+  latents = np.asarray(bagel.encode(loaded, images), np.float64)
+  vit = np.asarray(bagel.vision_tokens(loaded, vit_images), np.float64)
+  assert latents.shape == (2, 4, 6, 4) and vit.shape == (2, 12, LLM["hidden_size"])
+  want = np.stack([ref.velocity([("text", before[b]), ("vae", latents[b]), ("vit", vit[b]),
+                                 ("text", after[b])], x_t[b].astype(np.float64), float(t[b]))
+                   for b in range(2)])
+  assert np.abs(want).max() > 0.3
+  np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max(), rtol=1e-4)
+  # The image is context: the velocity differs from the text-only one.
+  text_only = np.asarray(bagel.context_velocity(loaded, [("text", before), ("text", after)],
+                                                x_t, t))
+  assert np.abs(text_only - got).max() > 1e-2
+  with pytest.raises(ValueError, match="a split is"):
+    bagel.context_velocity(loaded, [("video", images)], x_t, t)
 
 
 def test_vision_encoder_equals_siglip_and_feeds_the_connector(folder, loaded):

@@ -35,7 +35,7 @@ def run_slots(model, params: StackParams, h, start, valid, block_ids, prompt_mas
 
 
 def image_velocity(model, params: StackParams, x, t, start, valid, block_ids, prompt_mask, cache,
-                   markers: tuple[int, int] | None = None):
+                   markers: tuple[int, int] | None = None, position=None):
   """Velocity of the noised image x (B, H, W, C) at flow time t (scalar or (B,)), its block at
   `start`.
 
@@ -43,7 +43,8 @@ def image_velocity(model, params: StackParams, x, t, start, valid, block_ids, pr
   block written in is dropped, so nothing else ever sees a noised image. With `markers`
   (start, end token ids: `RolloutSpec.image_block` "bagel") the block is Bagel's generation
   query: the start marker, the image's tokens and the end marker, all at one RoPE position —
-  the number of visible slots before the block — the markers through the text weights.
+  `position` (B,), by default the number of visible slots before the block (what it is when
+  the context is text) — the markers through the text weights.
   Returns (B, H, W, C) float32.
   """
   b = x.shape[0]
@@ -56,9 +57,10 @@ def image_velocity(model, params: StackParams, x, t, start, valid, block_ids, pr
     h = jnp.concatenate([ends[:, :1], h, ends[:, 1:]], axis=1)
     modality = jnp.full(h.shape[:2], IMAGE).at[:, 0].set(TEXT).at[:, -1].set(TEXT)
     route = None
-    before = jnp.sum(valid & (jnp.arange(valid.shape[1]) < start)[None], axis=1,
-                     dtype=jnp.int32)
-    pos = jnp.broadcast_to(before[:, None], h.shape[:2])
+    if position is None:
+      position = jnp.sum(valid & (jnp.arange(valid.shape[1]) < start)[None], axis=1,
+                         dtype=jnp.int32)
+    pos = jnp.broadcast_to(position[:, None], h.shape[:2])
   n = h.shape[1]
   block_valid = jax.lax.dynamic_update_slice(valid, jnp.ones((b, n), bool), (0, start))
   h, _ = run_slots(model, params, h, start, block_valid, block_ids, prompt_mask, cache,

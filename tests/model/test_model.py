@@ -242,6 +242,7 @@ def test_bagel_position_table_is_its_sincos_with_columns_first():
   np.testing.assert_allclose(sincos_2d(grid, dim)[:, :dim // 2], want[:, dim // 2:], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_remat_recomputes_the_same_loss_and_gradients():
   """`remat` changes what the backward pass stores, not what it computes: a scanned scoring
   pass's log-probs and their gradients equal those without it."""

@@ -19,10 +19,11 @@ def _prompts(b=4, p=5, vocab=48, seed=2):
 
 @pytest.mark.parametrize("overrides,model_overrides", [
     (dict(), {}), (dict(rounds=1, sde_window=None, top_k=5), {}), (dict(cfg_scale=3.0), {}),
-    (dict(), dict(matmul_dtype="bfloat16"))])
+    (dict(), dict(matmul_dtype="bfloat16")), (dict(rounds=1), dict(vocab_limit=6))])
 def test_recomputed_log_probs_equal_the_rollout(tiny, overrides, model_overrides):
   """Ratio = 1 on-policy: teacher-forced scoring reproduces every recorded log-prob (with
-  bfloat16 matmuls too: rollout and rescoring run the same products)."""
+  bfloat16 matmuls too: rollout and rescoring run the same products; with a vocabulary limit,
+  no id past it is drawn)."""
   model, params = tiny
   if model_overrides:
     model = UnifiedTransformer(tiny_spec(**model_overrides))
@@ -33,6 +34,9 @@ def test_recomputed_log_probs_equal_the_rollout(tiny, overrides, model_overrides
   score = scorer(model, spec)(params, traj)
   tm, sm = np.asarray(traj.token_mask), np.asarray(traj.step_mask)
   assert tm.sum() > 0 and sm.sum() > 0
+  if model.spec.vocab_limit:
+    assert np.asarray(traj.tokens)[tm].max() < model.spec.vocab_limit
+    assert np.all(np.isfinite(np.asarray(score["token_entropy"])))
   np.testing.assert_allclose(np.asarray(score["token_logp"])[tm], np.asarray(traj.token_logp)[tm],
                              atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(score["step_logp"])[sm], np.asarray(traj.step_logp)[sm],

@@ -81,6 +81,10 @@ def for_config(config):
     tok = hf_tokenizer.load(path, roles, added)
   else:
     tok = hf_tokenizer.extend(load(path), roles, added)
+  limit = config.model.get("vocab_limit", 0)
+  if limit and len(tok) > limit:
+    raise ValueError(f"config.model.vocab_limit ({limit}) is smaller than the vocabulary of "
+                     f"tokenizer {path!r} ({len(tok)}): the policy could not emit its last ids")
   if len(tok) > config.model.vocab_size:
     raise ValueError(f"config.model.vocab_size ({config.model.vocab_size}) is smaller than the "
                      f"vocabulary of tokenizer {path!r} ({len(tok)})")

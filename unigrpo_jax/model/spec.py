@@ -28,7 +28,9 @@ class ModelSpec:
   per-layer weights (faster for shallow models on CPU). Parameters are stacked either way; the
   rollout always loops. `remat` (with `scan_layers`): a scanned pass keeps only each block's
   input for the backward pass and recomputes the rest (activation memory of one block instead
-  of all: what lets a 7B-class update fit). `prediction`: what the image head outputs — "velocity" (Bagel,
+  of all: what lets a 7B-class update fit). `vocab_limit` (0: off): the text policy covers ids
+  below it only — a checkpoint's head rows past its tokenizer are padding (Bagel's 152,064
+  rows over Qwen2.5's 151,665 tokens; UniRL masks them out). `prediction`: what the image head outputs — "velocity" (Bagel,
   Flow-GRPO), or "x0", the clean image, turned into the velocity (x_t − x̂₀)/t (t floored at
   `x0_min_time`): small pixel-space models draw clean images far sooner this way, since the
   head need not carry per-pixel noise. Either way the model's interface is the velocity.
@@ -51,6 +53,7 @@ class ModelSpec:
   mot: bool = False
   scan_layers: bool = False
   remat: bool = False
+  vocab_limit: int = 0
   time_scale: float = 1000.0
   max_latent_size: int = 0
   prediction: str = "velocity"
@@ -77,6 +80,9 @@ class ModelSpec:
     if 0 < self.max_latent_size < self.grid:
       raise ValueError(f"model.max_latent_size ({self.max_latent_size}) is smaller than the "
                        f"image's {self.grid} patches a side (image_size / patch_size)")
+    if not isinstance(self.vocab_limit, int) or not 0 <= self.vocab_limit <= self.vocab_size:
+      raise ValueError(f"model.vocab_limit must be between 0 (off) and model.vocab_size "
+                       f"({self.vocab_size}), got {self.vocab_limit!r}")
     if self.remat and not self.scan_layers:
       raise ValueError("model.remat recomputes the scanned blocks: it needs model.scan_layers")
     if self.prediction not in ("velocity", "x0"):

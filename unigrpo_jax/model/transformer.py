@@ -171,12 +171,18 @@ class UnifiedTransformer(nn.Module):
     return self.layers(h, cache, positions, mask, cache_index, modality, route)
 
   def logits(self, h):
-    """(…, width) → (…, vocab) float32 text logits."""
+    """(…, width) → (…, vocab) float32 text logits; with `spec.vocab_limit`, the rows from it
+    on (a checkpoint's padding rows) at a finite −1e30: never drawn, probability 0."""
     h = self.text_norm(h)
     if not self.spec.tie_embeddings:
-      return self.lm_head(h).astype(jnp.float32)
-    dtype, _, matmul_dtype = _dtypes(self.spec)
-    return matmul(h, self.embed.embedding.astype(dtype).T, matmul_dtype).astype(jnp.float32)
+      logits = self.lm_head(h).astype(jnp.float32)
+    else:
+      dtype, _, matmul_dtype = _dtypes(self.spec)
+      logits = matmul(h, self.embed.embedding.astype(dtype).T, matmul_dtype).astype(jnp.float32)
+    if self.spec.vocab_limit:
+      logits = jnp.where(jnp.arange(self.spec.vocab_size) < self.spec.vocab_limit, logits,
+                         -1e30)
+    return logits
 
   def velocity(self, h, x, t):
     """Hidden states (B, (H/p)·(W/p), width) of the image block for x_t (B, H, W, C) at flow

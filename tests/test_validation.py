@@ -213,6 +213,8 @@ def test_bagel_configs_autoencoder_and_prompt_template():
   c = bagel.get_config("tiny")
   c.stages = ("sft", "grpo")
   fails(c, r"the warm-up SFT writes prompts bare")
+  c.stages = ("rollout",)
+  fails(c, r"config\.stages: the rollout demo stage shows a pixel model's images")
   c = bagel.get_config("tiny")
   c.tokens.block_start_id = 3
   fails(c, r"config\.tokens\.block_start_id is 3 but tokenizer .* has it at 59")

@@ -98,6 +98,9 @@ def validate(config, num_devices: int | None = None, *,
   model = ModelSpec(**config.model)
   RolloutSpec.from_config(config.rollout, config.tokens).check_model(model)
   ae = _check_autoencoder(config, model)
+  if ae is not None and "rollout" in config.stages:
+    raise ConfigError("config.stages: the rollout demo stage shows a pixel model's images; a "
+                      "latent model (config.autoencoder) runs the grpo stage")
   training = [s for s in config.stages if s in ("sft", "grpo")]
   if not training:
     return

@@ -2,8 +2,8 @@
 a tiny random Bagel folder (written in Bagel's names by `convert.bagel.export_folder`, with its
 tokenizer), think mode then latent image, decoded by the autoencoder for the rewards —
 checkpoints, TensorBoard, sample grids and results written; stopped after step 2 and resumed, it
-ends where a run that never stopped ends, bit for bit; a folder that does not fit is named
-before anything compiles."""
+ends where a run that never stopped ends, bit for bit; a converted folder serves as the
+download does; a folder that does not fit is named by the start-up checks."""
 import json
 import subprocess
 import sys
@@ -98,18 +98,6 @@ def test_tiny_bagel_unigrpo_runs_resumes_exactly_and_keeps_frozen_weights(folder
   assert moved
 
 
-def test_a_folder_that_does_not_fit_is_named_before_anything_compiles(folder, data_dir,
-                                                                       tmp_path):
-  path, _ = folder
-  out = main(tmp_path / "run", data_dir, path, "--config.model.mlp_dim=48")
-  assert out.returncode != 0
-  assert "config.bagel.checkpoint" in out.stderr and "model.mlp_dim is 48" in out.stderr
-  missing = tmp_path / "not_bagel"
-  missing.mkdir()
-  out = main(tmp_path / "run2", data_dir, missing)
-  assert out.returncode != 0 and "not a Bagel checkpoint folder" in out.stderr
-
-
 def test_a_converted_folder_serves_a_run_as_the_download_does(folder, tmp_path):
   """`config.bagel.checkpoint` may name the converter's output: it passes the same checks and
   gives the same parameters, autoencoder and tokenizer."""
@@ -129,7 +117,17 @@ def test_a_converted_folder_serves_a_run_as_the_download_does(folder, tmp_path):
     config.bagel.checkpoint = str(checkpoint_path)
     validation.validate(config, 1)
     assert tokenizer_lib.for_config(config)("a red circle<|im_end|>")["input_ids"][-1] == 57
+  # What `main` checks before anything compiles: a config or folder that does not fit.
   config.model.max_latent_size = 8
-  with pytest.raises(ValueError, match=r"converted Bagel checkpoint .* model\.max_latent_size "
-                                       r"is 8 but the checkpoint has 4"):
+  with pytest.raises(ValueError, match=r"config\.bagel\.checkpoint: .*converted Bagel "
+                                       r"checkpoint .* model\.max_latent_size is 8 but the "
+                                       r"checkpoint has 4"):
+    validation.validate(config, 1)
+  config = bagel_config.get_config("tiny")
+  config.bagel.checkpoint, config.model.mlp_dim = str(path), 48
+  with pytest.raises(ValueError, match=r"config\.bagel\.checkpoint: .*model\.mlp_dim is 48 but "
+                                       r"the checkpoint has 64"):
+    validation.validate(config, 1)
+  config.bagel.checkpoint, config.model.mlp_dim = str(tmp_path), 64
+  with pytest.raises(ValueError, match="has no llm_config.json: not a Bagel checkpoint folder"):
     validation.validate(config, 1)

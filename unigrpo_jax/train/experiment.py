@@ -121,10 +121,11 @@ class Experiment:
     traj = self.sample(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
     plans = evaluation.decode_texts(traj, self.tokenizer)[:len(examples)]
     images = self.pixels(traj.images)[:len(examples)]
+    captions = [ex["prompt"] for ex in examples]  # the prompts, not the template around them
     if self.eval_rollout.rounds > 1:
-      visualize.save_story_strips(images, texts, plans, path)
+      visualize.save_story_strips(images, captions, plans, path)
     else:
-      visualize.save_annotated_grid(images[:, 0], texts, plans, path)
+      visualize.save_annotated_grid(images[:, 0], captions, plans, path)
 
 
 def build(config) -> Experiment:

@@ -91,6 +91,17 @@ def test_short_sft_lowers_both_losses_and_evaluates():
   for name in evaluation.REWARDS:
     assert 0.0 <= results["overall"][name] <= 1.0
   assert "| **overall** |" in evaluation.markdown_table(results)
+  # Two samples a prompt (other noise, the same greedy plan): a prompt's score is their mean,
+  # and the same first sample per prompt as one sample a prompt gives.
+  twice = evaluation.score_examples(state.params, data[:12], model=model, spec=spec,
+                                    tokenizer=tok, grid=4, batch_size=6, samples_per_prompt=2)
+  assert twice["n"] == 12 and twice["samples_per_prompt"] == 2
+  for family, scores in twice["per_prompt"].items():
+    assert len(scores["geneval_strict"]) == len(results["per_prompt"][family]["geneval_strict"])
+    for name, values in scores.items():
+      assert np.isclose(np.mean(values), twice["per_family"][family][name])
+  low, high = twice["intervals"]["overall"]["geneval_partial"]
+  assert low <= twice["overall"]["geneval_partial"] <= high
 
 
 def test_non_finite_sft_loss_skips_the_step():

@@ -107,7 +107,8 @@ class Experiment:
         params, examples, model=self.model, spec=self.eval_rollout, tokenizer=self.tokenizer,
         grid=self.config.data.grid, batch_size=self.eval.batch_size,
         sample=self.sample, rewards=self.task.eval_rewards,
-        step_rewards=self.task.eval_step_rewards, template=self.template, pixels=self.pixels)
+        step_rewards=self.task.eval_step_rewards, template=self.template, pixels=self.pixels,
+        samples_per_prompt=self.eval.samples_per_prompt, resamples=self.eval.resamples)
 
   def save_samples(self, params, path: str):
     """A PNG of held-out samples: for each of the first `eval.grid_prompts` prompts, the

@@ -208,8 +208,16 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   gain = lambda a, b: (results[a]["overall"][headline]  # noqa: E731
                        - results[b]["overall"][headline])
   # The same score on prompts GRPO trained on: a gain there but not held out is memorisation.
+  def interval(a, b):  # an evaluation saved before per-prompt scores were kept has none
+    if "per_prompt" not in results[a] or "per_prompt" not in results[b]:
+      return None
+    return evaluation.gain_interval(results[b], results[a], headline, exp.eval.resamples)
+
   results.update(headline=headline, gain=gain("after", "before"),
-                 gain_train_prompts=gain("after_train_prompts", "before_train_prompts"))
+                 gain_interval=interval("after", "before"),
+                 gain_train_prompts=gain("after_train_prompts", "before_train_prompts"),
+                 gain_train_prompts_interval=interval("after_train_prompts",
+                                                      "before_train_prompts"))
   if headline == "geneval_strict":
     results.update(geneval_gain=results["gain"],
                    geneval_gain_train_prompts=results["gain_train_prompts"])

@@ -37,3 +37,17 @@ def test_gain_interval_is_paired_prompt_by_prompt():
   np.testing.assert_allclose([low, high], [0.05, 0.05], atol=1e-9)
   with pytest.raises(ValueError, match="same prompts"):
     evaluation.gain_interval(before, dict(per_prompt={"colors": {}}), "geneval_strict")
+
+
+def test_layout_diversity_is_the_entropy_of_cells_and_open_colours():
+  from unigrpo_jax.data.prompts import Clause, Prompt
+  open_colour = Prompt("a photo of a square", "single_object", (Clause("square", 1),))
+  named = Prompt("a photo of a red square", "colors", (Clause("square", 1, "red"),))
+  same = [((0, 3), "red")] * 4
+  assert evaluation.layout_diversity(same, open_colour, 4) == dict(cells=0.0, colors=0.0)
+  spread = [((r, c), colour) for (r, c), colour in zip([(0, 0), (0, 1), (1, 0), (1, 1)],
+                                                       ["red", "blue", "red", "blue"])]
+  out = evaluation.layout_diversity(spread, open_colour, 4)
+  np.testing.assert_allclose(out["cells"], np.log(4) / np.log(16))  # 4 of 16 cells, evenly
+  assert 0 < out["colors"] < 1
+  assert evaluation.layout_diversity(spread, named, 4)["colors"] is None

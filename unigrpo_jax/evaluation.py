@@ -6,7 +6,8 @@ Uncertainty: each prompt may be drawn `samples_per_prompt` times (other initial 
 same greedy plan); a prompt's score is the mean of its samples, and 95 % intervals come from a
 bootstrap over prompts, resampled within each family (`bootstrap_intervals`); a gain between
 two evaluations of the same prompts is bootstrapped paired, prompt by prompt
-(`gain_interval`).
+(`gain_interval`). With several samples a prompt, how varied they are is measured too
+(`layout_diversity`): a gain bought by drawing every prompt in one layout shows there.
 """
 import collections
 import dataclasses
@@ -16,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unigrpo_jax.data import detector, shapeworld
 from unigrpo_jax.data.pipeline import PROMPT, as_prompt, encode_prompts
+from unigrpo_jax.data.prompts import Prompt
 from unigrpo_jax.rewards import score_batch
 from unigrpo_jax.sampling import make_rollout
 
@@ -71,6 +74,7 @@ def score_examples(params, examples, *, model, spec, tokenizer, grid: int, batch
   sample = sample or make_rollout(model, spec)
   key = jax.random.key(0) if key is None else key
   by_prompt = [collections.defaultdict(list) for _ in examples]
+  objects = [[] for _ in examples]  # (cell, colour) of every object detected in its samples
   step_sums = {name: np.zeros(spec.rounds) for name in step_rewards}
   step_counts = np.zeros(spec.rounds)
   drawn = [i for i in range(len(examples)) for _ in range(samples_per_prompt)]
@@ -89,6 +93,9 @@ def score_examples(params, examples, *, model, spec, tokenizer, grid: int, batch
     for row, i in enumerate(index):
       for name in rewards:
         by_prompt[i][name].append(float(scores[name][row]))
+      if samples_per_prompt > 1:
+        objects[i] += [(d.cell(images.shape[2], grid), d.color)
+                       for d in detector.detect(images[row, -1])]
     if step_rewards:
       _, per_step = score_batch({name: 1.0 for name in step_rewards}, images, texts, meta,
                                 per_step=True)
@@ -107,11 +114,49 @@ def score_examples(params, examples, *, model, spec, tokenizer, grid: int, batch
   out = dict(per_family=per_family, overall=overall, n=len(examples), per_prompt=per_prompt,
              samples_per_prompt=samples_per_prompt,
              intervals=bootstrap_intervals(per_prompt, resamples))
+  if samples_per_prompt > 1:
+    out["diversity"] = _family_means(
+        [(ex["family"], layout_diversity(found, Prompt.from_json(json.loads(ex["metadata"])),
+                                         grid)) for ex, found in zip(examples, objects)])
   if step_rewards:
     out["per_step"] = {name: (step_sums[name] / np.maximum(step_counts, 1)).tolist()
                        for name in step_rewards}
     out["per_step"]["reached"] = (step_counts / len(examples)).tolist()
   return out
+
+
+def _entropy(values, possible: int) -> float:
+  """Entropy of the values' empirical distribution over `possible` outcomes, normalised to
+  [0, 1] (0: always the same; 1: uniform over all)."""
+  if not values or possible < 2:
+    return 0.0
+  p = np.asarray(list(collections.Counter(values).values()), np.float64) / len(values)
+  return float(-(p * np.log(p)).sum() / np.log(possible))
+
+
+def layout_diversity(objects, prompt: Prompt, grid: int) -> dict:
+  """How varied one prompt's samples are: `objects` are the (cell, colour) of every object
+  detected in its samples. Returns {"cells": normalised entropy of the cells they occupy;
+  "colors": of their colours, or None when a clause of the prompt names a colour}."""
+  named = any(c.color for c in prompt.include)
+  return dict(cells=_entropy([cell for cell, _ in objects], grid * grid),
+              colors=None if named else _entropy([c for _, c in objects],
+                                                 len(shapeworld.PALETTE)))
+
+
+def _family_means(rows) -> dict:
+  """[(family, {measure: value or None})] → per_family and overall (mean of family means)
+  of each measure, over the prompts where it applies."""
+  sums = collections.defaultdict(lambda: collections.defaultdict(list))
+  for family, measures in rows:
+    for name, value in measures.items():
+      if value is not None:
+        sums[family][name].append(value)
+  per_family = {f: {name: float(np.mean(v)) for name, v in m.items()} for f, m in sums.items()}
+  names = sorted({name for m in per_family.values() for name in m})
+  return dict(per_family=per_family,
+              overall={name: float(np.mean([m[name] for m in per_family.values() if name in m]))
+                       for name in names})
 
 
 def _resampled_means(per_prompt: dict, resamples: int, seed: int):

@@ -102,6 +102,7 @@ def test_short_sft_lowers_both_losses_and_evaluates():
       assert np.isclose(np.mean(values), twice["per_family"][family][name])
   low, high = twice["intervals"]["overall"]["geneval_partial"]
   assert low <= twice["overall"]["geneval_partial"] <= high
+  assert 0.0 <= twice["diversity"]["overall"]["cells"] <= 1.0 and "diversity" not in results
 
 
 def test_non_finite_sft_loss_skips_the_step():

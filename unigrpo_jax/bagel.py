@@ -15,8 +15,8 @@ Sequences follow Bagel's generation step: the context is one text split at RoPE 
 attending to the whole cache and to each other — the markers through the understanding
 weights, the latent tokens through the generation (image) weights, read out through the
 generation expert's final norm and `llm2vae`. A context may also hold clean images
-(`context_velocity`): each a VAE block and a ViT block, bidirectional, one RoPE id each. Flow convention: x_t = (1 − t)·x₀ + t·ε, the
-velocity is ε − x₀, t = 1 is noise.
+(`context_velocity`): each a VAE block and a ViT block, bidirectional, one RoPE id each.
+Flow convention: x_t = (1 − t)·x₀ + t·ε, the velocity is ε − x₀, t = 1 is noise.
 """
 import functools
 import os

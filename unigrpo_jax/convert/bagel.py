@@ -227,11 +227,8 @@ def export_folder(path: str, spec: ModelSpec, params, ae_spec: flux_ae.Autoencod
   generation tensors), `ae.safetensors` in BFL's, and the tokenizer's files when one is given.
   What `load` / `load_into` read back; the vision encoder is not written."""
   os.makedirs(path, exist_ok=True)
-  flat = traverse_util.flatten_dict(params)
-  ema = {}
-  for name, (rule, layer, ours) in targets(spec).items():
-    leaf = np.asarray(flat[ours[0]] if layer is None else flat[ours[0]][layer], np.float32)
-    ema[name] = np.ascontiguousarray(rule.layout.to_hf(leaf))
+  ema = {name: np.ascontiguousarray(x, np.float32)
+         for name, x in qwen2.hf_tensors(params, rules(spec), spec.depth)}
   save_file(ema, os.path.join(path, EMA))
   ae = {flux_ae.bfl_name(p): np.ascontiguousarray(flux_ae.to_torch(np.asarray(x, np.float32)))
         for p, x in traverse_util.flatten_dict(ae_params).items()}

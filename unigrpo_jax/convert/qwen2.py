@@ -302,19 +302,21 @@ def load_into(params, path: str, spec: ModelSpec):
 # ------------------------------------------------------------------------------ export
 
 
+def hf_tensors(params, rule_set: tuple[Rule, ...], depth: int):
+  """Yields (checkpoint tensor name, array in the checkpoint's layout) for every rule of
+  `rule_set` over `params` (a per-layer rule once a layer of `depth`), one slice at a time."""
+  flat = traverse_util.flatten_dict(params)
+  for rule in rule_set:
+    leaf = flat[rule.ours]
+    for i in range(depth) if rule.per_layer else [None]:
+      ours = np.asarray(leaf if i is None else leaf[i])
+      yield rule.hf.replace(LAYER, str(i)), rule.layout.to_hf(ours)
+
+
 def export(params, spec: ModelSpec, path: str, max_shard_bytes: int = 5 * 2**30):
   """Writes the text expert of `params` as a Hugging Face Qwen2 checkpoint (config.json and
   safetensors shards) that `transformers` loads; one layer slice at a time on the host."""
-  flat = traverse_util.flatten_dict(params)
-
-  def tensors():
-    for rule in rules(spec):
-      leaf = flat[rule.ours]
-      for i in range(spec.depth) if rule.per_layer else [None]:
-        ours = np.asarray(leaf if i is None else leaf[i])
-        yield rule.hf.replace(LAYER, str(i)), rule.layout.to_hf(ours)
-
-  shards.write(path, tensors(), max_shard_bytes)
+  shards.write(path, hf_tensors(params, rules(spec), spec.depth), max_shard_bytes)
   hf_config_from_spec(spec).save_pretrained(path)
 
 

@@ -48,10 +48,10 @@ QWEN_IDS = dict(pad_id=151_643, bos_id=151_644, eos_id=151_643, image_start_id=1
                 image_end_id=151_653, block_start_id=151_652, block_end_id=151_653)
 # Bagel's language model: Qwen2.5-7B with q/k norms, untied head, mixture of transformers;
 # 512² images → 64×64×16 latents → 32×32 = 1,024 tokens a block.
-BAGEL_7B = dict(vocab_size=152_064, vocab_limit=151_665, width=3584, depth=28, num_heads=28, num_kv_heads=4,
-                head_dim=128, mlp_dim=18_944, rope_theta=1_000_000.0, norm_eps=1e-6,
-                qkv_bias=True, tie_embeddings=False, qk_norm=True, mot=True, image_size=64,
-                patch_size=2, image_channels=16, max_latent_size=64, time_scale=1.0,
+BAGEL_7B = dict(vocab_size=152_064, vocab_limit=151_665, width=3584, depth=28, num_heads=28,
+                num_kv_heads=4, head_dim=128, mlp_dim=18_944, rope_theta=1_000_000.0,
+                norm_eps=1e-6, qkv_bias=True, tie_embeddings=False, qk_norm=True, mot=True,
+                image_size=64, patch_size=2, image_channels=16, max_latent_size=64, time_scale=1.0,
                 prediction="velocity", scan_layers=True, remat=True, dtype="bfloat16",
                 param_dtype="float32", matmul_dtype="bfloat16")
 PODS = {"7b": (32, dict(data=1, fsdp=-1, tensor=1)), "7b_gpu": (8, dict(data=1, fsdp=-1,
@@ -92,10 +92,10 @@ def get_config(arg: str = "7b"):
     return c
   # tiny: ShapeWorld's tokenizer with Bagel's tokens added (ids 55…59).
   c.prompt_template = "{prompt}" + THINK_SPLITS.split("{prompt}")[1]
-  c.model = dict(BAGEL_7B, vocab_size=64, vocab_limit=60, width=32, depth=2, num_heads=4, num_kv_heads=2,
-                 head_dim=8, mlp_dim=64, rope_theta=10_000.0, image_size=8, max_latent_size=4,
-                 image_channels=4, scan_layers=False, remat=False, dtype="float32",
-                 matmul_dtype="")
+  c.model = dict(BAGEL_7B, vocab_size=64, vocab_limit=60, width=32, depth=2, num_heads=4,
+                 num_kv_heads=2, head_dim=8, mlp_dim=64, rope_theta=10_000.0, image_size=8,
+                 max_latent_size=4, image_channels=4, scan_layers=False, remat=False,
+                 dtype="float32", matmul_dtype="")
   c.autoencoder = dict(channels=32, channel_multipliers=(1, 2, 2), num_res_blocks=1,
                        z_channels=4)
   c.tokens = dict(pad_id=55, bos_id=56, eos_id=55, image_start_id=57, image_end_id=58,

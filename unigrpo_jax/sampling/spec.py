@@ -18,7 +18,8 @@ class RolloutSpec:
   the flow time grid; noise_level: the SDE's `a`; sde_window: (start, stop) step indices that
   are stochastic (None: all); sde_steps: 0 samples every step of the window with noise, k > 0
   only k of them, drawn anew for each group of rows (shared by the group's rows) — the other
-  steps of the window are Euler steps and are not trained (UniRL's recipe on Bagel); mode: "sde" for training rollouts, "ode" for evaluation;
+  steps of the window are Euler steps and are not trained (UniRL's recipe on Bagel); mode:
+  "sde" for training rollouts, "ode" for evaluation;
   temperature, top_k: text sampling; draw_images: False samples text only (one round, no
   image block: plain LLM GRPO on the same code path); cfg_scale: classifier-free guidance
   weight, 1 = none (UniGRPO: one conditional forward per step), else v_u + w·(v_c − v_u) with

@@ -238,7 +238,8 @@ def interleaved_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec,
       raise ValueError(f"{ex['prompt']!r} has {len(steps)} objects, more rounds than "
                        f"sft_data.interleaved_rounds = {r_max}")
     prompt_tokens[i], prompt_mask[i] = encode_prompt(
-        as_prompt(ex["prompt"], f"{prompts.INTERLEAVED_MARKER} {PROMPT}"), tokenizer, rollout.prompt_len)
+        as_prompt(ex["prompt"], f"{prompts.INTERLEAVED_MARKER} {PROMPT}"), tokenizer,
+        rollout.prompt_len)
     valid[i, :rollout.prompt_len] = prompt_mask[i]
     for r in range(min(len(steps) + 1, r_max)):
       ids = (tokenizer(f"<plan> {steps[r][0]} </plan> <img>")["input_ids"] if r < len(steps)

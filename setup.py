@@ -6,7 +6,8 @@ setuptools.setup(
     version="0.1.0",
     description="RL post-training (UniGRPO, Interleaved GRPO) of unified multimodal models in JAX",
     packages=setuptools.find_packages(include=["unigrpo_jax", "unigrpo_jax.*"]),
-    package_data={"unigrpo_jax": ["data/tokenizer/tokenizer.json"]},
+    package_data={"unigrpo_jax": ["data/tokenizer/tokenizer.json",
+                                  "data/tokenizer/tokenizer_v2.json"]},
     python_requires=">=3.11",
     install_requires=[
         "jax[cpu]>=0.10.2,<0.11",
@@ -20,6 +21,7 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.10,<5",
         "importlib_resources>=6",  # tfds imports it on the array_record path, undeclared
         "array_record>=0.5",
+        "scipy>=1.12",  # the ShapeWorld detector (ndimage); jax needs it too
         "ml-collections>=1.1,<2",
         "absl-py>=2.0",
         "numpy>=2.0,<3",

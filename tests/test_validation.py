@@ -33,6 +33,7 @@ def fails(c, match, num_devices=1):
 def test_the_shipped_configs_pass():
   validation.validate(shapeworld.get_config(), 1)
   validation.validate(shapeworld.get_config("tiny"), 8)
+  validation.validate(shapeworld.get_config("world2"), 1)
   for variant in ("", "tiny", "outcome", "tiny,process", "dense"):
     validation.validate(interleaved.get_config(variant), 1)
 
@@ -66,6 +67,15 @@ def test_sft_batch_that_does_not_split_over_the_data_axes():
 def test_image_size_not_a_multiple_of_the_patch():
   fails(config(model__image_size=30), r"model\.image_size \(30\) is not divisible by "
         r"model\.patch_size")
+
+
+def test_data_world_and_canvas():
+  fails(config(data__world=3), r"config\.data\.world: unknown ShapeWorld version 3")
+  fails(config(data__grid=5), r"config\.data\.size \(32\) is not divisible by config\.data\.grid")
+  fails(config(data__size=64), r"model\.image_size \(32\) is not data\.size \(64\)")
+  # World 2's words are not in world 1's tokenizer, nor do they fit a 64-word vocabulary.
+  fails(config(data__world=2), r"config\.model\.vocab_size \(64\) is smaller than the "
+        r"vocabulary of tokenizer .*tokenizer_v2\.json")
 
 
 def test_unknown_field_of_a_section_is_named():

@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unigrpo_jax.data import detector, shapeworld
 from unigrpo_jax.data.pipeline import PROMPT, as_prompt, encode_prompts
 from unigrpo_jax.data.prompts import Prompt
 from unigrpo_jax.rewards import score_batch
+from unigrpo_jax.rewards.geneval import detections
 from unigrpo_jax.sampling import make_rollout
 
 REWARDS = ("geneval_strict", "geneval_partial", "object_precision", "structure",
@@ -95,7 +95,7 @@ def score_examples(params, examples, *, model, spec, tokenizer, grid: int, batch
         by_prompt[i][name].append(float(scores[name][row]))
       if samples_per_prompt > 1:
         objects[i] += [(d.cell(images.shape[2], grid), d.color)
-                       for d in detector.detect(images[row, -1])]
+                       for d in detections(images[row, -1], meta[row])]
     if step_rewards:
       _, per_step = score_batch({name: 1.0 for name in step_rewards}, images, texts, meta,
                                 per_step=True)
@@ -141,7 +141,7 @@ def layout_diversity(objects, prompt: Prompt, grid: int) -> dict:
   named = any(c.color for c in prompt.include)
   return dict(cells=_entropy([cell for cell, _ in objects], grid * grid),
               colors=None if named else _entropy([c for _, c in objects],
-                                                 len(shapeworld.PALETTE)))
+                                                 len(prompt.domain.palette)))
 
 
 def _family_means(rows) -> dict:

@@ -16,6 +16,8 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
     tensors it needs, shaped as it needs (headers only: nothing is read); so does a Bagel
     folder (`bagel.checkpoint`) with `model` and `autoencoder`;
+  * `data.world` is a ShapeWorld version, `data.grid` divides `data.size`, which a pixel
+    model's `image_size` equals;
   * a latent model's `autoencoder` builds its spec, has the model's latent channels and
     decodes to the data's image size; `prompt_template` holds `{prompt}` once (and is plain
     when the warm-up SFT runs: it writes prompts bare);
@@ -34,7 +36,7 @@ import jax
 
 from unigrpo_jax import metric_writer, rewards, sharding
 from unigrpo_jax.convert import bagel, qwen2
-from unigrpo_jax.data import prompts, tokenizer as tokenizer_lib
+from unigrpo_jax.data import prompts, shapeworld, tokenizer as tokenizer_lib
 from unigrpo_jax.data.pipeline import PROMPT
 from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax.model import ModelSpec
@@ -109,6 +111,7 @@ def validate(config, num_devices: int | None = None, *,
     raise ConfigError(f"the autoencoder decodes model.image_size {model.image_size} latents to "
                       f"{ae.downsample * model.image_size} pixels (×{ae.downsample}), but "
                       f"data.size is {config.data.size}")
+  _check_data(config, model, ae)
   families = [f for f in config.data.families if f not in prompts.ALL_FAMILIES]
   if families:
     raise ConfigError(f"config.data.families names unknown families {families}; known: "
@@ -174,6 +177,20 @@ def _check_autoencoder(config, model: ModelSpec) -> AutoencoderSpec | None:
     raise ConfigError(f"autoencoder.z_channels ({ae.z_channels}) must equal "
                       f"model.image_channels ({model.image_channels}): the model draws its latents")
   return ae
+
+
+def _check_data(config, model: ModelSpec, ae: AutoencoderSpec | None):
+  """The ShapeWorld version exists and its canvas is the one the model draws."""
+  try:
+    shapeworld.get_world(config.data.get("world", shapeworld.LATEST.version))
+  except ValueError as e:
+    raise ConfigError(f"config.data.world: {e}") from e
+  if config.data.size % config.data.grid:
+    raise ConfigError(f"config.data.size ({config.data.size}) is not divisible by "
+                      f"config.data.grid ({config.data.grid})")
+  if ae is None and model.image_size != config.data.size:
+    raise ConfigError(f"model.image_size ({model.image_size}) is not data.size "
+                      f"({config.data.size}): a pixel model draws the data's images")
 
 
 def _check_template(config, training: list[str]):

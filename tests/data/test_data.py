@@ -12,7 +12,8 @@ from unigrpo_jax.train import tasks
 
 pytestmark = pytest.mark.xdist_group("data")  # one built data set for the module
 
-CONFIG = dict(num_train=48, num_heldout=12, seed=3, heldout_fraction=0.2)
+CONFIG = dict(num_train=48, num_heldout=12, seed=3, heldout_fraction=0.2, world=2)
+CONFIG_FAMILIES = prompts.FAMILIES  # the builder's default
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,21 @@ def test_build_is_deterministic_and_splits_are_disjoint(builder, tmp_path):
     assert _records(builder, split) == _records(again, split)
   train = {r["prompt"] for r in _records(builder, "train")}
   heldout = {r["prompt"] for r in _records(builder, "heldout")}
-  assert len(_records(builder, "train")) == 48 and len(heldout) > 0 and not train & heldout
+  # Disjoint but for single_object, whose every shape world 2 evaluates.
+  shared = {p.text.encode() for p in prompts.all_prompts("single_object")}
+  assert len(_records(builder, "train")) == 48 and len(heldout) > 0
+  assert not (train & heldout) - shared
   # Every stored target image satisfies its prompt under the real detector.
   source = builder.as_data_source("heldout")
   for i in range(len(source)):
     ex = source[i]
     prompt = prompts.Prompt.from_json(json.loads(ex["metadata"]))
-    assert geneval.strict(detect(ex["image"].astype(np.float32) / 127.5 - 1), prompt)
+    assert geneval.strict(detect(ex["image"].astype(np.float32) / 127.5 - 1,
+                                 world=prompt.domain), prompt)
+  # World 2 lists distinct held-out prompts, the families taking turns.
+  records = _records(builder, "heldout")
+  assert len({r["prompt"] for r in records}) == len(records) == 12
+  assert [r["family"].decode() for r in records[:6]] == list(CONFIG_FAMILIES)
 
 
 def test_rl_prompt_batches_and_exact_resume(builder):

@@ -1,10 +1,12 @@
-"""UniGRPO on a Bagel-format checkpoint, end to end: `configs/bagel.py:tiny` run by `main` from
-a tiny random Bagel folder (written in Bagel's names by `convert.bagel.export_folder`, with its
-tokenizer), think mode then latent image, decoded by the autoencoder for the rewards —
+"""UniGRPO on a Bagel-format checkpoint, end to end: `configs/bagel.py:tiny` (with a continuous
+reward added: `bagel_config.py`) run by `main` from a tiny random Bagel folder (written in
+Bagel's names by `convert.bagel.export_folder`, with its tokenizer), think mode then latent
+image, decoded by the autoencoder for the rewards —
 checkpoints, TensorBoard, sample grids and results written; stopped after step 2 and resumed, it
 ends where a run that never stopped ends, bit for bit; a converted folder serves as the
 download does; a folder that does not fit is named by the start-up checks."""
 import json
+import os
 import subprocess
 import sys
 
@@ -50,10 +52,11 @@ def data_dir(tmp_path_factory):
 
 def main(workdir, data_dir, folder, *overrides):
   return subprocess.run(
-      [sys.executable, "-m", "unigrpo_jax.main", "--config=configs/bagel.py:tiny",
+      [sys.executable, "-m", "unigrpo_jax.main", "--config=tests/e2e/bagel_config.py",
        f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
        f"--config.bagel.checkpoint={folder}", *overrides],
-      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+      env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "tests", "e2e")))
 
 
 def rewards(workdir):

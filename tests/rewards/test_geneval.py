@@ -92,16 +92,30 @@ def test_target_scenes_satisfy_their_prompts(family):
 
 
 def test_prompt_space_and_splits():
-  sizes = {f: len(prompts.all_prompts(f)) for f in prompts.ALL_FAMILIES}
+  v1, v2 = shapeworld.WORLDS[1], shapeworld.WORLDS[2]
+  sizes = {f: len(prompts.all_prompts(f, v1)) for f in prompts.ALL_FAMILIES}
   assert sizes == dict(single_object=3, two_object=6, counting=9, colors=18, position=24,
                        color_attr=180, howto=30)
-  for family in prompts.ALL_FAMILIES:
-    train = {p.text for p in prompts.split_prompts(family, "train", 0.2)}
-    heldout = {p.text for p in prompts.split_prompts(family, "heldout", 0.2)}
-    assert heldout and not train & heldout  # every family evaluated, no prompt shared
-    assert train | heldout == {p.text for p in prompts.all_prompts(family)}
-    rng = np.random.default_rng(0)
-    assert all(prompts.sample_prompt(rng, family, "heldout").text in heldout for _ in range(20))
+  sizes = {f: len(prompts.all_prompts(f, v2)) for f in prompts.ALL_FAMILIES}
+  assert sizes == dict(single_object=8, two_object=56, counting=32, colors=64, position=224,
+                       color_attr=3136, howto=40)
+  heldout_total = 0
+  for world in (v1, v2):
+    for family in prompts.ALL_FAMILIES:
+      train = {p.text for p in prompts.split_prompts(family, "train", 0.2, world)}
+      heldout = {p.text for p in prompts.split_prompts(family, "heldout", 0.2, world)}
+      assert train | heldout == {p.text for p in prompts.all_prompts(family, world)}
+      rng = np.random.default_rng(0)
+      assert all(prompts.sample_prompt(rng, family, "heldout", world=world).text in heldout
+                 for _ in range(20))
+      if family == "single_object" and world is v2:
+        assert train == heldout  # every shape evaluated, as a check of seen shapes
+        continue
+      assert heldout and not train & heldout  # every family evaluated, no prompt shared
+      if world is v2:
+        assert len(heldout) >= 8
+        heldout_total += len(heldout) * (family in prompts.FAMILIES)
+  assert heldout_total + 8 >= 150
 
 
 def test_registered_geneval_rewards():

@@ -21,7 +21,7 @@ NAMES = ("structure", "relevance", "alignment")
 
 def images(*scenes):
   """(1, R, S, S, 3): the given scenes in the first rounds, blank after."""
-  out = np.full((1, ROUNDS, 32, 32, 3), -1.0, np.float32)
+  out = np.full((1, ROUNDS, 64, 64, 3), -1.0, np.float32)
   for r, objects in enumerate(scenes):
     out[0, r] = shapeworld.render(shapeworld.Scene(tuple(objects)))
   return out

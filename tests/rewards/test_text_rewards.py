@@ -25,7 +25,9 @@ def _scores(texts, images):
 def test_plan_parsing():
   assert parse_plan("red circle at 1 0 ; large blue square at 2 2") == [
       O("circle", "red", 1, 0), O("square", "blue", 2, 2, 2)]
-  for bad in ("red circle at 1", "pink circle at 0 0", "red circle at 4 0",
+  assert parse_plan("pink star at 0 0") == [O("star", "pink", 0, 0)]
+  assert parse_plan("pink star at 0 0", 4, shapeworld.WORLDS[1]) is None  # not a word of world 1
+  for bad in ("red circle at 1", "brown circle at 0 0", "red circle at 4 0",
               "red circle at 0 0 ; blue square at 0 0", "large red circle at 3 3", ""):
     assert parse_plan(bad) is None, bad
 

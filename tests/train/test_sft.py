@@ -15,11 +15,16 @@ from unigrpo_jax.sampling import RolloutSpec
 from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sample_times, sft_loss, t2i_batch,
                                    understanding_batch)
 
+V1 = shapeworld.WORLDS[1]  # the 32×32 canvas and vocabulary of this test-sized model
 SPEC = ModelSpec(vocab_size=64, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
                  mlp_dim=64, image_size=32, patch_size=8, mot=True)
 ROLLOUT = RolloutSpec(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=4, **TOKENS)
 OPTIM = dict(learning_rate=3e-3, schedule="constant", warmup_steps=0, total_steps=100, b1=0.9,
              b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
+
+
+def v1_tokenizer():
+  return tokenizer.load(tokenizer.PATHS[1])
 
 
 def jitted_loss(model, rollout, sft):
@@ -31,7 +36,7 @@ def _examples(n, seed=0):
   rng = np.random.default_rng(seed)
   out = []
   for i in range(n):
-    prompt = prompts.sample_prompt(rng, prompts.FAMILIES[i % len(prompts.FAMILIES)])
+    prompt = prompts.sample_prompt(rng, prompts.FAMILIES[i % len(prompts.FAMILIES)], world=V1)
     scene = prompts.target_scene(rng, prompt)
     image = np.round((shapeworld.render(scene) + 1) * 127.5).astype(np.uint8)
     out.append(dict(prompt=prompt.text, plan=prompts.plan_text(scene), image=image,
@@ -47,7 +52,7 @@ def test_times_are_shifted_logit_normal():
 
 
 def test_text_loss_is_the_cross_entropy_of_the_target_tokens():
-  tok = tokenizer.load()
+  tok = v1_tokenizer()
   model = UnifiedTransformer(SPEC)
   params = init_params(SPEC, jax.random.key(0))
   batch = t2i_batch(_examples(4), tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
@@ -67,7 +72,7 @@ def _fresh_sft():
   model = UnifiedTransformer(SPEC)
   optimizer = make_optimizer(OptimizerSpec(**OPTIM))
   state = init_train_state(init_params(SPEC, jax.random.key(0)), optimizer)
-  return tokenizer.load(), model, state, make_sft_step(model, ROLLOUT, SFTSpec(), optimizer)
+  return v1_tokenizer(), model, state, make_sft_step(model, ROLLOUT, SFTSpec(), optimizer)
 
 
 def test_short_sft_lowers_both_losses_and_evaluates():
@@ -120,7 +125,7 @@ def test_non_finite_sft_loss_skips_the_step():
 
 
 def test_understanding_batches_condition_the_caption_on_the_image():
-  tok = tokenizer.load()
+  tok = v1_tokenizer()
   rollout = RolloutSpec(prompt_len=12, max_text_tokens=28, rounds=2, num_steps=4, **TOKENS)
   model = UnifiedTransformer(SPEC)
   params = init_params(SPEC, jax.random.key(0))
@@ -141,7 +146,7 @@ def test_understanding_batches_condition_the_caption_on_the_image():
 
 
 def test_condition_dropout_hides_prompt_and_plan_from_the_image():
-  tok = tokenizer.load()
+  tok = v1_tokenizer()
   model = UnifiedTransformer(SPEC)
   params = init_params(SPEC, jax.random.key(0))
   params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(
@@ -162,7 +167,7 @@ def test_prompt_dropout_hides_the_prompt_and_only_the_prompt_from_the_image():
   params = init_params(SPEC, jax.random.key(0))
   params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(
       jax.random.key(1), params["image_out"]["proj"]["kernel"].shape)
-  batch = t2i_batch(_examples(4), tokenizer=tokenizer.load(), rollout=ROLLOUT, model_spec=SPEC)
+  batch = t2i_batch(_examples(4), tokenizer=v1_tokenizer(), rollout=ROLLOUT, model_spec=SPEC)
   layout = ROLLOUT.layout(SPEC)
   text = np.zeros(layout.length, bool)
   text[layout.text_start(0):layout.image_start(0)] = True
@@ -181,11 +186,12 @@ def test_prompt_dropout_hides_the_prompt_and_only_the_prompt_from_the_image():
 
 def test_interleaved_batches_build_the_scene_one_object_per_round():
   from unigrpo_jax.train.sft import interleaved_batch
-  tok = tokenizer.load()
+  tok = v1_tokenizer()
   ids = dict(pad_id=0, eos_id=2, image_start_id=3, image_end_id=4)  # the real tokenizer's
   rollout = RolloutSpec(prompt_len=12, max_text_tokens=12, rounds=3, num_steps=4, **ids)
   layout = rollout.layout(SPEC)
-  two = prompts.Prompt("a photo of two circles", "counting", (prompts.Clause("circle", 2),))
+  two = prompts.Prompt("a photo of two circles", "counting", (prompts.Clause("circle", 2),),
+                       world=1)
   ex = dict(prompt=two.text, plan="red circle at 0 1 ; blue circle at 2 3",
             metadata=json.dumps(two.to_json()))
   batch = interleaved_batch([ex], tokenizer=tok, rollout=rollout, model_spec=SPEC, grid=4)
@@ -197,7 +203,8 @@ def test_interleaved_batches_build_the_scene_one_object_per_round():
   assert tok.decode(prompt) == "[BOS] stepwise a photo of two circles"
   assert np.asarray(batch.image_mask).tolist() == [[True, True, False]]
   images = np.asarray(batch.images)[0]
-  first = shapeworld.render(shapeworld.Scene((shapeworld.Object("circle", "red", 0, 1),)))
+  first = shapeworld.render(shapeworld.Scene((shapeworld.Object("circle", "red", 0, 1),), 32, 4,
+                                             V1))
   np.testing.assert_allclose(images[0], first, atol=1e-6)
   assert np.abs(images[1] - images[0]).max() > 0 and not images[2].any()
   valid = np.asarray(batch.valid)[0]
@@ -211,7 +218,7 @@ def test_interleaved_batches_build_the_scene_one_object_per_round():
     interleaved_batch([ex], tokenizer=tok, model_spec=SPEC, grid=4,
                       rollout=RolloutSpec(prompt_len=12, max_text_tokens=12, rounds=1, **ids))
   # A how-to story follows its recipe (base, then roof), not the plan's raster order.
-  house = next(p for p in prompts.all_prompts(prompts.HOWTO) if p.text.endswith("red house"))
+  house = next(p for p in prompts.all_prompts(prompts.HOWTO, V1) if p.text.endswith("red house"))
   ex = dict(prompt=house.text, plan="red triangle at 1 1 ; red square at 2 1",
             metadata=json.dumps(house.to_json()))
   batch = interleaved_batch([ex], tokenizer=tok, rollout=rollout, model_spec=SPEC, grid=4)

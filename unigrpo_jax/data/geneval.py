@@ -1,18 +1,23 @@
 """Mini-GenEval: GenEval's rules applied to ShapeWorld detections (shapes are the classes).
 
-`strict` is GenEval's binary verdict: for every `include` clause, the `count` most confident
-objects of its class must exist, have the clause's colour, and stand in its relation to every
-object matched by the target clause; no `exclude` clause may be met (that is how counting is
-exact). Confidence here is area (larger first). Positions use GenEval's rule: the centre offset
-is shrunk by 0.1 × (sum of the boxes' sizes) per axis, normalised by the offset's length, and a
-relation holds past 0.5. `partial` gives the per-clause partial credit Flow-GRPO trains on:
-1 − |N_req − N_det| / N_req for counts (N_det capped at N_req unless the count is exact), the
-fraction of right colours and of right relations; clauses averaged. An image that passes
-`strict` scores 1 on `partial`.
+`strict` is GenEval's binary verdict: every `include` clause is met by `count` distinct objects
+of its class (and colour), each standing in the clause's relation to the objects that met the
+target clause; no `exclude` clause may be met (that is how counting is exact). Any objects that
+fit will do — a search over the choices, not GenEval's most-confident-first pick, so a
+distractor of the same shape drawn first does not fail the image. Objects without a shape or
+colour (`detector.detect`) meet no clause. Positions use GenEval's rule: the centre offset is
+shrunk by 0.1 × (sum of the boxes' sizes) per axis, normalised by the offset's length, and a
+relation holds past 0.5 (a diagonal neighbour is both beside and above or below).
+`partial` gives the per-clause partial credit Flow-GRPO trains on: 1 − |N_req − N_det| / N_req
+for counts (N_det capped at N_req unless the count is exact), the share of the count met in the
+clause's colour and of objects standing right of some object of the target clause; clauses
+averaged. An image that passes `strict` scores 1 on `partial`.
 `precision` is what GenEval does not check: the share of detected objects the prompt asks for.
 GenEval's object and two-object clauses let extra objects pass, so an image crowded with every
 shape passes them — a policy trained on the rules alone learns that (README, "The main job").
 """
+import itertools
+
 import numpy as np
 
 RELATIONS = ("left of", "right of", "above", "below")
@@ -40,54 +45,65 @@ def relative_position(box_a, box_b, threshold: float = POSITION_THRESHOLD) -> se
   return relations
 
 
-def _by_shape(detections):
-  out = {}
-  for d in sorted(detections, key=lambda d: -d.area):  # stable: raster order among equals
-    out.setdefault(d.shape, []).append(d)
-  return out
+def _candidates(detections, clause) -> list:
+  """The objects a clause could claim: of its shape (and colour, if it names one), largest
+  first (GenEval's confidence order; stable: raster order among equals)."""
+  return sorted((d for d in detections if d.shape == clause.shape
+                 and (clause.color is None or d.color == clause.color)), key=lambda d: -d.area)
 
 
-def _exact_shapes(prompt):
-  return {c.shape for c in prompt.exclude}
+def _holds(relation, objects, targets) -> bool:
+  return all(relation in relative_position(d.box, t.box) for d in objects for t in targets)
 
 
 def strict(detections, prompt) -> bool:
-  """GenEval's verdict for one image's detections against a prompt's clauses."""
-  objects = _by_shape(detections)
-  matched = []
-  for clause in prompt.include:
-    found = objects.get(clause.shape, [])[:clause.count]
-    ok = len(found) >= clause.count
-    if ok and clause.color:
-      ok = sum(d.color == clause.color for d in found) >= clause.count
-    if ok and clause.position:
-      relation, target = clause.position
-      ok = matched[target] is not None and all(
-          relation in relative_position(d.box, t.box) for d in found for t in matched[target])
-    matched.append(found if ok else None)
-  if any(m is None for m in matched):
+  """GenEval's verdict for one image's detections against a prompt's clauses: some choice of
+  distinct objects satisfies every include clause (any objects that fit, in any order), and
+  no exclude clause is met."""
+  include = prompt.include
+  targets = {c.position[1] for c in include if c.position}
+
+  def assign(i, used, chosen):
+    if i == len(include):
+      return True
+    clause = include[i]
+    pool = [d for d in _candidates(detections, clause) if id(d) not in used]
+    # Which objects a clause takes matters only to a relation or a later clause of its shape.
+    matters = bool(clause.position) or i in targets or any(
+        c.shape == clause.shape for c in include[i + 1:])
+    for group in itertools.combinations(pool, clause.count):
+      if clause.position and not _holds(clause.position[0], group, chosen[clause.position[1]]):
+        continue
+      if assign(i + 1, used | {id(d) for d in group}, chosen + [group]):
+        return True
+      if not matters:
+        return False
     return False
-  return all(len(objects.get(c.shape, [])) < c.count for c in prompt.exclude)
+
+  if not assign(0, frozenset(), []):
+    return False
+  return all(sum(d.shape == c.shape for d in detections) < c.count for c in prompt.exclude)
 
 
 def partial(detections, prompt) -> float:
   """Partial credit in [0, 1] (see the module docstring)."""
-  objects = _by_shape(detections)
-  exact = _exact_shapes(prompt)
-  matched, scores = [], []
+  exact = {c.shape for c in prompt.exclude}
+  claimable, scores = [], []
   for clause in prompt.include:
-    all_found = objects.get(clause.shape, [])
-    found = all_found[:clause.count]
-    n_det = len(all_found) if clause.shape in exact else min(len(all_found), clause.count)
+    shaped = [d for d in detections if d.shape == clause.shape]
+    named = _candidates(detections, clause)
+    n_det = len(shaped) if clause.shape in exact else min(len(shaped), clause.count)
     credits = [max(0.0, 1.0 - abs(clause.count - n_det) / clause.count)]
     if clause.color:
-      credits.append(sum(d.color == clause.color for d in found) / clause.count)
+      credits.append(min(len(named), clause.count) / clause.count)
     if clause.position:
       relation, target = clause.position
-      pairs = [(d, t) for d in found for t in matched[target]]
-      credits.append(sum(relation in relative_position(d.box, t.box) for d, t in pairs)
-                     / max(len(pairs), 1) if pairs else 0.0)
-    matched.append(found)
+
+      def placed(d, targets=claimable[target], relation=relation):
+        return any(relation in relative_position(d.box, t.box) for t in targets)
+
+      credits.append(min(sum(map(placed, named)), clause.count) / clause.count)
+    claimable.append(named)
     scores.append(float(np.mean(credits)))
   return float(np.mean(scores))
 

@@ -9,8 +9,11 @@ prompt leaves open and the model decides in text before it draws.
 The how-to family ("how to draw a red house") asks for a figure of `FIGURES`: a recipe of
 parts, each placed relative to an earlier one, all in the prompt's colour; its GenEval clauses
 are the parts in recipe order, and a story builds the figure in that order (`story_order`).
-The prompt space is finite and enumerated; train and held-out prompts are split per family by
-a hash of the prompt text, so they share none.
+The prompt space is finite and enumerated from a `shapeworld.World`; train and held-out
+prompts are split per family by a hash of the prompt text, so they share none — each held-out
+prompt is a composition (colour–shape, shape–shape, shape–count, relation) no training prompt
+of its family asks for. In world 2 single_object has one prompt per shape and nothing to hold
+out: every shape is in both splits, a check of seen shapes.
 """
 import dataclasses
 import functools
@@ -21,7 +24,7 @@ import re
 import numpy as np
 
 from unigrpo_jax.data import geneval, shapeworld
-from unigrpo_jax.data.detector import detect
+from unigrpo_jax.data.detector import as_drawn
 
 FAMILIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 HOWTO = "howto"
@@ -35,7 +38,7 @@ FIGURES = {
     "cart": (("square", 1, None), ("circle", 2, ("below", 0))),
     "robot": (("square", 1, None), ("circle", 1, ("above", 0)), ("triangle", 2, ("below", 0))),
 }
-NUMBERS = {2: "two", 3: "three", 4: "four"}
+NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
 # Prefixed to a prompt, asks for the interleaved form: one object per round, each round's
 # image the scene so far.
 INTERLEAVED_MARKER = "stepwise"
@@ -53,22 +56,38 @@ class Clause:
 
 @dataclasses.dataclass(frozen=True)
 class Prompt:
+  """A prompt, its GenEval clauses and the version of the world it belongs to (the detector
+  looks for that world's shapes and colours)."""
   text: str
   family: str
   include: tuple[Clause, ...]
   exclude: tuple[Clause, ...] = ()
+  world: int = shapeworld.LATEST.version
 
   def to_json(self) -> dict:
     return dict(text=self.text, family=self.family,
                 include=[dataclasses.asdict(c) for c in self.include],
-                exclude=[dataclasses.asdict(c) for c in self.exclude])
+                exclude=[dataclasses.asdict(c) for c in self.exclude], world=self.world)
 
   @classmethod
   def from_json(cls, d: dict) -> "Prompt":
+    """The prompt of `to_json`'s dict; one without a world (written before there were two) is
+    of world 1."""
     def clauses(items):
       return tuple(Clause(c["shape"], c["count"], c.get("color"),
                           tuple(c["position"]) if c.get("position") else None) for c in items)
-    return cls(d["text"], d["family"], clauses(d["include"]), clauses(d.get("exclude", ())))
+    return cls(d["text"], d["family"], clauses(d["include"]), clauses(d.get("exclude", ())),
+               d.get("world", 1))
+
+  @property
+  def domain(self) -> shapeworld.World:
+    """The World (shapes, colours, canvas) the prompt is drawn in."""
+    return shapeworld.get_world(self.world)
+
+
+def an(word: str) -> str:
+  """The article before `word`."""
+  return "an" if word[0] in "aeiou" else "a"
 
 
 def _hash(text: str) -> int:
@@ -76,78 +95,90 @@ def _hash(text: str) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def all_prompts(family: str) -> tuple[Prompt, ...]:
-  """Every prompt of a family (the space is finite: 3 to 180 prompts a family)."""
-  shapes, colors = shapeworld.SHAPES, tuple(shapeworld.PALETTE)
+def all_prompts(family: str, world: shapeworld.World = shapeworld.LATEST) -> tuple[Prompt, ...]:
+  """Every prompt of a family in `world` (the space is finite: 3 to 3,136 prompts a family)."""
+  shapes, colors, v = world.shapes, world.colors, world.version
   pairs = [(a, b) for a in shapes for b in shapes if a != b]
   if family == "single_object":
-    return tuple(Prompt(f"a photo of a {s}", family, (Clause(s),)) for s in shapes)
+    return tuple(Prompt(f"a photo of {an(s)} {s}", family, (Clause(s),), world=v)
+                 for s in shapes)
   if family == "two_object":
-    return tuple(Prompt(f"a photo of a {a} and a {b}", family, (Clause(a), Clause(b)))
+    return tuple(Prompt(f"a photo of {an(a)} {a} and {an(b)} {b}", family,
+                        (Clause(a), Clause(b)), world=v)
                  for a, b in pairs)
   if family == "counting":
-    return tuple(Prompt(f"a photo of {NUMBERS[n]} {s}s", family, (Clause(s, n),),
-                        (Clause(s, n + 1),)) for s in shapes for n in NUMBERS)
+    return tuple(Prompt(f"a photo of {NUMBERS[n]} {shapeworld.plural(s)}", family,
+                        (Clause(s, n),), (Clause(s, n + 1),), world=v)
+                 for s in shapes for n in world.counts)
   if family == "colors":
-    return tuple(Prompt(f"a photo of a {c} {s}", family, (Clause(s, color=c),))
+    return tuple(Prompt(f"a photo of {an(c)} {c} {s}", family, (Clause(s, color=c),), world=v)
                  for s in shapes for c in colors)
   if family == "position":
-    return tuple(Prompt(f"a photo of a {a} {rel} a {b}", family,
-                        (Clause(b), Clause(a, position=(rel, 0))))
+    return tuple(Prompt(f"a photo of {an(a)} {a} {rel} {an(b)} {b}", family,
+                        (Clause(b), Clause(a, position=(rel, 0))), world=v)
                  for a, b in pairs for rel in geneval.RELATIONS)
   if family == "color_attr":
-    return tuple(Prompt(f"a photo of a {c1} {a} and a {c2} {b}", family,
-                        (Clause(a, color=c1), Clause(b, color=c2)))
+    return tuple(Prompt(f"a photo of {an(c1)} {c1} {a} and {an(c2)} {c2} {b}", family,
+                        (Clause(a, color=c1), Clause(b, color=c2)), world=v)
                  for a, b in pairs for c1 in colors for c2 in colors if c1 != c2)
   if family == HOWTO:
-    return tuple(Prompt(f"how to draw a {c} {name}", family,
-                        tuple(Clause(shape, n, c, rel) for shape, n, rel in recipe))
+    return tuple(Prompt(f"how to draw {an(c)} {c} {name}", family,
+                        tuple(Clause(shape, n, c, rel) for shape, n, rel in recipe), world=v)
                  for name, recipe in FIGURES.items() for c in colors)
   raise ValueError(f"unknown prompt family {family!r}; known: {ALL_FAMILIES}")
 
 
 @functools.lru_cache(maxsize=None)
-def split_prompts(family: str, split: str, heldout_fraction: float) -> tuple[Prompt, ...]:
+def split_prompts(family: str, split: str, heldout_fraction: float,
+                  world: shapeworld.World = shapeworld.LATEST) -> tuple[Prompt, ...]:
   """The family's prompts in `split` ("train" or "heldout"). Per family, the
-  ceil(fraction × n) prompts with the smallest text hash are held out (at least one, so
-  every family is evaluated): stable across runs, and the splits share no prompt."""
+  max(world.min_heldout, ceil(fraction × n)) prompts with the smallest text hash are held
+  out: stable across runs, and the splits share no prompt — except single_object in a world
+  that holds out no shape (`world.every_shape_heldout`), where both splits have every
+  prompt."""
   if split not in ("train", "heldout"):
     raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-  ranked = sorted(all_prompts(family), key=lambda p: _hash(p.text))
-  cut = max(1, math.ceil(heldout_fraction * len(ranked)))
+  if family == "single_object" and world.every_shape_heldout:
+    return all_prompts(family, world)
+  ranked = sorted(all_prompts(family, world), key=lambda p: _hash(p.text))
+  cut = max(world.min_heldout, math.ceil(heldout_fraction * len(ranked)))
   chosen = set(p.text for p in (ranked[:cut] if split == "heldout" else ranked[cut:]))
-  return tuple(p for p in all_prompts(family) if p.text in chosen)
+  return tuple(p for p in all_prompts(family, world) if p.text in chosen)
 
 
 def sample_prompt(rng: np.random.Generator, family: str, split: str | None = None,
-                  heldout_fraction: float = 0.2) -> Prompt:
-  """A uniformly random prompt of `family` (within `split` if given)."""
-  pool = all_prompts(family) if split is None else split_prompts(family, split,
-                                                                 heldout_fraction)
+                  heldout_fraction: float = 0.2,
+                  world: shapeworld.World = shapeworld.LATEST) -> Prompt:
+  """A uniformly random prompt of `family` in `world` (within `split` if given)."""
+  pool = (all_prompts(family, world) if split is None
+          else split_prompts(family, split, heldout_fraction, world))
   return pool[rng.integers(len(pool))]
 
 
-def target_scene(rng: np.random.Generator, prompt: Prompt, *, size: int = 32, grid: int = 4,
-                 large_prob: float = 0.0, max_tries: int = 1000) -> shapeworld.Scene:
-  """A scene that satisfies `prompt`: random placements until the rendered scene passes the
-  strict GenEval check through the real detector (so supervised targets score exactly 1)."""
+def target_scene(rng: np.random.Generator, prompt: Prompt, *, size: int | None = None,
+                 grid: int | None = None, large_prob: float = 0.0,
+                 max_tries: int = 1000) -> shapeworld.Scene:
+  """A scene of the prompt's world that satisfies it (on the world's canvas unless `size` /
+  `grid` are given): random placements until the objects, as drawn (`detector.as_drawn`),
+  pass the strict GenEval check (a test checks that the real detector agrees on rendered
+  targets, so supervised targets score exactly 1)."""
+  world = prompt.domain
+  size, grid = size or world.size, grid or world.grid
   for _ in range(max_tries):
     objects, taken = [], set()
     for clause in prompt.include:
       for _ in range(clause.count):
         extent = 2 if rng.random() < large_prob else 1
-        free = [(r, c) for r in range(grid - extent + 1) for c in range(grid - extent + 1)
-                if not taken & {(r + i, c + j) for i in range(extent) for j in range(extent)}]
+        free = shapeworld.free_blocks(taken, grid, extent)
         if not free:
           break
         row, col = free[rng.integers(len(free))]
-        color = clause.color or str(rng.choice(tuple(shapeworld.PALETTE)))
+        color = clause.color or str(rng.choice(world.colors))
         obj = shapeworld.Object(clause.shape, color, int(row), int(col), extent)
         objects.append(obj)
         taken |= obj.cells()
-    scene = shapeworld.Scene(tuple(objects), size, grid)
-    if geneval.strict(detect(shapeworld.render(scene)), prompt):
-      return scene
+    if geneval.strict([as_drawn(o, size // grid) for o in objects], prompt):
+      return shapeworld.Scene(tuple(objects), size, grid, world)
   raise ValueError(f"no scene satisfying {prompt.text!r} found in {max_tries} tries")
 
 
@@ -175,8 +206,8 @@ def interleaved_rounds(scene: shapeworld.Scene, prompt: Prompt):
   """The scene built up one object per round in `story_order`: [(plan of that object, the
   scene so far)] — the interleaved form of a text-to-image example."""
   objects = story_order(scene.objects, prompt)
-  return [(plan_text(shapeworld.Scene((o,), scene.size, scene.grid)),
-           shapeworld.Scene(tuple(objects[:k + 1]), scene.size, scene.grid))
+  return [(plan_text(shapeworld.Scene((o,), scene.size, scene.grid, scene.world)),
+           shapeworld.Scene(tuple(objects[:k + 1]), scene.size, scene.grid, scene.world))
           for k, o in enumerate(objects)]
 
 
@@ -185,16 +216,17 @@ def caption(scene: shapeworld.Scene) -> str:
   parts = []
   for o in sorted(scene.objects, key=lambda o: (o.row, o.col)):
     size = "large " if o.extent > 1 else ""
-    parts.append(f"a {size}{o.color} {o.shape} at {o.row} {o.col}")
+    parts.append(f"{an(size or o.color)} {size}{o.color} {o.shape} at {o.row} {o.col}")
   return "there is " + " and ".join(parts) if parts else "there is nothing"
 
 
 _PLAN_OBJECT = re.compile(r"^(large )?(\w+) (\w+) at (\d+) (\d+)$")
 
 
-def parse_plan(text: str, grid: int = 4) -> list[shapeworld.Object] | None:
+def parse_plan(text: str, grid: int = 4,
+               world: shapeworld.World = shapeworld.LATEST) -> list[shapeworld.Object] | None:
   """Objects of a plan written as `plan_text` writes them, or None if any part is malformed
-  (unknown word, cell off the grid, overlapping objects)."""
+  (a word not of `world`, cell off the grid, overlapping objects)."""
   objects = []
   for part in text.split(";"):
     m = _PLAN_OBJECT.match(part.strip())
@@ -204,7 +236,7 @@ def parse_plan(text: str, grid: int = 4) -> list[shapeworld.Object] | None:
     obj = shapeworld.Object(shape, color, int(row), int(col), 2 if large else 1)
     objects.append(obj)
   try:
-    shapeworld.Scene(tuple(objects), size=grid, grid=grid)  # validates cells and overlaps
+    shapeworld.Scene(tuple(objects), size=grid, grid=grid, world=world)  # cells, overlaps
   except ValueError:
     return None
   return objects

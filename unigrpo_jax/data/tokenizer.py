@@ -3,8 +3,9 @@ shipped inside the package and loaded through `transformers.PreTrainedTokenizerF
 
 Special tokens have fixed ids, the ones every config's `tokens` section names:
   [PAD]=0 [BOS]=1 [EOS]=2 <img>=3 </img>=4 <plan>=5 </plan>=6 [UNK]=7.
-The vocabulary is closed (every word the domain can write); [UNK] marks anything else.
-Rebuild the shipped file (deterministic; a test checks it is current):
+The vocabulary is closed (every word the domain can write); [UNK] marks anything else. Each
+ShapeWorld version has its own file (`PATHS`), so a model trained on one keeps its ids. Rebuild
+the shipped files (deterministic; a test checks they are current):
 
   python -m unigrpo_jax.data.tokenizer
 """
@@ -18,30 +19,34 @@ from unigrpo_jax.convert import tokenizer as hf_tokenizer
 from unigrpo_jax.data import prompts, shapeworld
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "<img>", "</img>", "<plan>", "</plan>", "[UNK]")
-PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokenizer", "tokenizer.json")
+_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokenizer")
+PATHS = {1: os.path.join(_FOLDER, "tokenizer.json"),
+         2: os.path.join(_FOLDER, "tokenizer_v2.json")}
+PATH = PATHS[shapeworld.LATEST.version]
 
 
-def domain_corpus(seed: int = 0, samples: int = 400) -> list[str]:
-  """Every kind of text the domain produces: prompts, plans, captions, plus each word alone
-  (so rare words — every cell index, every plural — are in the vocabulary)."""
+def domain_corpus(world: shapeworld.World = shapeworld.LATEST, seed: int = 0,
+                  samples: int = 400) -> list[str]:
+  """Every kind of text the world's domain produces: prompts, plans, captions, plus each word
+  alone (so rare words — every cell index, every plural — are in the vocabulary)."""
   rng = np.random.default_rng(seed)
   texts = []
   for family in prompts.ALL_FAMILIES:
     for _ in range(samples):
-      prompt = prompts.sample_prompt(rng, family)
+      prompt = prompts.sample_prompt(rng, family, world=world)
       scene = prompts.target_scene(rng, prompt, large_prob=0.2)
       texts += [prompt.text, prompts.plan_text(scene), prompts.caption(scene)]
-  words = list(shapeworld.SHAPES) + [s + "s" for s in shapeworld.SHAPES] + list(
-      shapeworld.PALETTE) + list(prompts.NUMBERS.values()) + [str(i) for i in range(10)] + [
-          prompts.INTERLEAVED_MARKER]
+  words = list(world.shapes) + [shapeworld.plural(s) for s in world.shapes] + list(
+      world.colors) + [prompts.NUMBERS[n] for n in world.counts] + [
+          str(i) for i in range(10)] + [prompts.INTERLEAVED_MARKER]
   return texts + words
 
 
-def build() -> Tokenizer:
+def build(world: shapeworld.World = shapeworld.LATEST) -> Tokenizer:
   tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
   tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
   trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS), min_frequency=1)
-  tok.train_from_iterator(domain_corpus(), trainer=trainer)
+  tok.train_from_iterator(domain_corpus(world), trainer=trainer)
   return tok
 
 
@@ -70,12 +75,13 @@ def load(path: str = PATH) -> PreTrainedTokenizerFast:
 def for_config(config):
   """The tokenizer of the config, checked against it: `config.tokenizer_path`, else the
   Hugging Face checkpoint `config.hf.checkpoint`, else the Bagel folder
-  `config.bagel.checkpoint`, else the shipped one. A directory is read as a Hugging Face
-  tokenizer; either kind is extended by `config.hf.tokens` / `added_tokens` (the tokens of the
-  roles it lacks are added: `convert/tokenizer.py`). It must fit `model.vocab_size` and have
-  the ids `config.tokens` names."""
+  `config.bagel.checkpoint`, else the one shipped for `config.data.world`. A directory is read
+  as a Hugging Face tokenizer; either kind is extended by `config.hf.tokens` / `added_tokens`
+  (the tokens of the roles it lacks are added: `convert/tokenizer.py`). It must fit
+  `model.vocab_size` and have the ids `config.tokens` names."""
   bagel = config.get("bagel", {}).get("checkpoint", "")
-  path = config.tokenizer_path or config.hf.checkpoint or bagel or PATH
+  shipped = PATHS[config.data.get("world", shapeworld.LATEST.version)]
+  path = config.tokenizer_path or config.hf.checkpoint or bagel or shipped
   roles, added = dict(config.hf.tokens), tuple(config.hf.added_tokens)
   if os.path.isdir(path):
     tok = hf_tokenizer.load(path, roles, added)
@@ -103,6 +109,7 @@ def for_config(config):
 
 
 if __name__ == "__main__":
-  os.makedirs(os.path.dirname(PATH), exist_ok=True)
-  build().save(PATH)
-  print(f"wrote {PATH}")
+  os.makedirs(_FOLDER, exist_ok=True)
+  for version, path in PATHS.items():
+    build(shapeworld.get_world(version)).save(path)
+    print(f"wrote {path}")

@@ -1,17 +1,25 @@
 """Mini-GenEval rewards: the final image of each trajectory, detected and scored against its
 prompt's clauses (`data/geneval.py`). `metadata[i]["prompt"]` is the prompt's JSON
-(`Prompt.to_json()`); images are (B, R, S, S, C) in [−1, 1]."""
+(`Prompt.to_json()`), `metadata[i]["grid"]` (optional; default the world's) the cells per
+side; images are (B, R, S, S, C) in [−1, 1]."""
 import numpy as np
 
 from unigrpo_jax.data import geneval
-from unigrpo_jax.data.detector import detect
+from unigrpo_jax.data.detector import Detection, detect
 from unigrpo_jax.data.prompts import Prompt
 from unigrpo_jax.rewards.registry import register
 
 
+def detections(image, meta: dict) -> list[Detection]:
+  """The objects of one (S, S, C) image of the sample `meta` describes, detected as its
+  prompt's world draws them."""
+  return detect(image, world=Prompt.from_json(meta["prompt"]).domain, grid=meta.get("grid"))
+
+
 def _score(images, metadata, rule):
   images = np.asarray(images)
-  return np.array([rule(detect(images[i, -1]), Prompt.from_json(metadata[i]["prompt"]))
+  return np.array([rule(detections(images[i, -1], metadata[i]),
+                        Prompt.from_json(metadata[i]["prompt"]))
                    for i in range(images.shape[0])], np.float32)
 
 

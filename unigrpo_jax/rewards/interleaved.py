@@ -27,10 +27,11 @@ import functools
 import numpy as np
 
 from unigrpo_jax.data import geneval
-from unigrpo_jax.data.detector import detect
+from unigrpo_jax.data.detector import as_drawn
 from unigrpo_jax.data.prompts import HOWTO, Prompt
+from unigrpo_jax.rewards.geneval import detections
 from unigrpo_jax.rewards.registry import register
-from unigrpo_jax.rewards.text import as_detection, cell_f1, plan_of
+from unigrpo_jax.rewards.text import cell_f1, plan_of
 
 EOS = "[EOS]"
 # Families whose prompts ask for 2–4 objects: the stories have 2–4 steps (the how-to's follow
@@ -76,7 +77,7 @@ def segment(text: str, meta: dict) -> Story:
   segments = tuple(text.split("\n")) if text else ()
   objects, drawn = [], []
   for seg in segments:
-    plan = plan_of(seg, meta["grid"])
+    plan = plan_of(seg, meta)
     objects.append(plan[0] if plan is not None and len(plan) == 1 else None)
     drawn.append(EOS not in seg)
   return Story(segments, tuple(objects), tuple(drawn), target_steps(Prompt.from_json(
@@ -93,7 +94,7 @@ def _per_round(texts, metadata, rounds: int, fn) -> np.ndarray:
 
 
 def _partial(objects, size: int, meta: dict) -> float:
-  return geneval.partial([as_detection(o, size, meta["grid"]) for o in objects],
+  return geneval.partial([as_drawn(o, size // meta["grid"]) for o in objects],
                          Prompt.from_json(meta["prompt"]))
 
 
@@ -148,7 +149,8 @@ def _alignment_steps(images, texts, metadata, match):
   def step(i, story, r):
     if not story.drawn[r]:
       return 0.0
-    return match(story.planned(r), detect(images[i, r]), images.shape[2] // metadata[i]["grid"])
+    return match(story.planned(r), detections(images[i, r], metadata[i]),
+                 images.shape[2] // metadata[i]["grid"])
   return _per_round(texts, metadata, images.shape[1], step)
 
 
@@ -173,7 +175,7 @@ def final_geneval(images, texts, metadata):
   scores = []
   for i, (text, meta) in enumerate(zip(texts, metadata)):
     drawn = segment(text, meta).images
-    scores.append(float(bool(drawn) and geneval.strict(detect(images[i, drawn[-1]]),
+    scores.append(float(bool(drawn) and geneval.strict(detections(images[i, drawn[-1]], meta),
                                                        Prompt.from_json(meta["prompt"]))))
   return np.array(scores, np.float32)
 

@@ -14,35 +14,29 @@ import re
 
 import numpy as np
 
-from unigrpo_jax.data import geneval, shapeworld
-from unigrpo_jax.data.detector import Detection, detect
+from unigrpo_jax.data import geneval
+from unigrpo_jax.data.detector import as_drawn
 from unigrpo_jax.data.prompts import Prompt, parse_plan
+from unigrpo_jax.rewards.geneval import detections
 from unigrpo_jax.rewards.registry import register
 
 _SEGMENT = re.compile(r"^\s*<plan>(.*)</plan>\s*<img>\s*$")
 
 
-def plan_of(text: str, grid: int):
-  """The plan's objects, or None when the segment is malformed."""
+def plan_of(text: str, meta: dict):
+  """The plan's objects, or None when the segment is malformed (read on the sample's grid,
+  with the words of its prompt's world)."""
   m = _SEGMENT.match(text)
   if not m or any(tag in m.group(1) for tag in ("<plan>", "</plan>", "<img>", "</img>")):
     return None
-  return parse_plan(m.group(1), grid) if m.group(1).strip() else None
-
-
-def as_detection(obj: shapeworld.Object, size: int, grid: int) -> Detection:
-  """Where a planned object would be detected if drawn exactly."""
-  cell = size // grid
-  x0, y0 = obj.col * cell + 1, obj.row * cell + 1
-  side = obj.extent * cell - 2
-  return Detection(obj.color, obj.shape, (x0 + (side - 1) / 2, y0 + (side - 1) / 2),
-                   (x0, y0, x0 + side - 1, y0 + side - 1), side * side)
+  world = Prompt.from_json(meta["prompt"]).domain
+  return parse_plan(m.group(1), meta["grid"], world) if m.group(1).strip() else None
 
 
 @register("structure")
 def structure(images, texts, metadata):
   del images
-  return np.array([plan_of(t, m["grid"]) is not None for t, m in zip(texts, metadata)],
+  return np.array([plan_of(t, m) is not None for t, m in zip(texts, metadata)],
                   np.float32)
 
 
@@ -51,9 +45,9 @@ def text_relevance(images, texts, metadata):
   size = np.shape(images)[2]
   scores = []
   for text, meta in zip(texts, metadata):
-    plan = plan_of(text, meta["grid"])
+    plan = plan_of(text, meta)
     scores.append(0.0 if plan is None else geneval.partial(
-        [as_detection(o, size, meta["grid"]) for o in plan], Prompt.from_json(meta["prompt"])))
+        [as_drawn(o, size // meta["grid"]) for o in plan], Prompt.from_json(meta["prompt"])))
   return np.array(scores, np.float32)
 
 
@@ -69,7 +63,7 @@ def visual_text_alignment(images, texts, metadata):
   images = np.asarray(images)
   scores = []
   for i, (text, meta) in enumerate(zip(texts, metadata)):
-    plan = plan_of(text, meta["grid"])
-    scores.append(cell_f1(plan, detect(images[i, -1]), images.shape[2] // meta["grid"])
+    plan = plan_of(text, meta)
+    scores.append(cell_f1(plan, detections(images[i, -1], meta), images.shape[2] // meta["grid"])
                   if plan else 0.0)
   return np.array(scores, np.float32)

@@ -190,7 +190,7 @@ def understanding_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec
   for ex in examples:
     ids, mask = _pad_text(tokenizer(ex["caption"])["input_ids"] + [rollout.eos_id], t,
                           tokenizer.pad_token_id, f"caption {ex['caption']!r}",
-                          "rollout.max_text_tokens")
+                          "sft_data.caption_tokens")
     tokens.append([opening, ids])
     token_masks.append([np.zeros(t, bool), mask])  # "<img>" is input, not a target
     image = np.asarray(ex["image"], np.float32) / 127.5 - 1.0
@@ -228,12 +228,12 @@ def interleaved_batch(examples, *, tokenizer, rollout: RolloutSpec, model_spec,
   image_mask = np.zeros((b, r_max), bool)
   valid = np.zeros((b, layout.length), bool)
   for i, ex in enumerate(examples):
-    objects = prompts.parse_plan(ex["plan"], grid)
+    prompt = prompts.Prompt.from_json(json.loads(ex["metadata"]))
+    objects = prompts.parse_plan(ex["plan"], grid, prompt.domain)
     if objects is None:
       raise ValueError(f"plan {ex['plan']!r} of {ex['prompt']!r} does not parse")
-    scene = shapeworld.Scene(tuple(objects), size, grid)
-    steps = prompts.interleaved_rounds(scene, prompts.Prompt.from_json(
-        json.loads(ex["metadata"])))
+    scene = shapeworld.Scene(tuple(objects), size, grid, prompt.domain)
+    steps = prompts.interleaved_rounds(scene, prompt)
     if len(steps) > r_max:
       raise ValueError(f"{ex['prompt']!r} has {len(steps)} objects, more rounds than "
                        f"sft_data.interleaved_rounds = {r_max}")

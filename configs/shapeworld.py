@@ -11,13 +11,15 @@ Launch:
 What it gives, and how long it takes on each machine it was measured on: docs/results.md.
 Variants: `tiny` (a test-sized model, a few steps of each stage, about a minute; scores stay
 near 0), `sft` (the warm-up only, as experiments/sft_warmup.py runs it), `colab` (the default
-model, short stages: the quickstart notebook's few minutes). Overrides:
+model, short stages: the quickstart notebook's few minutes), `world2` (ShapeWorld version 2:
+8 shapes, 8 colours, counts to five, 64×64 images, every held-out prompt sampled 4 times).
+Overrides:
 `--config.rl.group_size=16` etc.
 """
 import ml_collections
 from ml_collections import config_dict
 
-VARIANTS = ("", "tiny", "sft", "colab")
+VARIANTS = ("", "tiny", "sft", "colab", "world2")
 
 
 def get_config(arg: str = ""):
@@ -27,8 +29,9 @@ def get_config(arg: str = ""):
   c.seed = 0
   c.stages = ("sft", "grpo")
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
+  # world: the ShapeWorld version (data/shapeworld.py); `world2` moves to version 2.
   c.data = dict(data_dir="workdir/tfds", num_train=4096, num_heldout=256, seed=0,
-                heldout_fraction=0.2, size=32, grid=4, large_prob=0.0,
+                heldout_fraction=0.2, world=1, size=32, grid=4, large_prob=0.0,
                 families=("single_object", "two_object", "counting", "colors", "position",
                           "color_attr"))
   # matmul_dtype "bfloat16": bf16 operands, float32 accumulation (model/matmul.py; faster
@@ -88,7 +91,8 @@ def get_config(arg: str = ""):
 
   # num_prompts held-out examples (48 distinct prompts); train_prompts training examples
   # scored the same way before and after GRPO.
-  c.eval = dict(num_prompts=256, train_prompts=256, batch_size=64, every=300, grid_prompts=16)
+  c.eval = dict(num_prompts=256, train_prompts=256, batch_size=64, every=300, grid_prompts=16,
+                samples_per_prompt=1)
   c.checkpoint = dict(every=100, max_to_keep=2)
   # An update with a non-finite loss, gradient or reward is skipped; this many in a row stop.
   c.faults = dict(max_skipped_in_a_row=5)
@@ -102,6 +106,15 @@ def get_config(arg: str = ""):
                                          image_start="<img>", image_end="</img>"),
               added_tokens=("<plan>", "</plan>"))
 
+  if arg == "world2":
+    # 8 shapes, 8 colours, counts to five on 16-pixel cells (one image token a cell); every
+    # held-out prompt listed once: the first 168 cover each family's (single_object: every
+    # shape), each drawn 4 times.
+    c.data.update(world=2, size=64, num_heldout=168)
+    c.model.update(vocab_size=72, image_size=64, patch_size=16)
+    c.rollout.update(max_text_tokens=36)
+    c.sft_data.update(caption_tokens=40, interleaved_rounds=5)
+    c.eval.update(num_prompts=168, train_prompts=168, samples_per_prompt=4)
   if arg == "sft":
     c.stages = ("sft",)
     c.sft_train.eval_before = True

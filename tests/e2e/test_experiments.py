@@ -150,3 +150,25 @@ def test_main_job_table_reads_the_finished_job(tmp_path, tiny_main_job):
   again = subprocess.run([sys.executable] + args + [f"--seed_workdirs={main_workdir}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert again.returncode != 0 and "repeat a seed: [0, 0]" in again.stderr
+
+
+@pytest.mark.xdist_group("tiny_main_job")
+def test_seed_sweep_reads_finished_runs_into_its_table(tmp_path, tiny_main_job):
+  """The sweep reads a run that already finished instead of running it again: the tiny main
+  job stands for warm-up 0 and its GRPO seed 0; the table and the bar come from its results."""
+  main_workdir, main = tiny_main_job
+  assert main.returncode == 0, main.stderr[-4000:]
+  root = tmp_path / "seeds"
+  root.mkdir()
+  (root / "sft0").symlink_to(main_workdir)
+  (root / "sft0_grpo0").symlink_to(main_workdir)
+  out = tmp_path / "sweep"
+  _run(["experiments/seeds.py", "--config=configs/shapeworld.py:tiny", f"--root={root}",
+        "--warmup_seeds=0", "--grpo_seeds=0", f"--out={out}", "--bar_mean=-1", "--bar_each=-1"])
+  result = json.loads(out.with_suffix(".json").read_text())
+  grpo = json.loads((main_workdir / "results.json").read_text())["grpo"]
+  (row,) = result["rows"]
+  assert row["gain"] == grpo["geneval_gain"] == result["mean_gain"]
+  assert row["gain_interval"] == grpo["gain_interval"] and result["meets_bar"]
+  assert row["after_sft"] == grpo["before"]["overall"]["geneval_strict"]
+  assert result["cpu"] and "| 0 | 0 |" in out.with_suffix(".md").read_text()

@@ -34,8 +34,9 @@ setuptools.setup(
     extras_require={
         # torch and diffusers only for the golden tests of the conversions (Qwen2 logits, the
         # FLUX autoencoder); exactly this torch version is a CPU build on PyPI (any other pulls
-        # several GB of CUDA).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbmake>=1.5", "ipykernel>=6",
+        # several GB of CUDA). pytest 9 stores node ids where pytest-xdist 3.8 cannot tag them,
+        # so xdist_group would be ignored and every shared fixture built once per worker.
+        "test": ["pytest>=8,<9", "pytest-xdist>=3.5", "nbmake>=1.5", "ipykernel>=6",
                  "matplotlib>=3.8", "torch==2.13.0", "diffusers>=0.35"],
     },
 )

@@ -1,11 +1,15 @@
 """The flow math of docs/design.md §2: time grid, Euler step, SDE step, log-probs, t = 1 guard."""
 import math
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import TEST_ONLY_XLA_FLAGS
 from unigrpo_jax.sampling import sde
 
 
@@ -39,11 +43,30 @@ def test_zero_noise_is_exactly_the_euler_step():
     np.testing.assert_array_equal(np.asarray(mean), np.asarray(euler))
     assert float(jnp.max(std)) == 0.0
     np.testing.assert_array_equal(np.asarray(logp), 0.0)
-    # Same through jit, where XLA is free to fuse differently.
-    jitted = jax.jit(lambda x, v, t0, t1: sde.sde_step(x, v, t0, t1, 0.0, key=jax.random.key(0),
-                                                         t_max=grid[1])[0])
-    np.testing.assert_array_equal(np.asarray(jitted(x, v, grid[j], grid[j + 1])),
-                                  np.asarray(jax.jit(sde.ode_step)(x, v, grid[j], grid[j + 1])))
+
+
+_JITTED_EULER = """
+import jax, numpy as np
+from unigrpo_jax.sampling import sde
+kx, kv = jax.random.split(jax.random.key(0))
+x, v = jax.random.normal(kx, (4, 8, 8, 3)), jax.random.normal(kv, (4, 8, 8, 3))
+grid = sde.time_grid(10)
+step = jax.jit(lambda x, v, t0, t1: sde.sde_step(x, v, t0, t1, 0.0, key=jax.random.key(0),
+                                                 t_max=grid[1])[0])
+for j in range(10):
+  np.testing.assert_array_equal(np.asarray(step(x, v, grid[j], grid[j + 1])),
+                                np.asarray(jax.jit(sde.ode_step)(x, v, grid[j], grid[j + 1])))
+"""
+
+
+def test_zero_noise_is_exactly_the_euler_step_through_jit():
+  """Where XLA is free to fuse (and contract into FMAs) differently: compiled with XLA's
+  default flags, as a user runs it, not the test session's faster-compiling ones."""
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                   if not f.startswith(TEST_ONLY_XLA_FLAGS))
+  out = subprocess.run([sys.executable, "-c", _JITTED_EULER], capture_output=True, text=True,
+                       env=dict(os.environ, XLA_FLAGS=flags), timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
 
 
 @pytest.mark.parametrize("j", [0, 3, 8])

@@ -21,15 +21,17 @@ import tempfile
 
 import pytest
 
+from xla_flags import COMPILE_FAST  # tests/ is on pytest's path (pytest.ini)
+
 _CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix="unigrpo_jax_compile_cache_")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
-for _flag in ("xla_backend_optimization_level=0", "xla_cpu_use_fusion_emitters=false"):
+for _flag in COMPILE_FAST:
   if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --{_flag}".strip()
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
 
 
 def pytest_configure(config):

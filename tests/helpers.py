@@ -13,9 +13,6 @@ from unigrpo_jax.sampling import RolloutSpec, score_trajectory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 TOKENS = dict(pad_id=0, eos_id=1, image_start_id=2, image_end_id=3)
-# The XLA flags the root conftest.py adds for compile speed (a check of how XLA fuses by
-# default runs without them).
-TEST_ONLY_XLA_FLAGS = ("--xla_backend_optimization_level", "--xla_cpu_use_fusion_emitters")
 
 
 def env_with_devices(n: int) -> dict:

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import TEST_ONLY_XLA_FLAGS
 from unigrpo_jax.sampling import sde
+from xla_flags import without_compile_fast
 
 
 def reference_sde(x, v, t, t_next, a, t_max):
@@ -62,8 +62,7 @@ for j in range(10):
 def test_zero_noise_is_exactly_the_euler_step_through_jit():
   """Where XLA is free to fuse (and contract into FMAs) differently: compiled with XLA's
   default flags, as a user runs it, not the test session's faster-compiling ones."""
-  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                   if not f.startswith(TEST_ONLY_XLA_FLAGS))
+  flags = without_compile_fast(os.environ.get("XLA_FLAGS", ""))
   out = subprocess.run([sys.executable, "-c", _JITTED_EULER], capture_output=True, text=True,
                        env=dict(os.environ, XLA_FLAGS=flags), timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-3000:]

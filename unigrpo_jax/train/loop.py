@@ -77,11 +77,16 @@ def finish_step(step: int, total: int, *, stage: str, state, host: dict,
   """Saves step `step` when it is on the cadence — always at the last step, on a signal, or
   when the skips run out — then raises `Preempted` or `NonFiniteError` if the loop must stop."""
   out_of_skips = skips.in_a_row >= skips.max_in_a_row
-  stop = guard.signum is not None or out_of_skips
-  checkpoints.save(step, state, host, force=stop or step == total)
+  # Read once: a signal may arrive at any line, and the step it stops at must be saved.
+  signum = guard.signum
+  stop = signum is not None or out_of_skips
+  saved = checkpoints.save(step, state, host, force=stop or step == total)
   if stop:
     checkpoints.close()
-  if guard.signum is not None:
-    raise Preempted(guard.signum, stage, step, total, checkpoints.directory)
+    if not saved or step not in checkpoints.steps():
+      raise RuntimeError(f"stopping at step {step}, but no checkpoint of it is in "
+                         f"{checkpoints.directory}")
+  if signum is not None:
+    raise Preempted(signum, stage, step, total, checkpoints.directory)
   if out_of_skips:
     raise skips.error(step, f"{checkpoints.directory}/{step}")

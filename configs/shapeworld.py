@@ -96,6 +96,10 @@ def get_config(arg: str = ""):
   c.checkpoint = dict(every=100, max_to_keep=2)
   # An update with a non-finite loss, gradient or reward is skipped; this many in a row stop.
   c.faults = dict(max_skipped_in_a_row=5)
+  # One process (num_processes=1); 0 = detect the processes (Cloud TPU, SLURM); N ≥ 2 = N
+  # processes meeting at coordinator_address (`python -m unigrpo_jax.launch_local` fills these).
+  c.distributed = dict(coordinator_address="", num_processes=1, process_id=0,
+                       heartbeat_timeout_s=100, initialization_timeout_s=300)
   # "" = the shipped ShapeWorld tokenizer; modules imported at start-up to register rewards.
   c.tokenizer_path = ""
   c.reward_modules = ()

@@ -14,7 +14,8 @@ With `--compile` (and that many devices, e.g. fake CPU ones:
 `XLA_FLAGS=--xla_force_host_platform_device_count=8`) the jitted rollout and update are also
 lowered and compiled for the config's mesh on abstract inputs, and XLA's memory analysis of each
 is added: per device, the temporaries (activations) besides its arguments and outputs. Minutes
-of compile on a CPU; still nothing allocated.
+of compile on a CPU; still nothing allocated. With `--num_processes=N` (the hosts of the slice),
+per host as well: its devices' memory and the pixels of its rows that rewards read.
 """
 import json
 
@@ -34,6 +35,10 @@ from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.sampling import RolloutSpec, flops, make_rollout
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2_5.py:7b", "Config.")
+_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 1, "Hosts the devices are spread over (one process each, e.g. a v5e-256 "
+    "slice: 64 hosts × 4 chips): adds each host's share of device and host memory.",
+    lower_bound=1)
 _COMPILE = flags.DEFINE_bool("compile", False, "Also compile the rollout and the update on "
                              "this host's devices and report XLA's memory analysis.")
 GIB = 2.0**30
@@ -82,6 +87,19 @@ def compiled_memory(cfg, spec: ModelSpec, rollout: RolloutSpec, optimizer) -> di
                   traj=traj, advantages=advantages)).compile()))
 
 
+def host_memory(cfg, rollout: RolloutSpec, rows: int, device_total: int, devices: int,
+                processes: int) -> dict:
+  """Bytes one host holds: its devices' share (accelerator memory) and, in its own memory, the
+  float32 pixels of its rows that rewards read (every round's image)."""
+  if devices % processes:
+    raise SystemExit(f"--num_processes={processes} does not divide the config's {devices} "
+                     f"devices (config.pod.num_devices)")
+  if rows % processes:
+    raise SystemExit(f"--num_processes={processes} does not divide the RL batch of {rows} rows")
+  pixels = (rows // processes) * rollout.rounds * cfg.data.size ** 2 * 3 * 4
+  return dict(device_memory=device_total * (devices // processes), reward_pixels=pixels)
+
+
 def main(argv):
   del argv
   cfg = _CONFIG.value
@@ -121,6 +139,7 @@ def main(argv):
                                                                 (1,) + spec.image_shape)
   trajectory["total"] = sum(trajectory.values())
   per_device["total"] = sum(per_device.values())
+  per_host = host_memory(cfg, rollout, rows, per_device["total"], devices, _PROCESSES.value)
   compiled = compiled_memory(cfg, spec, rollout, optimizer) if _COMPILE.value else None
   print(json.dumps(dict(
       devices=devices, mesh=dict(mesh.shape),
@@ -128,6 +147,9 @@ def main(argv):
       parameters_by_formula=spec.param_count(),
       rollout_rows=rows, sequence_length=length, bytes_per_device=per_device,
       gib_per_device={k: round(v / GIB, 4) for k, v in per_device.items()},
+      processes=_PROCESSES.value, devices_per_host=devices // _PROCESSES.value,
+      bytes_per_host=per_host,
+      gib_per_host={k: round(v / GIB, 4) for k, v in per_host.items()},
       trajectory_flops=trajectory,
       trajectory=dict(prompt_slots=rollout.prompt_len, text_slots=rollout.max_text_tokens,
                       flow_steps=rollout.num_steps, image_tokens=spec.image_tokens),

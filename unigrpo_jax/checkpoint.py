@@ -16,6 +16,8 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from unigrpo_jax import distributed
+
 
 class CheckpointError(RuntimeError):
   """No checkpoint in a folder that holds some could be read, or a path holds the wrong tree."""
@@ -91,8 +93,12 @@ class Checkpoints:
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), host=ocp.args.JsonRestore()))
+        cause = None
       except Exception as e:  # Orbax raises many kinds on damage; name the step, try older
-        causes.append(f"step {step}: {type(e).__name__}: {str(e)[:200]}")
+        cause = f"step {step}: {type(e).__name__}: {str(e)[:200]}"
+      # Every process falls back alike: a step is used only if all of them could read it.
+      if distributed.agree_max(cause is not None):
+        causes.append(cause or f"step {step}: damaged where another process reads it")
         logging.warning("checkpoint step %d in %s is damaged and cannot be read (%s); trying "
                         "an older one", step, self.directory, causes[-1])
         continue

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from unigrpo_jax import metric_writer, validation, visualize
+from unigrpo_jax import distributed, metric_writer, validation, visualize
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, count_params, init_params
 from unigrpo_jax.sampling import RolloutSpec, make_rollout, score_trajectory
 from unigrpo_jax.train import experiment, grpo_stage, sft_stage
@@ -98,6 +98,16 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   config, workdir = _CONFIG.value, _WORKDIR.value
   try:
+    spec = distributed.DistributedSpec(**config.get("distributed", {}))
+  except TypeError as e:  # an unknown field
+    sys.exit(f"config error: config.distributed: {e}")
+  except ValueError as e:
+    sys.exit(f"config error: {e}")
+  distributed.initialize(spec)  # before anything touches a device
+  if "rollout" in config.stages and jax.process_count() > 1:
+    sys.exit("config error: config.stages: the rollout demo stage runs in one process; the "
+             "sft and grpo stages run on many")
+  try:
     validation.validate(config, stages=tuple(STAGES))
     validation.check_workdir(config, workdir)
   except (ValueError, OSError) as e:  # every check names its field; no traceback needed
@@ -105,11 +115,14 @@ def main(argv):
   results, t0 = {}, time.time()
   with Guard() as guard:
     for stage in config.stages:
-      if guard.signum is not None:  # arrived after the last stage's final checkpoint
+      # A signal (to any process) after the last stage's final checkpoint.
+      signum = distributed.agree_max(guard.signum or 0)
+      if signum:
         print(f"stopped by a signal before stage {stage}; the stages before it are complete; "
               f"run the same command again to go on", file=sys.stderr, flush=True)
-        sys.exit(128 + guard.signum)
-      print(f"== stage {stage} ({workdir})", flush=True)
+        sys.exit(128 + signum)
+      if distributed.is_primary():
+        print(f"== stage {stage} ({workdir})", flush=True)
       try:
         results[stage] = STAGES[stage](config, workdir, guard)
       except Preempted as e:
@@ -119,8 +132,9 @@ def main(argv):
         sys.exit(f"error: {e}")
   results["wall_s"] = time.time() - t0
   metric_writer.write_json(os.path.join(workdir, "results.json"), results)
-  print(json.dumps({stage: r["after"]["overall"] if isinstance(r, dict) and "after" in r else r
-                    for stage, r in results.items()}, indent=1))
+  if distributed.is_primary():
+    print(json.dumps({stage: r["after"]["overall"] if isinstance(r, dict) and "after" in r
+                      else r for stage, r in results.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,23 +1,30 @@
 """Where training numbers go: TensorBoard scalars (tensorboardX) and a JSON-lines log, one
 record per logged step, under a stage's folder; and the whole JSON files a run writes (results,
 the config it ran with). The JSON lines are what scripts and tests read back; TensorBoard is
-for people."""
+for people. With several processes only process 0 writes."""
 import json
 import os
 
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from unigrpo_jax import distributed
+
 
 class MetricWriter:
-  """write(step, {name: scalar}) → `<logdir>/events.*` and `<logdir>/metrics.jsonl`."""
+  """write(step, {name: scalar}) → `<logdir>/events.*` and `<logdir>/metrics.jsonl`; with
+  several processes, process 0 writes and the others' writers do nothing."""
 
   def __init__(self, logdir: str):
-    os.makedirs(logdir, exist_ok=True)
-    self.summary = SummaryWriter(logdir)
-    self.lines = open(os.path.join(logdir, "metrics.jsonl"), "a")
+    self.active = distributed.is_primary()
+    if self.active:
+      os.makedirs(logdir, exist_ok=True)
+      self.summary = SummaryWriter(logdir)
+      self.lines = open(os.path.join(logdir, "metrics.jsonl"), "a")
 
   def write(self, step: int, scalars: dict):
+    if not self.active:
+      return
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
     for name, value in scalars.items():
       self.summary.add_scalar(name, value, step)
@@ -25,15 +32,21 @@ class MetricWriter:
     self.lines.flush()
 
   def close(self):
-    self.summary.close()
-    self.lines.close()
+    if self.active:
+      self.summary.close()
+      self.lines.close()
 
 
 def write_json(path: str, value):
-  """Writes `value` as indented JSON to `path`, making its folder."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
+  """Writes `value` as indented JSON to `path` (making its folder) in one step — a reader never
+  sees half a file; with several processes, process 0 writes."""
+  if not distributed.is_primary():
+    return
+  path = os.path.abspath(path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
     json.dump(value, f, indent=1)
+  os.replace(path + ".tmp", path)
 
 
 def read(logdir: str) -> list[dict]:

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from unigrpo_jax import distributed
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -63,14 +65,24 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
 
 def check_batch(mesh: Mesh, batch_size: int, group_size: int, *, field: str = "batch_size"):
   """The batch (named `field` in messages) must hold whole groups and split evenly over the
-  data axes."""
+  data axes; on a concrete mesh, each process must hold whole groups."""
   if group_size < 1 or batch_size % group_size:
     raise ValueError(f"{field} {batch_size} is not a multiple of rl.group_size "
                      f"{group_size}")
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  seen = (f"{jax.process_count()} process(es), {math.prod(mesh.shape.values())} devices, mesh "
+          f"{dict(mesh.shape)}")
   if batch_size % shards:
     raise ValueError(f"{field} {batch_size} does not divide over the mesh's data axes "
-                     f"(config.mesh: data × fsdp = {shards} devices)")
+                     f"(config.mesh: data × fsdp = {shards} devices; {seen})")
+  if not isinstance(mesh, Mesh):  # an abstract mesh (start-up checks) has no processes yet
+    return
+  rows = local_rows(mesh, batch_size)
+  if rows.start % group_size or rows.stop % group_size:
+    raise ValueError(f"{field} {batch_size}: process {jax.process_index()} holds rows "
+                     f"{rows.start}:{rows.stop}, which splits a group of rl.group_size "
+                     f"{group_size} across processes ({seen}); each group must be scored where "
+                     f"its images are")
 
 
 def logical_to_mesh(logical: P, rules=RULES) -> P:
@@ -104,14 +116,39 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def local_rows(mesh: Mesh, batch_size: int) -> slice:
+  """The rows [start, stop) of a `batch_size`-row batch split over the data axes that this
+  process's devices hold (all of them with one process): one block, as `make_mesh` lists the
+  devices process by process."""
+  held = batch_sharding(mesh, 1).addressable_devices_indices_map((batch_size,)).values()
+  blocks = sorted({(index[0].start or 0, index[0].stop or batch_size) for index in held})
+  if any(stop != start for (_, stop), (start, _) in zip(blocks, blocks[1:])):
+    raise ValueError(f"this process's devices hold rows {blocks} of the batch, not one block: "
+                     f"the mesh must list the devices process by process")
+  return slice(blocks[0][0], blocks[-1][1])
+
+
+def host_rows(x: jax.Array, mesh: Mesh | None = None) -> np.ndarray:
+  """This process's rows (`local_rows`) of a global batch array as NumPy, however the
+  computation that made it laid it out (re-split over the data axes of `mesh`, by default the
+  array's own); with one process, the whole array."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  mesh = x.sharding.mesh if mesh is None else mesh
+  return distributed.to_host(jax.device_put(x, batch_sharding(mesh, x.ndim)))
+
+
 def shard_batch(tree, mesh: Mesh, batch_size: int):
-  """Places a batch pytree: leaves with a leading axis of `batch_size` split over the data
-  axes, the others (the shared time grid, scalars) replicated. Placement never changes values,
-  only where they live."""
+  """Places a batch pytree as global arrays: leaves with a leading axis of this process's rows
+  (`local_rows`; the whole batch with one process) split over the data axes, the others (the
+  shared time grid, scalars) replicated. Placement never changes values, only where they
+  live."""
+  rows = local_rows(mesh, batch_size)
   def place(x):
-    batched = x.ndim >= 1 and x.shape[0] == batch_size
-    return jax.device_put(x, batch_sharding(mesh, x.ndim) if batched else
-                          NamedSharding(mesh, P()))
+    if np.ndim(x) >= 1 and np.shape(x)[0] == rows.stop - rows.start:
+      return distributed.to_global(x, batch_sharding(mesh, np.ndim(x)),
+                                   (batch_size,) + np.shape(x)[1:])
+    return distributed.to_global(x, NamedSharding(mesh, P()), np.shape(x))
   return jax.tree.map(place, tree)
 
 

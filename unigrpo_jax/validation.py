@@ -53,7 +53,7 @@ from unigrpo_jax.train import tasks
 RESUMABLE = ("stages", "rl.steps", "rl.log_every", "rl_optim.total_steps", "sft_train.steps",
              "sft_optim.total_steps", "sft_train.log_every",
              "sft_train.eval_before", "eval", "checkpoint", "mesh", "faults", "data.data_dir",
-             "reward_modules")
+             "reward_modules", "distributed")
 
 
 class ConfigError(ValueError):

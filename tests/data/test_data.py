@@ -115,3 +115,25 @@ def test_sft_mix_draws_kinds_by_weight_and_resumes(builder):
   with pytest.raises(ValueError, match=r"sft\.mix names unknown kinds \['captions'\]"):
     pipeline.sft_mix(builder.as_data_source("train"), encoders=encoders,
                      weights=dict(captions=1.0), batch_size=4, seed=0)
+
+
+def test_process_shares_are_disjoint_and_together_the_one_process_batches(builder):
+  tok = tokenizer.load()
+  def batches(share, n=20):  # past an epoch: 48 prompts / 4 a batch = 12 batches
+    it = iter(pipeline.rl_prompts(builder.as_data_source("train"), tokenizer=tok,
+                                  prompt_len=16, prompts_per_batch=4, group_size=2, seed=7,
+                                  grid=4, share=share))
+    return [next(it) for _ in range(n)]
+  whole, first, second = batches(slice(None)), batches(slice(0, 2)), batches(slice(2, 4))
+  for w, a, b in zip(whole, first, second):
+    assert a["tokens"].shape == b["tokens"].shape == (4, 16)
+    np.testing.assert_array_equal(np.concatenate([a["tokens"], b["tokens"]]), w["tokens"])
+    assert a["metadata"] + b["metadata"] == w["metadata"]
+    assert not ({m["prompt"]["text"] for m in a["metadata"]}
+                & {m["prompt"]["text"] for m in b["metadata"]})
+  encoders = dict(t2i=lambda exs: [e["prompt"] for e in exs])
+  def mix(share):
+    it = iter(pipeline.sft_mix(builder.as_data_source("train"), encoders=encoders,
+                               weights=dict(t2i=1.0), batch_size=4, seed=5, share=share))
+    return [next(it)[1] for _ in range(15)]
+  assert [a + b for a, b in zip(mix(slice(0, 2)), mix(slice(2, 4)))] == mix(slice(None))

@@ -1,6 +1,7 @@
 """Rewards registered by import (`config.reward_modules = ("reward_plugins",)`), for the resume
 and fault tests: a continuous score that differs between samples (so every update moves the
-parameters), and two that inject NaN."""
+parameters), and three that inject NaN."""
+import jax
 import numpy as np
 
 from unigrpo_jax import rewards
@@ -27,3 +28,12 @@ def flaky(images, texts, metadata):
 def always_nan(images, texts, metadata):
   del images, metadata
   return np.full((len(texts),), np.nan, np.float32)
+
+
+@rewards.register("flaky_on_process_1")
+def flaky_on_process_1(images, texts, metadata):
+  """Zero, but NaN on its 2nd and 3rd call in process 1 of a multi-process run."""
+  del images, metadata
+  _calls["flaky_on_process_1"] = _calls.get("flaky_on_process_1", 0) + 1
+  nan = jax.process_index() == 1 and _calls["flaky_on_process_1"] in (2, 3)
+  return np.full((len(texts),), np.nan if nan else 0.0, np.float32)

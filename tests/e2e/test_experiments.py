@@ -72,9 +72,16 @@ def test_sft_warmup_experiment_runs(tmp_path):
 def test_dry_run_of_the_qwen2_5_configs(variant, devices, mesh):
   """Built abstractly in seconds; the parameter count agrees with the closed formula and with
   Qwen2.5's published sizes; per-device bytes follow from it."""
-  stdout = _run(["experiments/dry_run.py", f"--config=configs/qwen2_5.py:{variant}"])
+  stdout = _run(["experiments/dry_run.py", f"--config=configs/qwen2_5.py:{variant}",
+                 "--num_processes=4"])
   result = json.loads(stdout[stdout.index("{"):])
   assert result["devices"] == devices and result["mesh"] == mesh
+  # Four hosts: each holds a quarter of the devices, and the pixels of its quarter of the rows.
+  assert result["processes"] == 4 and result["devices_per_host"] == devices // 4
+  assert result["bytes_per_host"]["device_memory"] == (
+      result["bytes_per_device"]["total"] * devices // 4)
+  assert result["bytes_per_host"]["reward_pixels"] == (
+      result["rollout_rows"] // 4 * 3 * 4 * 32 ** 2)  # one 32-pixel RGB float32 image a row
   n = result["parameters"]
   assert n == result["parameters_by_formula"]
   # Qwen2.5 text backbone (7.62 B / 0.49 B, as published) + a second expert of its blocks

@@ -79,11 +79,13 @@ class Subset:
 
 def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
                group_size: int, seed: int, grid: int, template: str = PROMPT,
-               families=None) -> grain.IterDataset:
+               families=None, share: slice = slice(None)) -> grain.IterDataset:
   """Batches of dict(tokens (B, P) int32, mask (B, P) bool, metadata: B dicts with the
   prompt's JSON, its family and the scene grid — what rewards read), B = prompts_per_batch ×
   group_size. `families` keeps only those prompt families; each prompt is written into
-  `template` (`as_prompt`)."""
+  `template` (`as_prompt`). `share`: the prompts of each batch this process draws (every
+  process reads the same order; with several processes each keeps its own block, so together
+  they draw what one process would)."""
   def encode(example):
     text = as_text(example["prompt"])
     tokens, mask = encode_prompt(as_prompt(text, template), tokenizer, prompt_len)
@@ -103,7 +105,8 @@ def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
                 metadata=[e["metadata"] for e in examples])
 
   return (grain.MapDataset.source(Subset(source, families)).shuffle(seed=seed).repeat()
-          .map(encode).batch(prompts_per_batch, drop_remainder=True, batch_fn=stack).map(group)
+          .batch(prompts_per_batch, drop_remainder=True, batch_fn=lambda b: b[share])
+          .map(lambda examples: stack([encode(e) for e in examples])).map(group)
           .to_iter_dataset())
 
 
@@ -113,9 +116,10 @@ def decode_example(example) -> dict:
 
 
 def sft_mix(source, *, encoders: dict, weights: dict, batch_size: int,
-            seed: int) -> grain.IterDataset:
+            seed: int, share: slice = slice(None)) -> grain.IterDataset:
   """Batches of (kind, encoded batch), kinds drawn by `weights` (name → weight ≥ 0; zero drops
-  the kind). `encoders[name]` turns a list of decoded examples into that kind's batch.
+  the kind). `encoders[name]` turns a list of decoded examples into that kind's batch; `share`
+  keeps this process's rows of each batch (as in `rl_prompts`).
   Checkpointable: the iterator's `get_state()` / `set_state()` restore every stream and the mix."""
   unknown = sorted(set(weights) - set(encoders))
   if unknown:
@@ -127,7 +131,8 @@ def sft_mix(source, *, encoders: dict, weights: dict, batch_size: int,
     if weights[name] > 0:
       encode = encoders[name]
       streams[name] = (grain.MapDataset.source(source).shuffle(seed=seed + index).repeat()
-                       .map(decode_example).batch(batch_size, drop_remainder=True, batch_fn=list)
+                       .batch(batch_size, drop_remainder=True, batch_fn=lambda b: b[share])
+                       .map(lambda examples: [decode_example(e) for e in examples])
                        .map(lambda examples, name=name, encode=encode:
                             (name, encode(examples)))
                        .to_iter_dataset())

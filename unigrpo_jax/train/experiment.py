@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 from unigrpo_jax import evaluation
 from unigrpo_jax.evaluation import EvalSpec
-from unigrpo_jax import sharding, visualize
+from unigrpo_jax import distributed, sharding, visualize
 from unigrpo_jax.convert import bagel, qwen2
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.data.pipeline import (Subset, as_prompt, as_text, check_prompt_lengths,
@@ -72,15 +72,16 @@ class Experiment:
     return params
 
   def pixels(self, images) -> np.ndarray:
-    """A trajectory's images (B, R, S, S, C) → the pixels rewards read, (B, R, H, W, 3) in
-    [−1, 1]: as they are, or decoded by the autoencoder (batched over B·R, sharded as the
-    images are)."""
+    """A trajectory's images (B, R, S, S, C), a global array → this process's rows of the
+    pixels rewards read, (B_local, R, H, W, 3) in [−1, 1]: as they are, or decoded by the
+    autoencoder (batched over B·R, sharded as the images are)."""
     if self.ae_spec is None:
-      return np.asarray(images)
+      return sharding.host_rows(images, self.mesh)
     b, r = images.shape[:2]
     flat = jnp.reshape(images, (b * r,) + images.shape[2:])
-    return np.asarray(autoencoder.decode(self.ae_spec, self.ae_params, flat)).reshape(
-        (b, r) + (flat.shape[1] * self.ae_spec.downsample,) * 2 + (self.ae_spec.out_channels,))
+    out = jnp.reshape(autoencoder.decode(self.ae_spec, self.ae_params, flat), (b, r) + (
+        flat.shape[1] * self.ae_spec.downsample,) * 2 + (self.ae_spec.out_channels,))
+    return sharding.host_rows(out, self.mesh)
 
   def train_state_shardings(self, optimizer):
     """Shardings of a TrainState: optimizer moments sharded like their parameters."""
@@ -108,7 +109,8 @@ class Experiment:
         grid=self.config.data.grid, batch_size=self.eval.batch_size,
         sample=self.sample, rewards=self.task.eval_rewards,
         step_rewards=self.task.eval_step_rewards, template=self.template, pixels=self.pixels,
-        samples_per_prompt=self.eval.samples_per_prompt, resamples=self.eval.resamples)
+        samples_per_prompt=self.eval.samples_per_prompt, resamples=self.eval.resamples,
+        mesh=self.mesh)
 
   def save_samples(self, params, path: str):
     """A PNG of held-out samples: for each of the first `eval.grid_prompts` prompts, the
@@ -119,10 +121,15 @@ class Experiment:
     batch = self.eval.batch_size
     tokens, mask = encode_prompts((texts * batch)[:batch], self.tokenizer,
                                   self.eval_rollout.prompt_len)
-    traj = self.sample(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0))
-    plans = evaluation.decode_texts(traj, self.tokenizer)[:len(examples)]
-    images = self.pixels(traj.images)[:len(examples)]
+    rows = sharding.local_rows(self.mesh, batch)
+    traj = self.sample(params, *sharding.shard_batch((tokens[rows], mask[rows]), self.mesh, batch),
+                       jax.random.key(0))
+    plans = sum(distributed.gather_objects(evaluation.decode_texts(traj, self.tokenizer)), [])
+    images = distributed.gather_rows(self.pixels(traj.images))
+    plans, images = plans[:len(examples)], images[:len(examples)]
     captions = [ex["prompt"] for ex in examples]  # the prompts, not the template around them
+    if not distributed.is_primary():
+      return
     if self.eval_rollout.rounds > 1:
       visualize.save_story_strips(images, captions, plans, path)
     else:
@@ -141,7 +148,8 @@ def build(config) -> Experiment:
   shapes = jax.eval_shape(lambda: init_params(model_spec, jax.random.key(0)))
   shardings = sharding.param_shardings(param_logical_axes(model_spec), mesh, shapes)
   data_cfg = dict(config.data)
-  builder = prepare(data_cfg.pop("data_dir"), **data_cfg)
+  data_dir = data_cfg.pop("data_dir")
+  builder = distributed.primary_first(lambda: prepare(data_dir, **data_cfg), "prepare data")
   template = task.template(config)
 
   # Each split's task prompts, read once: all checked against the prompt slots, the first
@@ -173,13 +181,12 @@ def _autoencoder(config, mesh) -> tuple[AutoencoderSpec | None, dict | None]:
   if "autoencoder" not in config:
     return None, None
   spec = AutoencoderSpec(**config.autoencoder)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   folder = config.get("bagel", {}).get("checkpoint", "")
   if folder:
     params = bagel.load_autoencoder(folder, spec)
   else:
     params = autoencoder.init_autoencoder(spec, jax.random.key(config.seed + 3))
-  return spec, jax.device_put(params, replicated)
+  return spec, distributed.replicate(params, mesh)
 
 
 def with_overrides(config, changes: dict):

@@ -29,8 +29,7 @@ import jax
 import numpy as np
 import tqdm
 
-from unigrpo_jax import evaluation
-from unigrpo_jax import rewards, sharding
+from unigrpo_jax import distributed, evaluation, rewards, sharding
 from unigrpo_jax.checkpoint import Checkpoints, load_params, save_params
 from unigrpo_jax.data.pipeline import rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter, write_json
@@ -96,17 +95,20 @@ class Step:
     traj = self.sample(state.params, tokens, mask, jax.random.fold_in(self.key, i))
     images = exp.pixels(traj.images)
     t1 = time.perf_counter()
+    # Each process scores its own rows (whole groups); the scores, a few numbers a row, are
+    # gathered so that every process computes the global batch's advantages and decisions.
     texts = evaluation.decode_texts(traj, exp.tokenizer)
     _, scores = rewards.score_batch(dict(cfg.rewards), images, texts, batch["metadata"],
                                     allow_nonfinite=True)
     _, step_scores = rewards.score_batch(dict(cfg.process_rewards), images, texts,
                                          batch["metadata"], per_step=True, allow_nonfinite=True)
-    step_mask = np.asarray(traj.token_mask).any(axis=2)
+    token_mask = sharding.host_rows(traj.token_mask)
+    scores, step_scores, step_mask, text_tokens = distributed.gather_rows(
+        (scores, step_scores, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
     record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
     record.update({f"reward/{k}": float(v.sum() / step_mask.sum())
                    for k, v in step_scores.items()})
-    record.update({"time/rollout_s": t1 - t0,
-                   "text/tokens": float(np.asarray(traj.token_mask).sum(axis=(1, 2)).mean())})
+    record.update({"time/rollout_s": t1 - t0, "text/tokens": float(text_tokens.mean())})
     nonfinite = sorted(k for k, v in {**scores, **step_scores}.items()
                        if not np.isfinite(v).all())
     if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
@@ -116,9 +118,10 @@ class Step:
         scores, step_scores, step_mask, weights=dict(cfg.rewards),
         process_weights=dict(cfg.process_rewards), group_size=group_size, spec=self.advantages)
     t2 = time.perf_counter()
+    rows = sharding.local_rows(exp.mesh, self.batch_size)
     state, metrics = self.update(state, self.ref_params, RLBatch(
-        traj=traj, advantages=sharding.shard_batch(adv, exp.mesh, self.batch_size)))
-    metrics = jax.device_get(metrics)  # waits for the update
+        traj=traj, advantages=sharding.shard_batch(adv[rows], exp.mesh, self.batch_size)))
+    metrics = jax.tree.map(distributed.to_host, metrics)  # waits for the update
     t3 = time.perf_counter()
     skips.record(i + 1, bool(np.any(metrics["skipped"])))
     record.update({"reward/combined": float(np.mean(combined)),
@@ -157,11 +160,13 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
   update = make_update(exp.model, spec, LossSpec(**cfg.loss),
                        UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer)
+  rows = sharding.local_rows(exp.mesh, batch_size)
   prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,
                             prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
                             group_size=rl.group_size, seed=cfg.seed, grid=cfg.data.grid,
-                            template=exp.template,
-                            families=exp.task.train_families(cfg)))
+                            template=exp.template, families=exp.task.train_families(cfg),
+                            share=slice(rows.start // rl.group_size,
+                                        rows.stop // rl.group_size)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   begin = loop.start(checkpoints, exp.abstract_train_state(optimizer), prompts,
                      max_skipped_in_a_row=cfg.faults.max_skipped_in_a_row,
@@ -178,7 +183,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   total, skips = rl.steps, begin.skips
   clock = TrainClock(begin.host)
   bar = tqdm.tqdm(range(begin.step, total), initial=begin.step, total=total, desc="grpo",
-                  mininterval=2.0)
+                  mininterval=2.0, disable=not distributed.is_primary())
   for i in bar:
     t0 = time.perf_counter()
     state, record = step(i, state, next(prompts), skips,

@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 
+from unigrpo_jax import distributed
 from unigrpo_jax.checkpoint import Checkpoints
 from unigrpo_jax.train.faults import SkipCounter
 from unigrpo_jax.train.preemption import Guard, Preempted
@@ -77,8 +78,9 @@ def finish_step(step: int, total: int, *, stage: str, state, host: dict,
   """Saves step `step` when it is on the cadence — always at the last step, on a signal, or
   when the skips run out — then raises `Preempted` or `NonFiniteError` if the loop must stop."""
   out_of_skips = skips.in_a_row >= skips.max_in_a_row
-  # Read once: a signal may arrive at any line, and the step it stops at must be saved.
-  signum = guard.signum
+  # Read once (a signal may arrive at any line, and the step it stops at must be saved), and
+  # agreed by every process: a signal to any one stops them all after this step.
+  signum = distributed.agree_max(guard.signum or 0) or None
   stop = signum is not None or out_of_skips
   saved = checkpoints.save(step, state, host, force=stop or step == total)
   if stop:

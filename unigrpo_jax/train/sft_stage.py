@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import tqdm
 
-from unigrpo_jax import sharding
+from unigrpo_jax import distributed, sharding
 from unigrpo_jax.checkpoint import Checkpoints, save_params
 from unigrpo_jax.data.pipeline import decode_example, sft_mix
 from unigrpo_jax.metric_writer import MetricWriter, write_json
@@ -36,10 +36,11 @@ def heldout_metrics(exp: Experiment, params, kind: str, spec, encoder) -> dict:
   batch_size = exp.eval.batch_size
   loss = jax.jit(functools.partial(sft_loss, model=exp.model, rollout=spec,
                                    sft=SFTSpec(**exp.config.sft)))
-  rows = []
+  share, rows = sharding.local_rows(exp.mesh, batch_size), []
   for start in range(0, n - batch_size + 1, batch_size):
-    batch = encoder([decode_example(source[i]) for i in range(start, start + batch_size)])
-    _, metrics = loss(params, batch, jax.random.key(0))
+    batch = encoder([decode_example(source[i]) for i in range(start, start + batch_size)][share])
+    _, metrics = loss(params, sharding.shard_batch(batch, exp.mesh, batch_size),
+                      jax.random.key(0))
     rows.append({k: float(metrics[k]) for k in ("text_exact", "text_token_acc", "flow_mse")})
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -61,7 +62,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                                state_shardings=state_shardings)
            for kind, spec in specs.items() if weights.get(kind, 0) > 0}
   data = iter(sft_mix(exp.data.as_data_source("train"), encoders=encoders, weights=weights,
-                      batch_size=batch_size, seed=cfg.seed))
+                      batch_size=batch_size, seed=cfg.seed,
+                      share=sharding.local_rows(exp.mesh, batch_size)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   begin = loop.start(checkpoints, exp.abstract_train_state(optimizer), data,
                      max_skipped_in_a_row=cfg.faults.max_skipped_in_a_row,
@@ -75,7 +77,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   total = cfg.sft_train.steps
   clock = TrainClock(begin.host)
   bar = tqdm.tqdm(range(begin.step, total), initial=begin.step, total=total, desc="sft",
-                  mininterval=2.0)
+                  mininterval=2.0, disable=not distributed.is_primary())
   for i in bar:
     kind, batch = next(data)
     state, metrics = steps[kind](state, sharding.shard_batch(batch, exp.mesh, batch_size), key)

@@ -1,0 +1,180 @@
+"""The same job on several real processes (JAX's multi-controller runtime on this machine's CPU,
+Gloo collectives, `unigrpo_jax.launch_local`'s command lines): 2 processes × 4 devices train
+exactly as 1 process × 8 devices; a SIGTERM to one process stops both at one step with a
+checkpoint; a process killed outright makes the other exit within the heartbeat bound; a NaN
+reward on one process skips the update on all.
+
+The one-process run is a one-process distributed runtime (`launch_local --num_processes=1`): its
+collectives are Gloo's, as in the two-process run, so the two agree bit for bit. XLA's
+in-process all-reduce (a plain one-process run) sums in another order: the last bits of each
+reduction differ, and Adam carries that into the parameters (docs/multihost.md)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from helpers import ROOT
+from unigrpo_jax import launch_local, metric_writer
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost")]
+
+CONFIG = "tests/e2e/multihost_config.py"
+
+
+def env(devices):
+  out = launch_local.environment(devices)
+  out["PYTHONPATH"] = os.path.join(ROOT, "tests", "e2e")
+  return out
+
+
+def flags(workdir, data_dir, variant=""):
+  return [f"--config={CONFIG}{':' + variant if variant else ''}", f"--workdir={workdir}",
+          f"--config.data.data_dir={data_dir}"]
+
+
+def start_two(workdir, data_dir, variant=""):
+  """The two processes `launch_local` would start, as Popen objects the test can signal."""
+  cmds = launch_local.commands(flags(workdir, data_dir, variant), 2, launch_local.free_port())
+  return [subprocess.Popen(cmd, cwd=ROOT, env=env(4), text=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE) for cmd in cmds]
+
+
+def finish(procs, timeout=900):
+  """Waits for every process: [(returncode, stderr)]."""
+  errors = [p.communicate(timeout=timeout)[1] for p in procs]
+  return [(p.returncode, err) for p, err in zip(procs, errors)]
+
+
+def launch(workdir, data_dir, variant="", processes=2):
+  """The launcher itself, to the end: `processes` processes sharing 8 devices."""
+  return subprocess.run([sys.executable, "-m", "unigrpo_jax.launch_local",
+                         f"--num_processes={processes}",
+                         f"--devices_per_process={8 // processes}", "--",
+                         *flags(workdir, data_dir, variant)],
+                        cwd=ROOT, env=env(8 // processes), capture_output=True, text=True,
+                        timeout=900, check=False)
+
+
+def load_params(path):
+  """A parameters (or train state) checkpoint written by any number of processes, read onto
+  one device."""
+  checkpointer = ocp.StandardCheckpointer()
+  found = checkpointer.metadata(str(path)).item_metadata.tree
+  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here), found)
+  return jax.tree.map(np.asarray, checkpointer.restore(str(path), target))
+
+
+def assert_same_params(a, b):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(load_params(a)),
+                          jax.tree.leaves(load_params(b))):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+def without_times(results):
+  """results.json less what measures time."""
+  if isinstance(results, dict):
+    return {k: without_times(v) for k, v in results.items() if not k.endswith("_s")}
+  return results
+
+
+def logged(workdir, stage="grpo"):
+  return [r for r in metric_writer.read(str(workdir / stage)) if "reward/combined" in r
+          or "faults/skipped" in r]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+  """The GRPO-only variant on two processes, never stopped."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  out = launch(workdir, data_dir, "grpo")
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir
+
+
+def test_two_processes_train_exactly_as_one(tmp_path, data_dir):
+  one, two = tmp_path / "one", tmp_path / "two"
+  out = launch(one, data_dir, processes=1)
+  assert out.returncode == 0, out.stderr[-3000:]
+  out = launch(two, data_dir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  # Every process logs through the launcher with its index; process 0 alone writes outputs.
+  assert "[0] == stage sft" in out.stdout and "[1] == stage" not in out.stdout
+  for stage in ("sft", "grpo"):
+    assert_same_params(one / stage / "params", two / stage / "params")
+  with open(one / "results.json") as f, open(two / "results.json") as g:
+    assert without_times(json.load(f)) == without_times(json.load(g))
+  rewards_of = lambda w: [(r["step"], r["reward/combined"]) for r in logged(w)]  # noqa: E731
+  assert rewards_of(one) == rewards_of(two) and len(rewards_of(two)) == 4
+  # GRPO moved the parameters (the brightness reward), so the equality above covers it too.
+  sft, grpo = load_params(two / "sft" / "params"), load_params(two / "grpo" / "params")
+  assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(sft), jax.tree.leaves(grpo)))
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(
+    tmp_path, data_dir, uninterrupted):
+  procs = start_two(tmp_path, data_dir, "grpo")
+  deadline = time.time() + 600
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if (tmp_path / "grpo" / "metrics.jsonl").exists() and any(
+        r["step"] >= 3 for r in logged(tmp_path)):
+      procs[1].send_signal(signal.SIGTERM)
+      break
+    time.sleep(0.05)
+  (code0, err0), (code1, err1) = finish(procs)
+  assert code0 == code1 == 128 + signal.SIGTERM, (err0[-2000:], err1[-2000:])
+  stopped = max(r["step"] for r in logged(tmp_path))
+  assert stopped < 8
+  message = f"preempted by SIGTERM in stage grpo at step {stopped}/8: checkpoint saved in "
+  assert message in err0 and message in err1
+  steps = sorted(int(s) for s in os.listdir(tmp_path / "grpo" / "checkpoints") if s.isdigit())
+  assert steps[-1] == stopped
+  out = launch(tmp_path, data_dir, "grpo")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert_same_params(tmp_path / "grpo" / "params", uninterrupted / "grpo" / "params")
+
+
+def test_a_killed_process_makes_the_other_exit_and_the_run_resumes(tmp_path, data_dir,
+                                                                  uninterrupted):
+  procs, killed = start_two(tmp_path, data_dir, "grpo"), None
+  deadline = time.time() + 600
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if (tmp_path / "grpo" / "metrics.jsonl").exists() and any(
+        r["step"] >= 3 for r in logged(tmp_path)):
+      procs[1].kill()
+      killed = time.time()
+      break
+    time.sleep(0.05)
+  code0, err0 = finish(procs[:1])[0]
+  finish(procs[1:])
+  assert killed is not None, "the run ended before it was killed"
+  # heartbeat_timeout_s is 10 in this config: the survivor exits well within a minute.
+  assert time.time() - killed < 60 and code0 != 0
+  assert "another task died" in err0, err0[-2000:]
+  out = launch(tmp_path, data_dir, "grpo")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert_same_params(tmp_path / "grpo" / "params", uninterrupted / "grpo" / "params")
+
+
+def test_a_nan_reward_on_one_process_skips_the_update_on_all(tmp_path, data_dir):
+  out = launch(tmp_path, data_dir, "nan_on_process_1")
+  assert out.returncode == 0, out.stderr[-3000:]
+  records = {r["step"]: r for r in logged(tmp_path)}
+  assert [records[s]["faults/skipped"] for s in range(1, 6)] == [0, 1, 1, 0, 0]
+  assert records[5]["faults/skipped_total"] == 2
+  assert "[1] " in out.stderr and "update skipped (non-finite rewards ['flaky_on_process_1'])" \
+      in out.stderr
+  state = load_params(tmp_path / "grpo" / "checkpoints" / "5" / "state")
+  assert int(state["step"]) == 3  # 5 steps, 2 updates skipped on both processes alike

@@ -16,6 +16,7 @@ import shapeworld  # noqa: E402
 def get_config(arg: str = ""):
   c = shapeworld.get_config("tiny")
   c.sft_train.update(steps=6, log_every=2)
+  c.sft_data.mix = dict(t2i=1.0, understanding=0.0, interleaved=0.0)  # one step to compile
   c.eval.update(num_prompts=8, train_prompts=8, every=1000, grid_prompts=4)
   c.distributed.heartbeat_timeout_s = 10
   c.reward_modules = ("reward_plugins",)

@@ -146,8 +146,8 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes_exactly(
   assert_same_params(tmp_path / "grpo" / "params", uninterrupted / "grpo" / "params")
 
 
-def test_a_killed_process_makes_the_other_exit_and_the_run_resumes(tmp_path, data_dir,
-                                                                  uninterrupted):
+def test_a_killed_process_makes_the_other_exit_and_the_run_resumes_past_damage(
+    tmp_path, data_dir, uninterrupted):
   procs, killed = start_two(tmp_path, data_dir, "grpo"), None
   deadline = time.time() + 600
   while time.time() < deadline and all(p.poll() is None for p in procs):
@@ -163,8 +163,20 @@ def test_a_killed_process_makes_the_other_exit_and_the_run_resumes(tmp_path, dat
   # heartbeat_timeout_s is 10 in this config: the survivor exits well within a minute.
   assert time.time() - killed < 60 and code0 != 0
   assert "another task died" in err0, err0[-2000:]
+  # Damage the newest checkpoint (truncate every file of its train state): both processes
+  # must fall back to the same older one.
+  saved = sorted(int(s) for s in os.listdir(tmp_path / "grpo" / "checkpoints") if s.isdigit())
+  assert len(saved) >= 2, saved
+  for root, _, files in os.walk(tmp_path / "grpo" / "checkpoints" / str(saved[-1]) / "state"):
+    for name in files:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(0)
   out = launch(tmp_path, data_dir, "grpo")
   assert out.returncode == 0, out.stderr[-3000:]
+  for index in (0, 1):
+    assert any(line.startswith(f"[{index}] [process {index}]")
+               and f"checkpoint step {saved[-1]} in" in line and "damaged" in line
+               for line in out.stderr.splitlines()), out.stderr[-3000:]
   assert_same_params(tmp_path / "grpo" / "params", uninterrupted / "grpo" / "params")
 
 

@@ -7,10 +7,10 @@ across processes (per-row scores gathered everywhere, a stop flag, JSON-able val
 process every function here is the identity of its one-process meaning, so the stages run one
 code path whatever the process count.
 
-Rows: a batch of B rows is split over the mesh's data axes; the mesh lists the devices process by
-process, so each process holds one contiguous block of rows (`sharding.local_rows`). Every process reads
-the same global order of prompts (the same seed) and draws only its block of each batch: the
-global batch, and so the run, is the one a single process would make.
+Rows: a batch of B rows is split over the mesh's data axes; the mesh lists the devices process
+by process, so each process holds one contiguous block of rows (`sharding.local_rows`). Every
+process reads the same global order of prompts (the same seed) and draws only its block of each
+batch: the global batch, and so the run, is the one a single process would make.
 """
 import dataclasses
 import json
@@ -28,8 +28,9 @@ class DistributedSpec:
   `coordinator_address` is given: then a one-process distributed runtime, whose collectives are
   those of a multi-process run); 0 = detected from the environment (Cloud TPU, SLURM, …:
   `jax.distributed.initialize()` with no arguments); N ≥ 2 = N processes that meet at
-  `coordinator_address` (host:port of process 0), this one being `process_id`. heartbeat_timeout_s: how long the others wait for a process that
-  stopped answering before they all exit (a lost process never leaves the rest hanging)."""
+  `coordinator_address` (host:port of process 0), this one being `process_id`.
+  heartbeat_timeout_s: how long the others wait for a process that stopped answering before
+  they all exit (a lost process never leaves the rest hanging)."""
   coordinator_address: str = ""
   num_processes: int = 1
   process_id: int = 0

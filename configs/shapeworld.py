@@ -69,7 +69,8 @@ def get_config(arg: str = ""):
   # it does not (docs/results.md).
   c.rl = dict(task="t2i", steps=rl_steps, prompts_per_batch=4, group_size=8, num_updates=1,
               num_minibatches=1, log_every=10, init_params="",
-              families=("two_object", "counting", "position", "color_attr"))
+              families=("two_object", "counting", "position", "color_attr"),
+              rollout_chunks=1, overlap_rewards=True)
   # The image must follow the plan (visual_text_alignment) and the plan must answer the prompt
   # (text_relevance, structure); mini-GenEval scores the image. Image-only rewards let the
   # plans drift (structure fell to 0 in 200 steps at one learning rate of 1e-4). GenEval's
@@ -103,6 +104,13 @@ def get_config(arg: str = ""):
   # "" = the shipped ShapeWorld tokenizer; modules imported at start-up to register rewards.
   c.tokenizer_path = ""
   c.reward_modules = ()
+  # Rewards beyond the registered functions (docs/rewards.md): model-based ones loaded from
+  # local folders (name → dict(kind=..., path=...)), and served ones (name → server URL), with
+  # how the served ones are called.
+  c.reward_models = {}
+  c.reward_servers = {}
+  c.reward_client = dict(timeout_s=60.0, retries=3, backoff_s=0.5, batch_size=0,
+                         max_concurrency=4)
   # A pretrained Hugging Face Qwen2 checkpoint directory to start from ("" = fresh weights):
   # text weights imported into both experts (Bagel), image layers fresh; its tokenizer is used
   # (unless tokenizer_path is set), with the tokens of each role added where missing.

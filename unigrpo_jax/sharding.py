@@ -152,6 +152,18 @@ def shard_batch(tree, mesh: Mesh, batch_size: int):
   return jax.tree.map(place, tree)
 
 
+def chunk_order(batch_size: int, chunks: int) -> np.ndarray | None:
+  """The row order that turns `chunks` concatenated chunks of a batch (each placed by
+  `shard_batch` from every process's rows of it) into the layout `shard_batch` gives the whole
+  batch — each process's block holding its rows of chunk 0, then of chunk 1, … — as indices into
+  the concatenation, (batch_size,); None with one process, where the two are the same."""
+  processes = jax.process_count()
+  if processes == 1:
+    return None
+  per = batch_size // chunks // processes
+  return np.arange(batch_size).reshape(chunks, processes, per).transpose(1, 0, 2).reshape(-1)
+
+
 def with_shardings(shapes, shardings):
   """ShapeDtypeStructs of `shapes` placed by `shardings` (matching pytrees): an abstract,
   sharded tree — a restore target or a memory estimate that allocates nothing."""

@@ -41,6 +41,7 @@ from unigrpo_jax.data.pipeline import PROMPT
 from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax.model import ModelSpec
 from unigrpo_jax.model.autoencoder import AutoencoderSpec
+from unigrpo_jax.rewards import configured
 from unigrpo_jax.optim import OptimizerSpec
 from unigrpo_jax.rl import LossSpec, UpdateSpec
 from unigrpo_jax.rl.advantages import AdvantageSpec
@@ -53,7 +54,8 @@ from unigrpo_jax.train import tasks
 RESUMABLE = ("stages", "rl.steps", "rl.log_every", "rl_optim.total_steps", "sft_train.steps",
              "sft_optim.total_steps", "sft_train.log_every",
              "sft_train.eval_before", "eval", "checkpoint", "mesh", "faults", "data.data_dir",
-             "reward_modules", "distributed")
+             "reward_modules", "distributed", "reward_servers", "reward_client",
+             "rl.overlap_rewards")
 
 
 class ConfigError(ValueError):
@@ -77,9 +79,10 @@ def import_reward_modules(config):
       raise ConfigError(f"config.reward_modules: cannot import {module!r} ({e})") from e
 
 
-def check_rewards(weights, field: str = "config.rewards"):
-  """Known names, finite numeric weights, not all zero."""
-  rewards.check_names(weights, field=field)
+def check_rewards(weights, field: str = "config.rewards", known=None):
+  """Names among `known` (default: the registered rewards), finite numeric weights, not all
+  zero."""
+  rewards.check_names(weights, known, field=field)
   for name, weight in weights.items():
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(
         weight):
@@ -154,11 +157,26 @@ def validate(config, num_devices: int | None = None, *,
       tasks.get(config).train_families(config)
     except ValueError as e:
       raise ConfigError(str(e)) from e
+    chunks = config.rl.get("rollout_chunks", 1)
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+      raise ConfigError(f"config.rl.rollout_chunks must be a positive integer, got {chunks!r}")
+    if batch % chunks:
+      raise ConfigError(f"config.rl.rollout_chunks = {chunks} does not divide {field} {batch}")
+    sharding.check_batch(mesh, batch // chunks, config.rl.group_size,
+                         field=f"a rollout part ({field} / rl.rollout_chunks = {chunks})")
+    if not isinstance(config.rl.get("overlap_rewards", True), bool):
+      raise ConfigError("config.rl.overlap_rewards must be True or False, got "
+                        f"{config.rl.overlap_rewards!r}")
     import_reward_modules(config)
-    check_rewards(config.rewards)
+    try:
+      known = {n: None for n in configured.known_names(config)}
+      configured.client_spec(config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from e
+    check_rewards(config.rewards, known=known)
     _check_fields(AdvantageSpec, config.advantages, "advantages")
     if AdvantageSpec(**config.advantages).kind != "outcome":
-      check_rewards(config.process_rewards, "config.process_rewards")
+      check_rewards(config.process_rewards, "config.process_rewards", known)
   if "sft" in training:
     sharding.check_batch(mesh, config.sft_data.batch_size, 1, field="sft_data.batch_size")
     kinds = sorted(set(config.sft_data.mix) - set(tasks.SFT_KINDS))

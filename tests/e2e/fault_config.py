@@ -1,7 +1,9 @@
 r"""The tiny GRPO run the resume and fault tests drive in subprocesses: `configs/shapeworld.py:tiny`,
 GRPO only from fresh parameters, a continuous reward from `tests/e2e/reward_plugins.py` (run
 with `PYTHONPATH=tests/e2e`), 24 steps, a checkpoint every 3. Variants: `nan` (a reward that is NaN on
-steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the run)."""
+steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the run), `chunked` (the rollout in
+two parts, each scored after both are sampled) and `overlapped` (each part scored while the next
+samples: set `config.reward_servers` to serve the reward)."""
 import os
 import sys
 
@@ -24,4 +26,7 @@ def get_config(arg: str = ""):
   if arg:
     c.rl.steps = 8
     c.faults.max_skipped_in_a_row = 3
+  if arg in ("chunked", "overlapped"):
+    c.rl.update(rollout_chunks=2, overlap_rewards=arg == "overlapped")
+    c.reward_client.update(timeout_s=10.0, retries=1, backoff_s=0.1)
   return c

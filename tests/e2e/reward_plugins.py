@@ -1,6 +1,6 @@
 """Rewards registered by import (`config.reward_modules = ("reward_plugins",)`), for the resume
 and fault tests: a continuous score that differs between samples (so every update moves the
-parameters), and three that inject NaN."""
+parameters), three that inject NaN, and two that fail (served-reward tests)."""
 import jax
 import numpy as np
 
@@ -37,3 +37,15 @@ def flaky_on_process_1(images, texts, metadata):
   _calls["flaky_on_process_1"] = _calls.get("flaky_on_process_1", 0) + 1
   nan = jax.process_index() == 1 and _calls["flaky_on_process_1"] in (2, 3)
   return np.full((len(texts),), np.nan if nan else 0.0, np.float32)
+
+
+@rewards.register("wrong_count")
+def wrong_count(images, texts, metadata):
+  """One score too few."""
+  del images, metadata
+  return np.zeros((len(texts) - 1,), np.float32)
+
+
+@rewards.register("raises")
+def raises(images, texts, metadata):
+  raise RuntimeError("the scorer is broken")

@@ -13,6 +13,7 @@ of text slots without `<img>` still gets its image (the structural reward judges
 `rollout.draw_images` off, only the text segment runs (one round: plain LLM GRPO).
 Rewards are computed outside, from the returned `Trajectory`.
 """
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -268,6 +269,18 @@ def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransforme
   stacked = {k: jnp.stack([rd[k] for rd in rounds], axis=1) for k in rounds[0]}
   return Trajectory(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
                     timesteps=phases.times, valid=state.valid, **stacked)
+
+
+def concat_trajectories(trajs, order=None) -> Trajectory:
+  """Trajectories of consecutive chunks of one batch's rows as one trajectory: every per-row
+  field concatenated (then its rows taken in `order`, indices into the concatenation, when
+  given); the shared time grid is the first chunk's."""
+  def cat(*xs):
+    x = jnp.concatenate(xs, axis=0)
+    return x if order is None else x[order]
+  rows = {f.name: cat(*(getattr(t, f.name) for t in trajs))
+          for f in dataclasses.fields(Trajectory) if f.name != "timesteps"}
+  return trajs[0].replace(**rows)
 
 
 def make_rollout(model: UnifiedTransformer, spec: RolloutSpec, group_size: int = 1):

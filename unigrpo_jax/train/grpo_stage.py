@@ -19,11 +19,13 @@ evaluation, `results.json` (the task's evaluation before and after on held-out a
 prompts; `gain` and `gain_train_prompts` of its headline score — for text-to-image also named
 `geneval_gain` and `geneval_gain_train_prompts`).
 """
+import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -36,7 +38,9 @@ from unigrpo_jax.metric_writer import MetricWriter, write_json
 from unigrpo_jax.optim import OptimizerSpec, TrainState, make_optimizer
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.rl.advantages import AdvantageSpec, trajectory_advantages
+from unigrpo_jax.rewards import configured
 from unigrpo_jax.sampling import make_rollout
+from unigrpo_jax.sampling.rollout import concat_trajectories
 from unigrpo_jax.sampling.scoring import check_group_prompts
 from unigrpo_jax.train import loop
 from unigrpo_jax.train.experiment import Experiment
@@ -68,19 +72,93 @@ def eval_scalars(ev: dict, headline: str) -> dict:
              for family, scores in ev["per_family"].items()}}
 
 
+class ChunkOnHost(NamedTuple):
+  """What rewards read of one chunk of a step's rollout (this process's rows of it)."""
+  images: np.ndarray  # (b, R, H, W, C) pixels in [−1, 1]
+  texts: list  # b decoded texts
+  metadata: list  # b per-prompt dicts
+  token_mask: np.ndarray  # (b, R, T) which text slots were sampled
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
   """One GRPO step: the batch's rollout, its rewards (pure functions, on the host), the
   advantages, and the update. Built once per run; `key` is the run's base key, folded with the
   step index, so step i samples the same trajectories in a resumed run as in one that never
-  stopped."""
+  stopped.
+
+  The rollout runs in `chunks` parts of whole groups (`rl.rollout_chunks`; part c's key is the
+  step's key folded with c when there is more than one). With `overlap`, part c is scored in a
+  worker thread while part c + 1 samples, and the update waits only for the last part's
+  rewards; without it, every part is sampled before any is scored. Either way the rewards are
+  called on the same parts in the same order: the scores, advantages and update are the
+  same."""
   exp: Experiment
   sample: Callable  # the jitted rollout
+  concat: Callable  # the jitted concatenation of the parts' trajectories
   update: Callable  # the jitted update
   ref_params: dict  # the frozen reference model
   key: jax.Array
   advantages: AdvantageSpec
   batch_size: int
+  functions: dict  # reward name → function (registered, model-based or served)
+  chunks: int = 1
+  overlap: bool = True
+
+  def on_host(self, traj, metadata) -> ChunkOnHost:
+    """This process's rows of one part, as the rewards read them (waits for the part)."""
+    token_mask = sharding.host_rows(traj.token_mask)
+    return ChunkOnHost(self.exp.pixels(traj.images),
+                       evaluation.decode_texts(traj, self.exp.tokenizer), metadata, token_mask)
+
+  def score(self, part: ChunkOnHost) -> tuple[dict, dict]:
+    """Every weighted reward of one part: (outcome scores, per-step scores), name → array."""
+    cfg = self.exp.config
+    _, scores = rewards.score_batch(dict(cfg.rewards), part.images, part.texts, part.metadata,
+                                    functions=self.functions, allow_nonfinite=True)
+    _, step_scores = rewards.score_batch(dict(cfg.process_rewards), part.images, part.texts,
+                                         part.metadata, functions=self.functions,
+                                         per_step=True, allow_nonfinite=True)
+    return scores, step_scores
+
+  def rollout_and_score(self, i: int, params, batch: dict):
+    """Samples step i's batch in parts and scores them. Returns (traj, scores, step_scores,
+    token_mask, sampled_s): the whole batch's trajectory, this process's rows' scores and
+    sampled-slot mask (B_local, R, T), and the seconds until the last part was sampled."""
+    t0 = time.perf_counter()
+    key, mesh = jax.random.fold_in(self.key, i), self.exp.mesh
+    local = len(batch["metadata"]) // self.chunks
+    parts = [slice(c * local, (c + 1) * local) for c in range(self.chunks)]
+
+    def dispatch(c):
+      tokens, mask = sharding.shard_batch((batch["tokens"][parts[c]], batch["mask"][parts[c]]),
+                                          mesh, self.batch_size // self.chunks)
+      return self.sample(params, tokens, mask,
+                         key if self.chunks == 1 else jax.random.fold_in(key, c))
+
+    trajs, hosts = [], []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      if self.overlap:  # part c − 1 is scored while part c samples
+        pending = []
+        for c in range(self.chunks + 1):
+          if c < self.chunks:
+            trajs.append(dispatch(c))
+          if c:
+            hosts.append(self.on_host(trajs[c - 1], batch["metadata"][parts[c - 1]]))
+            pending.append(pool.submit(self.score, hosts[-1]))
+        sampled_s = time.perf_counter() - t0
+        scored = [f.result() for f in pending]
+      else:
+        trajs = [dispatch(c) for c in range(self.chunks)]
+        hosts = [self.on_host(t, batch["metadata"][p]) for t, p in zip(trajs, parts)]
+        sampled_s = time.perf_counter() - t0
+        scored = [self.score(h) for h in hosts]
+    traj = trajs[0] if self.chunks == 1 else self.concat(trajs)
+    def joined(which):
+      return {name: np.concatenate([s[which][name] for s in scored])
+              for name in scored[0][which]}
+    return (traj, joined(0), joined(1), np.concatenate([h.token_mask for h in hosts]),
+            sampled_s)
 
   def __call__(self, i: int, state: TrainState, batch: dict, skips: SkipCounter, *,
                log_update: bool) -> tuple[TrainState, dict]:
@@ -90,25 +168,17 @@ class Step:
     cfg, exp, group_size = self.exp.config, self.exp, self.exp.config.rl.group_size
     t0 = time.perf_counter()
     check_group_prompts(batch["tokens"], batch["mask"], group_size)
-    tokens, mask = sharding.shard_batch((batch["tokens"], batch["mask"]), exp.mesh,
-                                        self.batch_size)
-    traj = self.sample(state.params, tokens, mask, jax.random.fold_in(self.key, i))
-    images = exp.pixels(traj.images)
-    t1 = time.perf_counter()
     # Each process scores its own rows (whole groups); the scores, a few numbers a row, are
     # gathered so that every process computes the global batch's advantages and decisions.
-    texts = evaluation.decode_texts(traj, exp.tokenizer)
-    _, scores = rewards.score_batch(dict(cfg.rewards), images, texts, batch["metadata"],
-                                    allow_nonfinite=True)
-    _, step_scores = rewards.score_batch(dict(cfg.process_rewards), images, texts,
-                                         batch["metadata"], per_step=True, allow_nonfinite=True)
-    token_mask = sharding.host_rows(traj.token_mask)
+    traj, scores, step_scores, token_mask, sampled_s = self.rollout_and_score(
+        i, state.params, batch)
+    t1 = time.perf_counter()
     scores, step_scores, step_mask, text_tokens = distributed.gather_rows(
         (scores, step_scores, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
     record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
     record.update({f"reward/{k}": float(v.sum() / step_mask.sum())
                    for k, v in step_scores.items()})
-    record.update({"time/rollout_s": t1 - t0, "text/tokens": float(text_tokens.mean())})
+    record.update({"time/rollout_s": sampled_s, "text/tokens": float(text_tokens.mean())})
     nonfinite = sorted(k for k, v in {**scores, **step_scores}.items()
                        if not np.isfinite(v).all())
     if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
@@ -126,7 +196,8 @@ class Step:
     skips.record(i + 1, bool(np.any(metrics["skipped"])))
     record.update({"reward/combined": float(np.mean(combined)),
                    "advantage/abs_mean": float(np.mean(np.abs(adv))),
-                   "time/reward_s": t2 - t1, "time/update_s": t3 - t2, "time/step_s": t3 - t0})
+                   "time/reward_s": t1 - t0 - sampled_s, "time/update_s": t3 - t2,
+                   "time/step_s": t3 - t0})
     if log_update:
       record.update({f"update/{k}": float(np.mean(v)) for k, v in metrics.items()})
     return state, record
@@ -154,8 +225,12 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   rl = cfg.rl
   batch_size = rl.prompts_per_batch * rl.group_size
   sharding.check_batch(exp.mesh, batch_size, rl.group_size)
-  rewards.check_names(cfg.rewards, field="config.rewards")
-  rewards.check_names(cfg.process_rewards, field="config.process_rewards")
+  functions = configured.functions(cfg, set(cfg.rewards) | set(cfg.process_rewards))
+  rewards.check_names(cfg.rewards, functions, field="config.rewards")
+  rewards.check_names(cfg.process_rewards, functions, field="config.process_rewards")
+  chunks = rl.get("rollout_chunks", 1)
+  sharding.check_batch(exp.mesh, batch_size // chunks, rl.group_size,
+                       field="a rollout part (the RL batch / rl.rollout_chunks)")
   spec = exp.task.rollout(cfg)
   optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
   update = make_update(exp.model, spec, LossSpec(**cfg.loss),
@@ -178,8 +253,11 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   state = begin.state if begin.resumed else exp.init_train_state(ref_params, optimizer)
   before = evaluate_before(exp, state.params, stage_dir, begin.resumed, writer)
   results = dict(before=before["heldout"], before_train_prompts=before["train"])
-  step = Step(exp, make_rollout(exp.model, spec, rl.group_size), update, ref_params, begin.key,
-              AdvantageSpec(**cfg.advantages), batch_size)
+  concat = jax.jit(functools.partial(concat_trajectories,
+                                     order=sharding.chunk_order(batch_size, chunks)))
+  step = Step(exp, make_rollout(exp.model, spec, rl.group_size), concat, update, ref_params,
+              begin.key, AdvantageSpec(**cfg.advantages), batch_size, functions, chunks,
+              rl.get("overlap_rewards", True))
   total, skips = rl.steps, begin.skips
   clock = TrainClock(begin.host)
   bar = tqdm.tqdm(range(begin.step, total), initial=begin.step, total=total, desc="grpo",

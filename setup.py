@@ -37,6 +37,10 @@ setuptools.setup(
         # several GB of CUDA). pytest 9 stores node ids where pytest-xdist 3.8 cannot tag them,
         # so xdist_group would be ignored and every shared fixture built once per worker.
         "test": ["pytest>=8,<9", "pytest-xdist>=3.5", "nbmake>=1.5", "ipykernel>=6",
-                 "matplotlib>=3.8", "torch==2.13.0", "diffusers>=0.35"],
+                 "matplotlib>=3.8", "torch==2.13.0", "diffusers>=0.35", "fastapi>=0.110",
+                 "uvicorn>=0.29"],
+        # Model-based rewards (PyTorch scorers) and reward servers (docs/rewards.md). The
+        # training process itself needs neither to call a served reward.
+        "rewards": ["torch>=2.3", "fastapi>=0.110", "uvicorn>=0.29"],
     },
 )

@@ -166,7 +166,8 @@ class JudgeReward:
     self.images = image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil.from_pretrained(
         spec.path)
     self.mean, self.std = tuple(self.images.image_mean), tuple(self.images.image_std)
-    self.input_size = (self.images.min_pixels, self.images.max_pixels)  # pixels, in 28² tiles
+    # The fewest and most pixels an image is resized to (in whole 28-pixel tiles, aspect kept).
+    self.input_size = (self.images.size["shortest_edge"], self.images.size["longest_edge"])
     answer = self.tokenizer.encode(spec.answer, add_special_tokens=False)
     if not answer:
       raise ValueError(f"answer {spec.answer!r} encodes to no token")
@@ -184,7 +185,10 @@ class JudgeReward:
                                    question=q)
                for grid, q in zip(vision["image_grid_thw"], questions)]
     words = self.tokenizer(prompts, padding=True, return_tensors="pt")
+    image_token = self.model.config.image_token_id
     return dict(input_ids=words["input_ids"], attention_mask=words["attention_mask"],
+                # 1 marks image tokens: the model's 3-D (M-RoPE) positions need it
+                mm_token_type_ids=(words["input_ids"] == image_token).long(),
                 pixel_values=vision["pixel_values"].to(self.model.dtype),
                 image_grid_thw=vision["image_grid_thw"])
 

@@ -5,6 +5,7 @@ import jax
 import numpy as np
 
 from unigrpo_jax import rewards
+from unigrpo_jax.rewards import geneval_official
 
 _calls = {"flaky": 0}
 
@@ -49,3 +50,24 @@ def wrong_count(images, texts, metadata):
 @rewards.register("raises")
 def raises(images, texts, metadata):
   raise RuntimeError("the scorer is broken")
+
+
+# GenEval's rules over a stub detector: fixed boxes whatever the image (x0, y0, x1, y1, score),
+# and a colour per box read from its score's last digit.
+STUB_BOXES = {"dog": np.array([[10, 40, 30, 60, 0.95], [70, 40, 90, 60, 0.92],
+                               [40, 5, 60, 25, 0.5]]),
+              "cat": np.array([[40, 70, 60, 90, 0.35], [0, 0, 5, 5, 0.2]])}
+STUB_COLORS = {0.95: "red", 0.92: "blue", 0.5: "red", 0.35: "white"}
+
+
+def stub_detector(image):
+  del image
+  return STUB_BOXES
+
+
+def stub_colors(image, boxes, classname):
+  del image, classname
+  return [STUB_COLORS[round(float(b[4]), 2)] for b in boxes]
+
+
+rewards.register("geneval_stub")(geneval_official.make_reward(stub_detector, stub_colors))

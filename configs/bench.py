@@ -12,12 +12,17 @@ Variants and launch commands (each ~1–2 min on the 2-core CPU):
   "update_joint" UniGRPO step, 4 prompts × G = 4: text + SDE image, text and image policy
                  losses and the velocity MSE:
                    python experiments/bench_update.py --config=configs/bench.py:update_joint
+  "update_overlap" a UniGRPO step where sampling dominates, as in image RL at scale (40 flow
+                 steps, the update on 2 SDE steps of them), 8 prompts × G = 4 sampled in 4
+                 parts, with a reward that sleeps as long as the rollout took: the step with
+                 each part scored while the next samples, and with scoring after sampling:
+                   python experiments/bench_update.py --config=configs/bench.py:update_overlap
 Any of them with `--config.model.matmul_dtype=bfloat16`: weight matmuls on bfloat16 operands
 with float32 accumulation (docs/benchmarks.md; parameters and optimizer stay float32).
 """
 import ml_collections
 
-VARIANTS = ("", "update_text", "update_joint")
+VARIANTS = ("", "update_text", "update_joint", "update_overlap")
 
 
 def get_config(arg: str = ""):
@@ -38,8 +43,12 @@ def get_config(arg: str = ""):
                    noise_level=0.7, sde_window=None, mode="sde", temperature=1.0, top_k=0,
                    draw_images=arg != "update_text")
   c.bench = dict(repeats=5, steps=6, matmul_size=2048, fsdp_devices=8)
+  if arg == "update_overlap":
+    c.batch_size = 32
+    c.rollout.update(num_steps=40, sde_window=(0, 2))
+    c.bench.update(chunks=4, steps=4)
   if arg.startswith("update"):
-    joint = arg == "update_joint"
+    joint = arg in ("update_joint", "update_overlap")
     c.rl = dict(group_size=4, num_updates=1, num_minibatches=1)
     c.loss = dict(text=True, image=joint, loss_type="grpo", clip_low=0.2, clip_high=0.2,
                   beta=0.0 if joint else 0.04, kl="k3", clip_image=1e-4,

@@ -31,8 +31,10 @@ from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.rl.advantages import group_advantages
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
+from unigrpo_jax.sampling.rollout import concat_trajectories
 from unigrpo_jax.sampling import flops as sampling_flops
 from unigrpo_jax.timing import matmul_peak_gflops, mixed_precision_figures
+from unigrpo_jax.train import overlap
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:update_text",
                                           "Benchmark config.")
@@ -45,6 +47,43 @@ def toy_reward(traj) -> np.ndarray:
   if drawn.any():
     reward = reward + np.asarray(traj.images).mean(axis=(1, 2, 3, 4)) * drawn.mean(axis=1)
   return reward.astype(np.float32)
+
+
+def overlap_figures(cfg, model, update, state, ref_params, prompts, mask, spec, rollout_s):
+  """The step with the batch sampled in `bench.chunks` parts and a reward that sleeps as long
+  as the whole batch's rollout took (in proportion to each part's rows): with each part scored
+  while the next samples, and with every part scored after sampling (`train/overlap.py`)."""
+  chunks, group = cfg.bench.chunks, cfg.rl.group_size
+  rows = prompts.shape[0] // chunks
+  part_sample = make_rollout(model, spec, group)
+  concat = jax.jit(concat_trajectories)
+
+  def slow_reward(traj):
+    time.sleep(rollout_s * rows / prompts.shape[0])
+    return toy_reward(traj)
+
+  def step(state, key, overlapped):
+    t0 = time.perf_counter()
+    trajs, _, scores, _ = overlap.sample_and_score(
+        lambda c: part_sample(state.params, prompts[c * rows:(c + 1) * rows],
+                              mask[c * rows:(c + 1) * rows], jax.random.fold_in(key, c)),
+        lambda c, traj: jax.device_get(traj), slow_reward, chunks, overlapped)
+    adv = group_advantages(np.concatenate(scores), group)
+    batch_in = RLBatch(traj=concat(trajs),
+                       advantages=jnp.repeat(adv[:, None], spec.rounds, axis=1))
+    state, _ = update(state, ref_params, batch_in)
+    jax.block_until_ready(state)
+    return state, time.perf_counter() - t0
+
+  out = {}
+  for overlapped in (True, False, True):  # the first pass warms the part-sized rollout up
+    times = []
+    for i in range(cfg.bench.steps + 1):
+      state, seconds = step(state, jax.random.key(100 + i), overlapped)
+      times.append(seconds)
+    out["overlap_step_s" if overlapped else "sequential_step_s"] = statistics.median(times[1:])
+  return dict(chunks=chunks, reward_s=rollout_s, **out,
+              overlap_speedup=out["sequential_step_s"] / out["overlap_step_s"])
 
 
 def state_bytes(optimizer, params, model_spec: ModelSpec, mesh) -> int:
@@ -103,6 +142,9 @@ def main(argv):
       update_t.append(t2 - t1)
       step_t.append(t2 - t0)
   step_s = statistics.median(step_t)
+  overlap = (overlap_figures(cfg, model, update, state, ref_params, prompts, mask, spec,
+                             statistics.median(rollout_t))
+             if cfg.bench.get("chunks") else {})
 
   updates = update_spec.num_updates
   minibatches = update_spec.num_minibatches
@@ -134,7 +176,7 @@ def main(argv):
       batch=batch, group_size=group, sequence_len=length, new_tokens=spec.max_text_tokens,
       sde_steps=int(spec.stochastic_steps().sum()), beta=loss.beta,
       params=count_params(params),
-      jax=jax.__version__, cpu_count=os.cpu_count(), machine=platform.machine())
+      jax=jax.__version__, cpu_count=os.cpu_count(), machine=platform.machine(), **overlap)
   print(json.dumps(result, indent=1))
 
 

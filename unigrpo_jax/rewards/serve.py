@@ -2,7 +2,7 @@ r"""A reward server: any registered reward over HTTP (`rewards/protocol.py`), so
 PyTorch scorer runs on its own host or GPU, apart from the policy.
 
   python -m unigrpo_jax.rewards.serve --reward=NAME [--reward_modules=pkg.mod,...] \
-      [--reward_models="{'pickscore': dict(kind='pickscore', path='/models/pickscore')}"] \
+      [--reward_models="{'pick': {'kind': 'pickscore', 'path': '/models/pickscore'}}"] \
       [--host=127.0.0.1] --port=P
 
 `--reward_modules` are imported first (they register rewards with `@rewards.register`);
@@ -78,14 +78,19 @@ def make_app(name: str, fn, *, max_bytes: int = 256 << 20, concurrency: int = 1,
 
   @server.post("/score")
   async def score_request(request: fastapi.Request):
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
-      return error(413, f"the body ({declared} bytes) is over this server's {max_bytes}")
-    body = bytearray()
+    declared = request.headers.get("content-length", "")
+    too_big = declared and (not declared.isdigit() or int(declared) > max_bytes)
+    # An oversized body is read to its end but not kept: the client gets the answer, not a
+    # reset connection, and the server holds at most max_bytes.
+    body, size = bytearray(), 0
     async for part in request.stream():
-      body += part
-      if len(body) > max_bytes:
-        return error(413, f"the body is over this server's {max_bytes} bytes")
+      size += len(part)
+      if not too_big:
+        body += part
+        too_big = size > max_bytes
+    if too_big:
+      return error(413, f"the body ({declared or size} bytes) is over this server's "
+                   f"{max_bytes}")
     kind = request.headers.get("content-type", "")
     if kind != protocol.CONTENT_TYPE:
       return error(415, f"content-type {kind!r}; send {protocol.CONTENT_TYPE}")

@@ -19,7 +19,6 @@ evaluation, `results.json` (the task's evaluation before and after on held-out a
 prompts; `gain` and `gain_train_prompts` of its headline score — for text-to-image also named
 `geneval_gain` and `geneval_gain_train_prompts`).
 """
-import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -42,7 +41,7 @@ from unigrpo_jax.rewards import configured
 from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.sampling.rollout import concat_trajectories
 from unigrpo_jax.sampling.scoring import check_group_prompts
-from unigrpo_jax.train import loop
+from unigrpo_jax.train import loop, overlap
 from unigrpo_jax.train.experiment import Experiment
 from unigrpo_jax.train.faults import SkipCounter
 from unigrpo_jax.train.loop import TrainClock
@@ -125,7 +124,6 @@ class Step:
     """Samples step i's batch in parts and scores them. Returns (traj, scores, step_scores,
     token_mask, sampled_s): the whole batch's trajectory, this process's rows' scores and
     sampled-slot mask (B_local, R, T), and the seconds until the last part was sampled."""
-    t0 = time.perf_counter()
     key, mesh = jax.random.fold_in(self.key, i), self.exp.mesh
     local = len(batch["metadata"]) // self.chunks
     parts = [slice(c * local, (c + 1) * local) for c in range(self.chunks)]
@@ -136,23 +134,9 @@ class Step:
       return self.sample(params, tokens, mask,
                          key if self.chunks == 1 else jax.random.fold_in(key, c))
 
-    trajs, hosts = [], []
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-      if self.overlap:  # part c − 1 is scored while part c samples
-        pending = []
-        for c in range(self.chunks + 1):
-          if c < self.chunks:
-            trajs.append(dispatch(c))
-          if c:
-            hosts.append(self.on_host(trajs[c - 1], batch["metadata"][parts[c - 1]]))
-            pending.append(pool.submit(self.score, hosts[-1]))
-        sampled_s = time.perf_counter() - t0
-        scored = [f.result() for f in pending]
-      else:
-        trajs = [dispatch(c) for c in range(self.chunks)]
-        hosts = [self.on_host(t, batch["metadata"][p]) for t, p in zip(trajs, parts)]
-        sampled_s = time.perf_counter() - t0
-        scored = [self.score(h) for h in hosts]
+    trajs, hosts, scored, sampled_s = overlap.sample_and_score(
+        dispatch, lambda c, traj: self.on_host(traj, batch["metadata"][parts[c]]), self.score,
+        self.chunks, self.overlap)
     traj = trajs[0] if self.chunks == 1 else self.concat(trajs)
     def joined(which):
       return {name: np.concatenate([s[which][name] for s in scored])

@@ -26,6 +26,8 @@ from typing import Callable
 
 import numpy as np
 
+from unigrpo_jax.data import geneval
+
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 
 
@@ -75,27 +77,11 @@ def kept(boxes: dict, tag: str, rules: Rules = Rules()) -> dict[str, list[np.nda
 
 
 def relative_position(a, b, rules: Rules = Rules()) -> set[str]:
-  """Where box `a` lies relative to box `b`: a subset of {left of, right of, above, below}
-  (image coordinates: y grows downwards)."""
-  boxes = np.array([a[:4], b[:4]], np.float64).reshape(2, 2, 2)
-  center_a, center_b = boxes.mean(axis=1)
-  dim_a, dim_b = np.abs(boxes[:, 1] - boxes[:, 0])
-  offset = center_a - center_b
-  revised = np.maximum(np.abs(offset) - rules.position_threshold * (dim_a + dim_b), 0) * np.sign(
-      offset)
-  if np.all(np.abs(revised) < 1e-3):
-    return set()
-  dx, dy = revised / np.linalg.norm(offset)
-  relations = set()
-  if dx < -0.5:
-    relations.add("left of")
-  if dx > 0.5:
-    relations.add("right of")
-  if dy < -0.5:
-    relations.add("above")
-  if dy > 0.5:
-    relations.add("below")
-  return relations
+  """Where box `a` lies relative to box `b` (boxes [x0, y0, x1, y1, …]): a subset of {left
+  of, right of, above, below}, image coordinates (y down) — GenEval's rule, which mini-GenEval
+  uses too."""
+  return geneval.relative_position(np.asarray(a)[:4], np.asarray(b)[:4],
+                                   rules.position_threshold)
 
 
 def evaluate(image, objects: dict, metadata: dict, classify_colors: Callable,

@@ -1,10 +1,11 @@
 """Sampling a batch in parts and scoring each part while the next one samples.
 
-JAX dispatches a rollout and returns at once; reading a part's results back waits for that part
-only. So part c is dispatched, part c − 1 is read back (its rollout done, part c computing) and
-handed to a worker thread to score, and so on: the rewards of all but the last part run while
-the device samples. One worker scores the parts in order, so the rewards see the same calls in
-the same order as when every part is scored after sampling.
+Part c is dispatched, read back (what the rewards read of it: this waits for it), and handed to
+a worker thread to score while part c + 1 samples; the rewards of all but the last part run
+while the device samples. One part is on the device at a time: a CPU back end runs programs
+dispatched together at once, on shared cores, which would finish the parts late and together.
+One worker scores the parts in order, so the rewards see the same calls in the same order as
+when every part is scored after sampling.
 """
 import concurrent.futures
 import time
@@ -20,24 +21,20 @@ def sample_and_score(dispatch: Callable, on_host: Callable, score: Callable, chu
     on_host: (c, rollout) → what the rewards read of part c (waits for it).
     score: that → the part's scores.
     chunks: the number of parts.
-    overlap: score part c − 1 while part c samples (else: sample every part, then score).
+    overlap: score part c while part c + 1 samples (else: score every part after the last
+      one is sampled).
   Returns:
     (rollouts, hosts, scores, sampled_s): per part, in order; sampled_s the seconds until the
     last part was read back.
   """
   t0 = time.perf_counter()
-  if not overlap:
-    rollouts = [dispatch(c) for c in range(chunks)]
-    hosts = [on_host(c, r) for c, r in enumerate(rollouts)]
-    sampled_s = time.perf_counter() - t0
-    return rollouts, hosts, [score(h) for h in hosts], sampled_s
   rollouts, hosts, pending = [], [], []
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    for c in range(chunks + 1):
-      if c < chunks:
-        rollouts.append(dispatch(c))
-      if c:
-        hosts.append(on_host(c - 1, rollouts[c - 1]))
+    for c in range(chunks):
+      rollouts.append(dispatch(c))
+      hosts.append(on_host(c, rollouts[c]))
+      if overlap:
         pending.append(pool.submit(score, hosts[-1]))
     sampled_s = time.perf_counter() - t0
-    return rollouts, hosts, [f.result() for f in pending], sampled_s
+    scores = [f.result() for f in pending] if overlap else [score(h) for h in hosts]
+  return rollouts, hosts, scores, sampled_s

@@ -40,7 +40,8 @@ def get_config(arg: str = ""):
   # Rows that stop early are masked, not skipped: every row costs all 64 decode steps, as in
   # the peer's benchmark (which never stops).
   c.rollout = dict(prompt_len=32, max_text_tokens=64, rounds=1, num_steps=10, shift=3.0,
-                   noise_level=0.7, sde_window=None, mode="sde", temperature=1.0, top_k=0,
+                   noise_level=0.7, sde_window=None, sde_steps=0, mode="sde", temperature=1.0,
+                   top_k=0,
                    draw_images=arg != "update_text")
   c.bench = dict(repeats=5, steps=6, matmul_size=2048, fsdp_devices=8)
   if arg == "update_overlap":

@@ -31,12 +31,14 @@ def always_nan(images, texts, metadata):
   return np.full((len(texts),), np.nan, np.float32)
 
 
-@rewards.register("flaky_on_process_1")
-def flaky_on_process_1(images, texts, metadata):
-  """Zero, but NaN on its 2nd and 3rd call in process 1 of a multi-process run."""
+@rewards.register("flaky_on_last_process")
+def flaky_on_last_process(images, texts, metadata):
+  """Zero, but NaN on its 2nd and 3rd call in the last process (the only one of a one-process
+  run): a multi-process run must skip those updates on every process, as one process does."""
   del images, metadata
-  _calls["flaky_on_process_1"] = _calls.get("flaky_on_process_1", 0) + 1
-  nan = jax.process_index() == 1 and _calls["flaky_on_process_1"] in (2, 3)
+  _calls["flaky_on_last_process"] = _calls.get("flaky_on_last_process", 0) + 1
+  nan = (jax.process_index() == jax.process_count() - 1
+         and _calls["flaky_on_last_process"] in (2, 3))
   return np.full((len(texts),), np.nan if nan else 0.0, np.float32)
 
 

@@ -169,7 +169,7 @@ def validate(config, num_devices: int | None = None, *,
                         f"{config.rl.overlap_rewards!r}")
     import_reward_modules(config)
     try:
-      known = {n: None for n in configured.known_names(config)}
+      known = configured.known_names(config)
       configured.client_spec(config)
     except ValueError as e:
       raise ConfigError(str(e)) from e

@@ -37,10 +37,10 @@ class ClientSpec:
   max_concurrency: int = 4
 
   def __post_init__(self):
-    for name, low in (("timeout_s", 0.0), ("backoff_s", 0.0)):
+    for name, zero_ok in (("timeout_s", False), ("backoff_s", True)):
       value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-          value > low or (name == "backoff_s" and value == 0)):
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+          value == 0 and not zero_ok):
         raise ValueError(f"config.reward_client.{name} must be a positive number, got "
                          f"{value!r}")
     for name, low in (("retries", 0), ("batch_size", 0), ("max_concurrency", 1)):
@@ -68,7 +68,7 @@ def _post(url: str, body: bytes, timeout_s: float) -> np.ndarray:
     if 400 <= e.code < 500:
       raise RewardError(f"the server at {url} refused the request ({e.code}: {message})") from e
     raise Unreachable(f"{e.code} {message}") from e
-  except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+  except OSError as e:  # URLError, a timeout, a refused or reset connection
     raise Unreachable(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from e
 
 
@@ -77,7 +77,7 @@ def health(url: str, timeout_s: float = 5.0) -> dict:
   try:
     with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as answer:
       return json.loads(answer.read())
-  except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, ValueError) as e:
+  except (OSError, ValueError) as e:
     raise Unreachable(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from e
 
 

@@ -174,7 +174,7 @@ def main(argv):
       fsdp_bytes_fraction=bytes_fsdp / bytes_one,
       last_loss=float(np.asarray(metrics["loss"]).ravel()[-1]),
       batch=batch, group_size=group, sequence_len=length, new_tokens=spec.max_text_tokens,
-      sde_steps=int(spec.stochastic_steps().sum()), beta=loss.beta,
+      sde_steps=spec.trained_steps, beta=loss.beta,
       params=count_params(params),
       jax=jax.__version__, cpu_count=os.cpu_count(), machine=platform.machine(), **overlap)
   print(json.dumps(result, indent=1))

@@ -67,19 +67,18 @@ def test_every_token_and_sde_step_of_round_r_gets_the_advantage_of_round_r(tiny)
   traj = make_rollout(model, spec)(params, prompts, jnp.ones(prompts.shape, bool),
                                    jax.random.key(2))
   adv = jnp.array([[1.0, -2.0, 3.0], [0.5, 0.25, -1.0], [2.0, 1.0, 0.0], [-1.0, 4.0, 2.0]])
-  stochastic = spec.stochastic_steps()
 
   def loss(token_logp, step_logp):
     scores = dict(token_logp=token_logp, step_logp=step_logp,
                   token_entropy=jnp.zeros_like(token_logp))
     return unigrpo_objective(scores, None, RLBatch(traj=traj, advantages=adv),
-                             LossSpec(velocity_weight=0.0), stochastic)[0]
+                             LossSpec(velocity_weight=0.0))[0]
 
   # On-policy (ratio 1, nothing clipped), d loss / d logp = −A[b, r] · w_b: a positive weight
   # that depends only on the row (token mean, or trained-step mean, per row).
   g_text, g_image = jax.grad(loss, argnums=(0, 1))(traj.token_logp, traj.step_logp)
   token_mask = np.asarray(traj.token_mask)
-  step_mask = np.asarray(traj.step_mask) & stochastic[None, None, :]
+  step_mask = np.asarray(traj.step_mask)
   assert token_mask[:, 1:].any() and step_mask[:, 1:].any(), "need later rounds to test"
   a = np.asarray(adv)[:, :, None]
   for grad, mask in ((g_text, token_mask), (g_image, step_mask)):

@@ -33,14 +33,21 @@ def _outcome(rewards, group, rounds):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("image_ratio", ["plain", "ratio_norm"])
-def test_first_update_is_exactly_on_policy(image_ratio):
-  """The first minibatch's ratios are 1 (RatioNorm's r̂ too: μ_θ = the recorded μ_old)."""
+@pytest.mark.parametrize("image_ratio,sampler", [
+    ("plain", {}), ("ratio_norm", {}),
+    ("ratio_norm", dict(sde_type="cps", sde_window=(0, 2), slide_every=1, timestep_fraction=0.5))])
+def test_first_update_is_exactly_on_policy(image_ratio, sampler):
+  """The first minibatch's ratios are 1 (RatioNorm's r̂ too: μ_θ = the recorded μ_old) — also
+  with the coefficients-preserving step, a window slid one step on, and half of it trained."""
   model, params, rollout, sample, update, optimizer = _setup(
       loss=LossSpec(beta=0.04, latent_kl_weight=0.1, image_ratio=image_ratio),
-      update=UpdateSpec(num_updates=2, num_minibatches=2))
+      update=UpdateSpec(num_updates=2, num_minibatches=2), rollout=tiny_rollout(**sampler))
   prompts = jax.random.randint(jax.random.key(0), (8, 6), 4, 48)
-  traj = sample(params, prompts, jnp.ones(prompts.shape, bool), jax.random.key(1))
+  traj = sample(params, prompts, jnp.ones(prompts.shape, bool), jax.random.key(1),
+                rollout.window_start(1))
+  if sampler:  # one trained step a row, in the slid window [1, 3)
+    steps = np.asarray(traj.train_steps)
+    assert steps.shape == (8, rollout.rounds, 1) and set(np.unique(steps)) == {1, 2}
   batch = RLBatch(traj=traj, advantages=_outcome(np.arange(8.0) % 3, 4, rollout.rounds))
   _, metrics = update(init_train_state(params, optimizer), params, batch)
   first = {k: float(np.asarray(v)[0, 0]) for k, v in metrics.items()}

@@ -19,7 +19,8 @@ def _prompts(b=4, p=5, vocab=48, seed=2):
 
 @pytest.mark.parametrize("overrides,model_overrides", [
     (dict(), {}), (dict(rounds=1, sde_window=None, top_k=5), {}), (dict(cfg_scale=3.0), {}),
-    (dict(), dict(matmul_dtype="bfloat16")), (dict(rounds=1), dict(vocab_limit=6))])
+    (dict(), dict(matmul_dtype="bfloat16")), (dict(rounds=1), dict(vocab_limit=6)),
+    (dict(sde_type="cps"), {})])
 def test_recomputed_log_probs_equal_the_rollout(tiny, overrides, model_overrides):
   """Ratio = 1 on-policy: teacher-forced scoring reproduces every recorded log-prob (with
   bfloat16 matmuls too: rollout and rescoring run the same products; with a vocabulary limit,
@@ -82,11 +83,75 @@ def test_sde_steps_draws_k_steps_of_the_window_per_group_and_stays_on_policy(tin
   score = scorer(model, spec, g)(params, traj)
   np.testing.assert_allclose(np.asarray(score["step_logp"])[:, 0][sm], logp[sm], atol=1e-5,
                              rtol=1e-5)
-  trained = sm[:, spec.stochastic_steps()]
-  np.testing.assert_allclose(np.asarray(score["mean"])[:, 0][trained],
-                             np.asarray(traj.step_mean)[:, 0][trained], atol=1e-5, rtol=1e-5)
+  # Only those k are rescored: the trajectory names them, and its means are at them.
+  steps = np.asarray(traj.train_steps)[:, 0]
+  assert steps.shape == (g * groups, 2)
+  for b in np.flatnonzero(drawn):
+    np.testing.assert_array_equal(steps[b], np.flatnonzero(sm[b]))
+  assert score["mean"].shape[2] == 2
+  np.testing.assert_allclose(np.asarray(score["mean"])[:, 0][drawn],
+                             np.asarray(traj.step_mean)[:, 0][drawn], atol=1e-5, rtol=1e-5)
   with pytest.raises(ValueError, match="rollout.sde_steps"):
     tiny_rollout(num_steps=6, sde_window=(0, 5), sde_steps=6)
+
+
+def test_timestep_fraction_and_a_sliding_window_train_the_steps_they_name(tiny):
+  """A window slid to step 1 is sampled with noise there and only there; each row trains
+  (and rescores) half of it, its own half, and rescoring reproduces those log-probs."""
+  model, params = tiny
+  spec = tiny_rollout(rounds=1, num_steps=6, sde_window=(0, 4), timestep_fraction=0.5,
+                      slide_every=2)
+  assert [spec.window_start(i) for i in range(8)] == [0, 0, 1, 1, 2, 2, 2, 2]
+  rolled = tiny_rollout(num_steps=6, sde_window=(0, 2), slide_every=1, slide_stride=2,
+                        slide_roll_back=True)
+  assert [rolled.window_start(i) for i in range(5)] == [0, 2, 4, 0, 2]
+  tokens, mask = _prompts(b=6)
+  traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(4), spec.window_start(2))
+  logp = np.asarray(traj.step_logp)[:, 0]
+  assert np.all(logp[:, 1:5] != 0) and np.all(logp[:, [0, 5]] == 0)
+  steps = np.asarray(traj.train_steps)[:, 0]
+  assert steps.shape == (6, 2) and np.all((steps >= 1) & (steps < 5))
+  assert np.all(np.diff(steps, axis=1) > 0) and len({tuple(row) for row in steps}) > 1
+  sm, drawn = np.asarray(traj.step_mask)[:, 0], np.asarray(traj.image_mask)[:, 0]
+  assert drawn.sum() >= 3
+  for b in np.flatnonzero(drawn):
+    np.testing.assert_array_equal(np.flatnonzero(sm[b]), steps[b])
+  score = scorer(model, spec)(params, traj)
+  np.testing.assert_allclose(np.asarray(score["step_logp"])[:, 0][sm], logp[sm], atol=1e-5,
+                             rtol=1e-5)
+  assert score["velocity"].shape[:3] == (6, 1, 2)
+  np.testing.assert_allclose(np.asarray(score["mean"])[:, 0][drawn],
+                             np.asarray(traj.step_mean)[:, 0][drawn], atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match="rollout.timestep_fraction must be in"):
+    tiny_rollout(timestep_fraction=0.0)
+  with pytest.raises(ValueError, match="nowhere to slide"):
+    tiny_rollout(sde_window=None, slide_every=1)
+
+
+def test_group_noise_starts_a_group_from_one_noise_and_stays_on_policy(tiny):
+  """`group_noise`: the rows of a group share x_1 (other groups have others); the SDE's
+  noise still differs per row, and rescoring reproduces every log-prob."""
+  model, params = tiny
+  spec = tiny_rollout(rounds=1, group_noise=True, sde_type="cps")
+  g, groups = 2, 3
+  tokens, mask = _prompts(b=groups)
+  tokens, mask = jnp.repeat(tokens, g, axis=0), jnp.repeat(mask, g, axis=0)
+  traj = make_rollout(model, spec, g)(params, tokens, mask, jax.random.key(5))
+  start = np.asarray(traj.latents)[:, 0, 0].reshape(groups, g, -1)
+  np.testing.assert_array_equal(start[:, 0], start[:, 1])
+  assert not np.allclose(start[0, 0], start[1, 0])
+  assert not np.allclose(np.asarray(traj.images)[0], np.asarray(traj.images)[1])
+  sm = np.asarray(traj.step_mask)
+  score = scorer(model, spec, g)(params, traj)
+  np.testing.assert_allclose(np.asarray(score["step_logp"])[sm], np.asarray(traj.step_logp)[sm],
+                             atol=1e-5, rtol=1e-5)
+  plain = make_rollout(model, tiny_rollout(rounds=1, sde_type="cps"), g)(params, tokens, mask,
+                                                                        jax.random.key(5))
+  assert not np.array_equal(np.asarray(plain.latents)[0, 0, 0], np.asarray(plain.latents)[1, 0, 0])
+  with pytest.raises(ValueError, match="rollout.noise_level must be in"):
+    tiny_rollout(sde_type="cps", noise_level=1.5)
+  with pytest.raises(ValueError, match="rollout.sde_type 'dpm'"):
+    tiny_rollout(sde_type="dpm")
 
 
 def test_same_key_same_trajectory_different_key_different_samples(tiny):
@@ -160,9 +225,13 @@ def test_ode_mode_is_deterministic_euler(tiny):
   traj = make_rollout(model, spec)(params, tokens, mask, jax.random.key(0))
   assert not np.asarray(traj.step_mask).any()
   np.testing.assert_array_equal(np.asarray(traj.step_logp), 0.0)
-  # Each recorded transition is the Euler step of the velocity the scorer recomputes.
+  assert traj.train_steps.shape == (4, spec.rounds, 0)  # nothing to train
+  # Each recorded transition is the Euler step of the velocity the scorer recomputes (at every
+  # step, when the trajectory names them all).
   sde_spec = tiny_rollout(temperature=0.0, sde_window=None, noise_level=0.0)
-  score = scorer(model, sde_spec)(params, traj)
+  every = jnp.broadcast_to(jnp.arange(spec.num_steps, dtype=jnp.int32),
+                           (4, spec.rounds, spec.num_steps))
+  score = scorer(model, sde_spec)(params, traj.replace(train_steps=every))
   grid = traj.timesteps
   for j in range(spec.num_steps):
     want = sde.ode_step(traj.latents[:, 0, j], score["velocity"][:, 0, j], grid[j], grid[j + 1])

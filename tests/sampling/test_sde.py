@@ -134,3 +134,53 @@ def test_window_mask():
 def test_sampling_needs_a_key():
   with pytest.raises(ValueError, match="PRNG key"):
     sde.sde_step(jnp.ones((1, 2)), jnp.ones((1, 2)), 0.5, 0.4, 0.7)
+
+
+def reference_cps(x, v, t, t_next, a):
+  """Flow-CPS's step in float64 numpy, as its paper writes it: x̂_0 = x − t·v, x̂_1 = x +
+  (1 − t)·v, s = t'·sin(aπ/2), μ = (1 − t')·x̂_0 + sqrt(t'² − s²)·x̂_1."""
+  s = t_next * math.sin(a * math.pi / 2)
+  return (x - t * v) * (1 - t_next) + (x + (1 - t) * v) * math.sqrt(t_next**2 - s**2), s
+
+
+@pytest.mark.parametrize("j", [0, 4, 8])
+def test_cps_step_has_stated_mean_std_and_gaussian_log_prob(j):
+  grid = np.asarray(sde.time_grid(10, 3.0), np.float64)
+  a = 0.8
+  rng = np.random.default_rng(j)
+  x, v, prev = (rng.normal(size=(3, 4, 4, 2)).astype(np.float32) for _ in range(3))
+  _, logp, mean, std = sde.cps_step(x, v, grid[j], grid[j + 1], a, prev_sample=prev)
+  want_mean, want_std = reference_cps(x.astype(np.float64), v.astype(np.float64), grid[j],
+                                      grid[j + 1], a)
+  np.testing.assert_allclose(np.asarray(mean), want_mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(np.asarray(std).max()), want_std, rtol=1e-6)
+  dens = (-(prev - want_mean) ** 2 / (2 * want_std**2) - math.log(want_std)
+          - 0.5 * math.log(2 * math.pi))
+  np.testing.assert_allclose(np.asarray(logp), dens.reshape(3, -1).mean(1), rtol=1e-5)
+  # Sampling draws around the same mean with the same spread; the dispatcher is the same step.
+  xb, vb = jnp.broadcast_to(x[0], (20_000,) + x.shape[1:]), jnp.broadcast_to(v[0], (20_000,)
+                                                                              + x.shape[1:])
+  nxt, _, _, _ = sde.step("cps", xb, vb, grid[j], grid[j + 1], a, key=jax.random.key(j))
+  sample = np.asarray(nxt, np.float64)
+  np.testing.assert_allclose(sample.mean(0), want_mean[0], atol=5 * want_std / 141)
+  np.testing.assert_allclose(sample.std(0), want_std, rtol=0.05)
+
+
+def test_cps_zero_noise_is_exactly_euler_and_last_step_is_deterministic():
+  grid = sde.time_grid(10)
+  kx, kv = jax.random.split(jax.random.key(1))
+  x, v = jax.random.normal(kx, (2, 4, 4, 3)), jax.random.normal(kv, (2, 4, 4, 3))
+  for j in range(10):
+    nxt, logp, _, _ = sde.cps_step(x, v, grid[j], grid[j + 1], 0.0, key=jax.random.key(j))
+    np.testing.assert_array_equal(np.asarray(nxt),
+                                  np.asarray(sde.ode_step(x, v, grid[j], grid[j + 1])))
+    np.testing.assert_array_equal(np.asarray(logp), 0.0)
+  # t' = 0: s = 0, x' = x̂_0 with no density, whatever the noise level.
+  nxt, logp, _, std = sde.cps_step(x, v, grid[9], grid[10], 0.8, key=jax.random.key(0))
+  np.testing.assert_allclose(np.asarray(nxt), np.asarray(x - grid[9] * v), rtol=1e-6, atol=1e-6)
+  assert float(jnp.max(std)) == 0.0 and not np.any(np.asarray(logp))
+
+
+def test_step_names_its_types():
+  with pytest.raises(ValueError, match="sde type 'ddim'"):
+    sde.step("ddim", jnp.ones((1, 2)), jnp.ones((1, 2)), 0.5, 0.4, 0.7, key=jax.random.key(0))

@@ -12,7 +12,6 @@ import dataclasses
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from unigrpo_jax.rl import losses
 from unigrpo_jax.sampling.rollout import Trajectory
@@ -76,12 +75,17 @@ def _per_round(advantages, k):
   return jnp.repeat(advantages, k, axis=1)
 
 
-def unigrpo_objective(scores, ref_scores, batch: RLBatch, spec: LossSpec,
-                      stochastic_steps: np.ndarray):
+def _at_trained(x, traj: Trajectory):
+  """(B, R, N) per-step values → (B, R·K) at each row's trained steps (`traj.train_steps`)."""
+  return _flatten_rounds(jnp.take_along_axis(x, traj.train_steps, axis=2))
+
+
+def unigrpo_objective(scores, ref_scores, batch: RLBatch, spec: LossSpec):
   """Returns (loss, metrics). scores / ref_scores: `score_trajectory` dicts (ref may be None
-  when `spec.needs_reference` is False); stochastic_steps: (N,) bool, the trained steps."""
+  when `spec.needs_reference` is False); the image terms cover each row's trained steps
+  (`traj.train_steps`, where `traj.step_mask` holds)."""
   traj, adv = batch.traj, jnp.asarray(batch.advantages, jnp.float32)
-  steps = np.flatnonzero(stochastic_steps)
+  k = traj.train_steps.shape[2]
   total, metrics = 0.0, {}
   if spec.text:
     t = traj.tokens.shape[2]
@@ -93,17 +97,17 @@ def unigrpo_objective(scores, ref_scores, batch: RLBatch, spec: LossSpec,
         beta=spec.beta, kl=spec.kl, entropy=_flatten_rounds(scores["token_entropy"]))
     total = total + loss
     metrics.update({f"text/{k}": v for k, v in m.items()}, **{"text/loss": loss})
-  step_mask = _flatten_rounds(traj.step_mask[:, :, steps])
+  step_mask = _at_trained(traj.step_mask, traj)
   if spec.image:
-    logp = _flatten_rounds(scores["step_logp"][:, :, steps])
-    old_logp = _flatten_rounds(traj.step_logp[:, :, steps])
+    logp = _at_trained(scores["step_logp"], traj)
+    old_logp = _at_trained(traj.step_logp, traj)
     if spec.image_ratio == "ratio_norm":
       loss, m = losses.image_policy_ratio_norm_loss(
           logp, old_logp, _flatten_rounds(scores["mean"]), _flatten_rounds(traj.step_mean),
-          _flatten_rounds(scores["std"]), _per_round(adv, steps.size), step_mask,
+          _flatten_rounds(scores["std"]), _per_round(adv, k), step_mask,
           clip_range=spec.clip_image)
     else:
-      loss, m = losses.image_policy_loss(logp, old_logp, _per_round(adv, steps.size),
+      loss, m = losses.image_policy_loss(logp, old_logp, _per_round(adv, k),
                                          step_mask, clip_range=spec.clip_image)
     total = total + loss
     metrics.update({f"image/{k}": v for k, v in m.items()}, **{"image/loss": loss})

@@ -72,8 +72,7 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
     raise ValueError(f"rollout batch of {batch_size} rows does not split into groups of "
                      f"rl.group_size = {update.group_size}")
   score = functools.partial(score_trajectory, model=model, spec=rollout)
-  stochastic = rollout.stochastic_steps()
-  if (loss.image or loss.velocity_weight or loss.latent_kl_weight) and not stochastic.any():
+  if (loss.image or loss.velocity_weight or loss.latent_kl_weight) and not rollout.trained_steps:
     raise ValueError("the loss has image terms (loss.image, loss.velocity_weight or "
                      "loss.latent_kl_weight) but the rollout trains no SDE step "
                      "(rollout.mode 'ode', rollout.draw_images off, or an empty sde_window)")
@@ -82,7 +81,7 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
 
   def loss_fn(params, minibatch, ref_minibatch):
     scores = score(params, minibatch.traj, group_size=update.minibatch_group_size)
-    return unigrpo_objective(scores, ref_minibatch, minibatch, loss, stochastic)
+    return unigrpo_objective(scores, ref_minibatch, minibatch, loss)
 
   def step(state, xs):
     minibatch, ref_minibatch = xs

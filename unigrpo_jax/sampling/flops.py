@@ -4,7 +4,6 @@ Built from `model.flops` and the static layout, so they follow exactly what the 
 decoding attends over its segment's prefix window, image blocks and full passes over the whole
 cache (masked slots included).
 """
-import numpy as np
 
 from unigrpo_jax.model import flops
 from unigrpo_jax.model.spec import ModelSpec
@@ -54,6 +53,5 @@ def score_flops(model: ModelSpec, spec: RolloutSpec, batch: int, group_size: int
            + flops.stack_flops(model, batch * (length - p), length)
            + flops.text_head_flops(model, batch * spec.rounds * spec.max_text_tokens)
            + spec.rounds * flops.image_embed_flops(model, tokens))
-  trained = int(np.sum(spec.stochastic_steps()))
-  return total + spec.rounds * trained * (flops.stack_flops(model, tokens, length)
+  return total + spec.rounds * spec.trained_steps * (flops.stack_flops(model, tokens, length)
                                           + 2 * flops.image_embed_flops(model, tokens))

@@ -20,7 +20,6 @@ from typing import NamedTuple
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from unigrpo_jax.model import TEXT, UnifiedTransformer, for_decoding
 from unigrpo_jax.sampling import sde
@@ -36,9 +35,10 @@ class Trajectory:
   prompt_tokens, prompt_mask: (B, P) left-padded prompts;
   tokens, token_logp, token_mask: (B, R, T) sampled text, its log-probs, and which are real;
   latents: (B, R, N+1, S, S, C) every visited state x_{t_0}=noise … x_{t_N}=image;
-  step_logp, step_mask: (B, R, N) SDE-step log-probs and which steps are trained
-  (stochastic and in a drawn image); step_mean: (B, R, S_n, S, S, C) the SDE mean μ_old at
-  the S_n stochastic steps (`spec.stochastic_steps()`, for RatioNorm); timesteps: (N+1,);
+  step_logp, step_mask: (B, R, N) SDE-step log-probs (0 on deterministic steps) and which
+  steps are trained (in a drawn image); train_steps: (B, R, K) int32, the K =
+  `spec.trained_steps` steps each row trains, ascending; step_mean: (B, R, K, S, S, C) the SDE
+  mean μ_old at them (for RatioNorm); timesteps: (N+1,);
   images: (B, R, S, S, C);
   image_mask: (B, R) which images belong to a live trajectory; valid: (B, L) slot visibility.
   """
@@ -50,6 +50,7 @@ class Trajectory:
   latents: jax.Array
   step_logp: jax.Array
   step_mask: jax.Array
+  train_steps: jax.Array
   step_mean: jax.Array
   timesteps: jax.Array
   images: jax.Array
@@ -106,8 +107,6 @@ class Phases:
     self.layout = spec.layout(model.spec)
     self.blocks = jnp.asarray(self.layout.block_ids())
     self.times = sde.time_grid(spec.num_steps, spec.shift)
-    self.levels = jnp.asarray(np.where(spec.stochastic_steps(), spec.noise_level, 0.0),
-                              jnp.float32)
 
   def _apply(self, *args, method):
     return self.model.apply({"params": self.params.tree}, *args, method=method)
@@ -172,23 +171,41 @@ class Phases:
     ended = state.ended | jnp.any(segment.eos, axis=0)
     return DecodeState(cache, valid, logits, ended), segment
 
-  def sde_rows(self, b: int, group_size: int, key):
-    """(B, N) bool: the steps each row samples with noise (and trains). All of the window's;
-    with `rollout.sde_steps` = k, k of them drawn with `key` for each group of `group_size`
-    contiguous rows, shared by the group's rows."""
-    window = self.spec.stochastic_steps()
-    if not self.spec.sde_steps or not window.any():
-      return jnp.broadcast_to(jnp.asarray(window), (b, window.size))
-    steps = np.flatnonzero(window)
-    draws = jax.random.uniform(key, (b // group_size, steps.size))
-    chosen = jnp.argsort(jnp.argsort(draws, axis=1), axis=1) < self.spec.sde_steps
-    rows = jnp.zeros((b // group_size, window.size), bool).at[:, steps].set(chosen)
+  def noisy_steps(self, b: int, group_size: int, key, start) -> jax.Array:
+    """(B, N) bool: the steps each row samples with noise — the window [start, start + size)
+    (`start` may be traced: a sliding window), or with `rollout.sde_steps` = k, k of them
+    drawn with `key` for each group of `group_size` contiguous rows, shared by the group's
+    rows; none in ODE or text-only mode."""
+    spec, n = self.spec, self.spec.num_steps
+    size = spec.window[1]
+    if spec.mode == "ode" or not spec.draw_images:
+      return jnp.zeros((b, n), bool)
+    steps = jnp.arange(n)
+    if not spec.sde_steps:
+      return jnp.broadcast_to((steps >= start) & (steps < start + size), (b, n))
+    draws = jax.random.uniform(key, (b // group_size, size))
+    chosen = jnp.argsort(jnp.argsort(draws, axis=1), axis=1) < spec.sde_steps
+    rows = jax.lax.dynamic_update_slice(jnp.zeros((b // group_size, n), bool), chosen,
+                                        (0, start))
     return jnp.repeat(rows, group_size, axis=0)
 
-  def draw(self, state: DecodeState, r: int, noise_key, sde_key, sde_rows=None):
+  def trained_steps(self, noisy, key) -> jax.Array:
+    """(B, K) int32, ascending: the K = `rollout.trained_steps` of each row's noisy steps
+    (B, N) it trains — all of them, or with `rollout.timestep_fraction` < 1 a subset drawn
+    per row with `key`."""
+    k = self.spec.trained_steps
+    if not k:
+      return jnp.zeros((noisy.shape[0], 0), jnp.int32)
+    draws = (jax.random.uniform(key, noisy.shape) if self.spec.timestep_fraction < 1
+             else jnp.zeros(noisy.shape))
+    first = jnp.argsort(jnp.where(noisy, draws, 2.0), axis=1, stable=True)[:, :k]
+    return jnp.sort(first, axis=1).astype(jnp.int32)
+
+  def draw(self, state: DecodeState, r: int, noise_key, sde_key, noisy, group_size: int = 1):
     """Draws round r's image from noise, one conditional forward per step (no CFG; two with
-    `rollout.cfg_scale` ≠ 1). `sde_rows` (B, N) bool (`sde_rows`): which steps of each row
-    are stochastic; None: the window's, for every row.
+    `rollout.cfg_scale` ≠ 1). `noisy` (B, N) bool (`noisy_steps`): which steps of each row
+    are stochastic. With `rollout.group_noise`, each group of `group_size` contiguous rows
+    starts from one noise.
 
     Returns (image (B, S, S, C), visited x_{t_0..t_{N−1}} (N, B, S, S, C), log-probs (N, B),
     SDE means (N, B, S, S, C)).
@@ -201,14 +218,15 @@ class Phases:
       t, t_next, level, j = xs
       v = guided_velocity(self.model, self.params, x, t, start, valid, self.blocks,
                           self.prompt_mask, cache, self.spec.cfg_scale, self.spec.markers)
-      x_next, logp, mean, _ = sde.sde_step(x, v, t, t_next, level,
-                                           key=jax.random.fold_in(sde_key, j), t_max=times[1])
+      x_next, logp, mean, _ = sde.step(self.spec.sde_type, x, v, t, t_next, level,
+                                       key=jax.random.fold_in(sde_key, j), t_max=times[1])
       return x_next, (x, logp, mean)
 
     b = valid.shape[0]
-    levels = self.levels if sde_rows is None else jnp.where(sde_rows.T, self.spec.noise_level,
-                                                            0.0)
-    noise = jax.random.normal(noise_key, (b,) + self.model.spec.image_shape, jnp.float32)
+    levels = jnp.where(noisy.T, jnp.float32(self.spec.noise_level), 0.0)
+    g = group_size if self.spec.group_noise else 1
+    noise = jax.random.normal(noise_key, (b // g,) + self.model.spec.image_shape, jnp.float32)
+    noise = jnp.repeat(noise, g, axis=0) if g > 1 else noise
     image, (visited, logp, mean) = jax.lax.scan(
         step, noise, (times[:-1], times[1:], levels, jnp.arange(self.spec.num_steps)))
     return image, visited, logp, mean
@@ -233,39 +251,45 @@ class Phases:
     return DecodeState(cache, valid, logits, ended)
 
 
-def rollout(params, prompt_tokens, prompt_mask, key, *, model: UnifiedTransformer,
-            spec: RolloutSpec, group_size: int = 1) -> Trajectory:
+def rollout(params, prompt_tokens, prompt_mask, key, window_start=None, *,
+            model: UnifiedTransformer, spec: RolloutSpec, group_size: int = 1) -> Trajectory:
   """Samples one trajectory per prompt row. prompt_tokens/mask: (B, P' ≤ prompt_len); with
-  `group_size` G, contiguous groups of G rows share one prompt (prefilled once per group)."""
+  `group_size` G, contiguous groups of G rows share one prompt (prefilled once per group).
+  window_start: () int, the SDE window's first step (`spec.window_start` of the GRPO step, for
+  a sliding window); None: `rollout.sde_window`'s."""
   spec.check_model(model.spec)
   prompt_tokens, prompt_mask = pad_prompts(prompt_tokens, prompt_mask, spec)
   phases = Phases(params, prompt_mask, model=model, spec=spec)
-  stochastic = np.flatnonzero(spec.stochastic_steps())
+  window_start = spec.window[0] if window_start is None else window_start
   state = phases.prefill(prompt_tokens, group_size)
   rounds = []
   for r in range(spec.rounds):
     text_key, noise_key, sde_key = jax.random.split(jax.random.fold_in(key, r), 3)
     state, segment = phases.decode(state, r, text_key)
     drawn = ~state.ended
+    b = drawn.shape[0]
     # Drawn apart from the SDE's own keys (those fold in step indices below num_steps).
-    sde_rows = phases.sde_rows(drawn.shape[0], group_size,
-                               jax.random.fold_in(sde_key, spec.num_steps))
+    noisy = phases.noisy_steps(b, group_size, jax.random.fold_in(sde_key, spec.num_steps),
+                               window_start)
+    trained = phases.trained_steps(noisy, jax.random.fold_in(sde_key, spec.num_steps + 1))
     if spec.draw_images:
-      image, visited, step_logp, mean = phases.draw(
-          state, r, noise_key, sde_key, sde_rows if spec.sde_steps else None)
+      image, visited, step_logp, mean = phases.draw(state, r, noise_key, sde_key, noisy,
+                                                    group_size)
       state = phases.close(state, r, image)
     else:  # text-only: image fields keep their shapes, hold zeros, and are masked out
       drawn = jnp.zeros_like(drawn)
-      image = jnp.zeros((drawn.shape[0],) + model.spec.image_shape, jnp.float32)
+      image = jnp.zeros((b,) + model.spec.image_shape, jnp.float32)
       visited = jnp.zeros((spec.num_steps,) + image.shape, jnp.float32)
-      step_logp = jnp.zeros((spec.num_steps, drawn.shape[0]), jnp.float32)
+      step_logp = jnp.zeros((spec.num_steps, b), jnp.float32)
       mean = visited
     latents = jnp.concatenate([visited, image[None]], axis=0)  # (N+1, B, S, S, C)
+    rows = jnp.arange(b)[:, None]
+    step_mask = jnp.zeros((b, spec.num_steps), bool).at[rows, trained].set(True)
     rounds.append(dict(
         tokens=segment.tokens.T, token_logp=segment.logp.T, token_mask=segment.live.T,
         latents=jnp.moveaxis(latents, 0, 1), step_logp=step_logp.T,
-        step_mask=drawn[:, None] & sde_rows, images=image, image_mask=drawn,
-        step_mean=jnp.moveaxis(mean[stochastic], 0, 1)))
+        step_mask=drawn[:, None] & step_mask, train_steps=trained, images=image,
+        image_mask=drawn, step_mean=jnp.moveaxis(mean, 0, 1)[rows, trained]))
   stacked = {k: jnp.stack([rd[k] for rd in rounds], axis=1) for k in rounds[0]}
   return Trajectory(prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
                     timesteps=phases.times, valid=state.valid, **stacked)
@@ -284,6 +308,6 @@ def concat_trajectories(trajs, order=None) -> Trajectory:
 
 
 def make_rollout(model: UnifiedTransformer, spec: RolloutSpec, group_size: int = 1):
-  """The compiled rollout: fn(params, prompt_tokens, prompt_mask, key) → Trajectory (rows in
-  contiguous groups of `group_size` sharing one prompt; see `rollout`)."""
+  """The compiled rollout: fn(params, prompt_tokens, prompt_mask, key[, window_start]) →
+  Trajectory (rows in contiguous groups of `group_size` sharing one prompt; see `rollout`)."""
   return jax.jit(functools.partial(rollout, model=model, spec=spec, group_size=group_size))

@@ -139,9 +139,9 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
   """Recomputes a trajectory's log-probs under `params` (`group_size`: see `encode`).
 
   Returns a dict: token_logp, token_entropy (B, R, T) (0 on masked tokens); step_logp
-  (B, R, N) (0 on deterministic steps); at the S_n stochastic steps
-  (`spec.stochastic_steps()`): velocity and SDE mean (B, R, S_n, S, S, C), as the
-  velocity-MSE and latent-KL regularisers need, and std (B, R, S_n).
+  (B, R, N) (0 on steps not trained); at each row's K trained steps (`traj.train_steps`):
+  velocity and SDE mean (B, R, K, S, S, C), as the velocity-MSE and latent-KL regularisers
+  need, and std (B, R, K).
   """
   ms = model.spec
   layout = spec.layout(ms)
@@ -151,24 +151,26 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
   context = encoded.context
 
   times = traj.timesteps
-  steps = np.flatnonzero(spec.stochastic_steps())
+  rows = jnp.arange(b)
   step_logp = jnp.zeros(traj.step_logp.shape, jnp.float32)
   per_round = []
   for r in range(spec.rounds):
     start = layout.image_start(r)
     latents = traj.latents[:, r]
 
-    def one_step(j, start=start, latents=latents):
-      x = latents[:, j]
+    def one_step(j, start=start, latents=latents):  # j: (B,) each row's step
+      x = latents[rows, j]
       v = guided_velocity(model, context.params, x, times[j], start, traj.valid, blocks,
                           traj.prompt_mask, context.cache, spec.cfg_scale, spec.markers)
-      _, logp, mean, std = sde.sde_step(x, v, times[j], times[j + 1], spec.noise_level,
-                                        prev_sample=latents[:, j + 1], t_max=times[1])
+      _, logp, mean, std = sde.step(spec.sde_type, x, v, times[j], times[j + 1],
+                                    spec.noise_level, prev_sample=latents[rows, j + 1],
+                                    t_max=times[1])
       return logp, v, mean, jnp.broadcast_to(std, x.shape).reshape(b, -1)[:, 0]
 
-    # (S_n, B), (S_n, B, S, S, C) ×2, (S_n, B)
-    logp, v, mean, std = jax.lax.map(one_step, jnp.asarray(steps, jnp.int32))
-    step_logp = step_logp.at[:, r, steps].set(logp.T)
+    # (K, B), (K, B, S, S, C) ×2, (K, B)
+    steps = traj.train_steps[:, r]  # (B, K)
+    logp, v, mean, std = jax.lax.map(one_step, steps.T)
+    step_logp = step_logp.at[rows[:, None], r, steps].set(logp.T)
     per_round.append((v, mean, std))
   stack = lambda i: jnp.stack([jnp.moveaxis(x[i], 0, 1) for x in per_round], axis=1)  # noqa: E731
   return dict(token_logp=encoded.token_logp, token_entropy=encoded.token_entropy,

@@ -15,10 +15,18 @@ class RolloutSpec:
 
   prompt_len: prompt slots (prompts are left-padded to it); max_text_tokens: slots per text
   segment; rounds: text+image rounds (1 for UniGRPO, K for interleaved); num_steps, shift:
-  the flow time grid; noise_level: the SDE's `a`; sde_window: (start, stop) step indices that
+  the flow time grid; sde_type: the stochastic step, "sde" (Flow-GRPO's) or "cps" (Flow-CPS,
+  coefficients-preserving; `sampling/sde.py`); noise_level: the step's `a` (at most 1 for
+  "cps"); group_noise: every row of a GRPO group starts its image from the same noise (the
+  group then differs only by the SDE's noise and its text); sde_window: (start, stop) step indices that
   are stochastic (None: all); sde_steps: 0 samples every step of the window with noise, k > 0
   only k of them, drawn anew for each group of rows (shared by the group's rows) — the other
-  steps of the window are Euler steps and are not trained (UniRL's recipe on Bagel); mode:
+  steps of the window are Euler steps and are not trained (UniRL's recipe on Bagel);
+  timestep_fraction: each row trains (and rescores) only this fraction of its noisy steps,
+  drawn anew per row (Flow-GRPO's; at least one); slide_every, slide_stride, slide_roll_back:
+  the window moves `slide_stride` steps later every `slide_every` GRPO steps (0: fixed) until
+  it reaches the grid's end, where it stays, or with `slide_roll_back` starts over (MixGRPO,
+  `window_start`); mode:
   "sde" for training rollouts, "ode" for evaluation;
   temperature, top_k: text sampling; draw_images: False samples text only (one round, no
   image block: plain LLM GRPO on the same code path); cfg_scale: classifier-free guidance
@@ -38,9 +46,15 @@ class RolloutSpec:
   rounds: int = 1
   num_steps: int = 10
   shift: float = 3.0
+  sde_type: str = "sde"
   noise_level: float = 0.7
+  group_noise: bool = False
   sde_window: tuple[int, int] | None = None
   sde_steps: int = 0
+  timestep_fraction: float = 1.0
+  slide_every: int = 0
+  slide_stride: int = 1
+  slide_roll_back: bool = False
   mode: str = "sde"
   temperature: float = 1.0
   top_k: int = 0
@@ -58,6 +72,11 @@ class RolloutSpec:
       raise ValueError(f"rollout.mode must be 'sde' or 'ode', got {self.mode!r}")
     if self.noise_level < 0:
       raise ValueError(f"rollout.noise_level must be >= 0, got {self.noise_level}")
+    if self.sde_type not in sde.SDE_TYPES:
+      raise ValueError(f"rollout.sde_type {self.sde_type!r} is not one of {sde.SDE_TYPES}")
+    if self.sde_type == "cps" and self.noise_level > 1:
+      raise ValueError(f"rollout.noise_level must be in [0, 1] for rollout.sde_type 'cps' "
+                       f"(s = t'·sin(a·π/2)), got {self.noise_level}")
     if self.cfg_scale < 0:
       raise ValueError(f"rollout.cfg_scale must be >= 0, got {self.cfg_scale}")
     if self.top_k < 0:
@@ -85,6 +104,15 @@ class RolloutSpec:
     if not 0 <= self.sde_steps <= window:
       raise ValueError(f"rollout.sde_steps must be between 0 and the {window} steps of "
                        f"rollout.sde_window {self.sde_window}, got {self.sde_steps}")
+    if not 0 < self.timestep_fraction <= 1:
+      raise ValueError(f"rollout.timestep_fraction must be in (0, 1], got "
+                       f"{self.timestep_fraction}")
+    if self.slide_every < 0 or self.slide_stride < 1:
+      raise ValueError(f"rollout.slide_every must be >= 0 and rollout.slide_stride >= 1, got "
+                       f"{self.slide_every} and {self.slide_stride}")
+    if self.slide_every and window == self.num_steps:
+      raise ValueError(f"rollout.slide_every moves rollout.sde_window {self.sde_window}, which "
+                       f"covers all {self.num_steps} steps: there is nowhere to slide it")
 
   @classmethod
   def from_config(cls, rollout, tokens, **overrides):
@@ -108,11 +136,39 @@ class RolloutSpec:
     return SequenceLayout(self.prompt_len, self.max_text_tokens, image_tokens, self.rounds)
 
   def stochastic_steps(self) -> np.ndarray:
-    """(N,) bool: the steps that may be sampled with noise (and trained), the window; none in
-    ODE or text-only mode. Which of them a row uses is its trajectory's `step_mask`."""
+    """(N,) bool: the steps that may be sampled with noise (and trained) at GRPO step 0, the
+    window; none in ODE or text-only mode. Which of them a row trains is its trajectory's
+    `train_steps` (`step_mask`)."""
     if self.mode == "ode" or not self.draw_images:
       return np.zeros((self.num_steps,), bool)
     return sde.window_mask(self.num_steps, self.sde_window)
+
+  @property
+  def window(self) -> tuple[int, int]:
+    """(first step, size) of the SDE window at GRPO step 0: `sde_window`, or every step."""
+    start, stop = self.sde_window if self.sde_window is not None else (0, self.num_steps)
+    return start, stop - start
+
+  def window_start(self, step: int) -> int:
+    """The window's first step at GRPO step `step` (0-based): `sde_window`'s start, moved
+    `slide_stride` later every `slide_every` steps up to the last start that fits
+    (num_steps − size), where it stays; with `slide_roll_back`, past it back to the first."""
+    start, size = self.window
+    if not self.slide_every:
+      return start
+    moves, last = step // self.slide_every, self.num_steps - size
+    if self.slide_roll_back:
+      return start + self.slide_stride * (moves % ((last - start) // self.slide_stride + 1))
+    return min(start + self.slide_stride * moves, last)
+
+  @property
+  def trained_steps(self) -> int:
+    """K, the steps of each drawn image that are trained and rescored: its noisy steps
+    (`sde_steps`, else the window's) × `timestep_fraction`, rounded down (as Flow-GRPO), at
+    least 1; 0 in ODE or text-only mode."""
+    if self.mode == "ode" or not self.draw_images:
+      return 0
+    return max(1, int(self.timestep_fraction * (self.sde_steps or self.window[1])))
 
   def check_model(self, model: ModelSpec):
     names = ("pad_id", "eos_id", "image_start_id", "image_end_id") + (

@@ -42,9 +42,12 @@ def get_config(arg: str = ""):
                  mot=True, scan_layers=False, prediction="x0", x0_min_time=0.02,
                  dtype="float32", param_dtype="float32", matmul_dtype="bfloat16")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
+  # The sampler's variants (docs/design.md §2): the SDE step ("sde" or "cps"), one initial
+  # noise per group, a fraction of the noisy steps trained, a window sliding every k steps.
   c.rollout = dict(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=20, shift=3.0,
-                   noise_level=0.7, sde_window=(0, 6), mode="sde", temperature=1.0, top_k=0,
-                   cfg_scale=1.0)
+                   sde_type="sde", noise_level=0.7, group_noise=False, sde_window=(0, 6),
+                   timestep_fraction=1.0, slide_every=0, slide_stride=1, slide_roll_back=False,
+                   mode="sde", temperature=1.0, top_k=0, cfg_scale=1.0)
 
   # Warm-up SFT. x0 prediction weights the velocity loss by 1/t²: train on unshifted t.
   # Condition dropout 0.1 trains the unconditional velocity that the CFG ablation uses; prompt
@@ -70,7 +73,9 @@ def get_config(arg: str = ""):
   c.rl = dict(task="t2i", steps=rl_steps, prompts_per_batch=4, group_size=8, num_updates=1,
               num_minibatches=1, log_every=10, init_params="",
               families=("two_object", "counting", "position", "color_attr"),
-              rollout_chunks=1, overlap_rewards=True)
+              rollout_chunks=1, overlap_rewards=True, reference_refresh=0)
+  # A moving average of the policy for evaluation and the saved parameters (decay 0: off).
+  c.ema = dict(decay=0.0, every=1, start=0)
   # The image must follow the plan (visual_text_alignment) and the plan must answer the prompt
   # (text_relevance, structure); mini-GenEval scores the image. Image-only rewards let the
   # plans drift (structure fell to 0 in 200 steps at one learning rate of 1e-4). GenEval's

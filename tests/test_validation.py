@@ -139,6 +139,21 @@ def test_optimizer_settings_are_named():
         r"config\.sft_optim: .*warmup_steps 12 .*total_steps = 12")
 
 
+def test_training_options_are_named():
+  fails(config(ema=dict(decay=1.0, every=1, start=0)),
+        r"config\.ema\.decay must be in \(0, 1\) \(0 turns the EMA off\), got 1\.0")
+  fails(config(ema=dict(decay=0.9, every=1, start=0, warmup=3)),
+        r"config\.ema has unknown fields \['warmup'\]")
+  fails(config(rl__reference_refresh=-2), r"config\.rl\.reference_refresh must be a "
+        r"non-negative integer")
+  fails(config(rl__reference_refresh=5,
+               loss=dict(shapeworld.get_config().loss, velocity_weight=0.0)),
+        r"config\.rl\.reference_refresh refreshes a reference the loss does not use")
+  fails(config(rollout__sde_type="ddim"), r"rollout\.sde_type 'ddim' is not one of")
+  fails(config(rollout__sde_type="cps", rollout__noise_level=1.2),
+        r"rollout\.noise_level must be in \[0, 1\] for rollout\.sde_type 'cps'")
+
+
 def test_tokenizer_path_that_does_not_exist(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"tokenizer file .*/nope\.json' does not exist"):
     validation.validate(config(tokenizer_path=str(tmp_path / "nope.json")), 1)

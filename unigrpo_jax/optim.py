@@ -22,6 +22,7 @@ class TrainState:
   step: jax.Array  # optimizer steps taken
   params: dict
   opt_state: optax.OptState
+  ema: dict | None = None  # the parameters' moving average (`ema.py`), None when off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,10 +107,12 @@ def make_optimizer(spec: OptimizerSpec) -> optax.GradientTransformation:
       *freeze)
 
 
-def init_train_state(params, optimizer) -> TrainState:
-  """Step 0: `params` and the optimizer's fresh state."""
+def init_train_state(params, optimizer, ema: bool = False) -> TrainState:
+  """Step 0: `params`, the optimizer's fresh state, and (with `ema`) an average that starts
+  as `params`."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params))
+                    opt_state=optimizer.init(params),
+                    ema=jax.tree.map(jnp.copy, params) if ema else None)
 
 
 def apply_if_finite(state: TrainState, grads, loss, optimizer) -> tuple[TrainState, dict]:
@@ -120,17 +123,20 @@ def apply_if_finite(state: TrainState, grads, loss, optimizer) -> tuple[TrainSta
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  stepped = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       opt_state=opt_state)
+  stepped = state.replace(step=state.step + 1,
+                          params=optax.apply_updates(state.params, updates), opt_state=opt_state)
   state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
   return state, {"grad_norm": grad_norm, "skipped": 1.0 - finite.astype(jnp.float32)}
 
 
-def train_state_shardings(optimizer, params_shapes, param_shardings, mesh) -> TrainState:
-  """Shardings of a TrainState: optimizer moments sharded like their parameters, counters
-  replicated. params_shapes may be ShapeDtypeStructs (nothing is allocated)."""
+def train_state_shardings(optimizer, params_shapes, param_shardings, mesh,
+                          ema: bool = False) -> TrainState:
+  """Shardings of a TrainState: optimizer moments (and the average, with `ema`) sharded like
+  their parameters, counters replicated. params_shapes may be ShapeDtypeStructs (nothing is
+  allocated)."""
   replicated = NamedSharding(mesh, P())
   opt_shapes = jax.eval_shape(optimizer.init, params_shapes)
   opt = optax.tree_map_params(optimizer, lambda _, sharding: sharding, opt_shapes,
                               param_shardings, transform_non_params=lambda _: replicated)
-  return TrainState(step=replicated, params=param_shardings, opt_state=opt)
+  return TrainState(step=replicated, params=param_shardings, opt_state=opt,
+                    ema=param_shardings if ema else None)

@@ -10,7 +10,8 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
   * `stages`, `data.families`, `rl.task`, `rl.families` (the task's), `advantages.kind`,
     `sft_data.mix` kinds and reward names are known (listed); reward weights (`rewards`, and
     `process_rewards` when the advantages use them) are finite numbers, not all zero;
-    `reward_modules` import;
+    `reward_modules` import; `ema` (decay in (0, 1), or 0 for off) and `rl.reference_refresh`
+    (only with a loss that uses the reference);
   * the tokenizer (`tokenizer_path`, or the checkpoint's) loads, fits `model.vocab_size` and
     has the ids `tokens` names;
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
@@ -38,6 +39,7 @@ from unigrpo_jax import metric_writer, rewards, sharding
 from unigrpo_jax.convert import bagel, qwen2
 from unigrpo_jax.data import prompts, shapeworld, tokenizer as tokenizer_lib
 from unigrpo_jax.data.pipeline import PROMPT
+from unigrpo_jax.ema import EMASpec
 from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax.model import ModelSpec
 from unigrpo_jax.model.autoencoder import AutoencoderSpec
@@ -164,6 +166,18 @@ def validate(config, num_devices: int | None = None, *,
       raise ConfigError(f"config.rl.rollout_chunks = {chunks} does not divide {field} {batch}")
     sharding.check_batch(mesh, batch // chunks, config.rl.group_size,
                          field=f"a rollout part ({field} / rl.rollout_chunks = {chunks})")
+    _check_fields(EMASpec, config.get("ema", {}), "ema")
+    try:
+      EMASpec(**config.get("ema", {}))
+    except ValueError as e:
+      raise ConfigError(f"config.{e}") from e
+    refresh = config.rl.get("reference_refresh", 0)
+    if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 0:
+      raise ConfigError(f"config.rl.reference_refresh must be a non-negative integer (0: never), "
+                        f"got {refresh!r}")
+    if refresh and not LossSpec(**config.loss).needs_reference:
+      raise ConfigError("config.rl.reference_refresh refreshes a reference the loss does not "
+                        "use: set loss.beta, loss.velocity_weight or loss.latent_kl_weight")
     if not isinstance(config.rl.get("overlap_rewards", True), bool):
       raise ConfigError("config.rl.overlap_rewards must be True or False, got "
                         f"{config.rl.overlap_rewards!r}")

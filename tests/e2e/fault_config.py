@@ -1,6 +1,8 @@
 r"""The tiny GRPO run the resume and fault tests drive in subprocesses: `configs/shapeworld.py:tiny`,
 GRPO only from fresh parameters, a continuous reward from `tests/e2e/reward_plugins.py` (run
-with `PYTHONPATH=tests/e2e`), 24 steps, a checkpoint every 3. Variants: `nan` (a reward that is NaN on
+with `PYTHONPATH=tests/e2e`), 24 steps, a checkpoint every 3; the policy's moving average on and
+the reference refreshed every 3 steps (a velocity penalty strong enough that the reference
+shows in every update), so the resume comparisons cover both. Variants: `nan` (a reward that is NaN on
 steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the run), `chunked` (the rollout in
 two parts, each scored after both are sampled) and `overlapped` (each part scored while the next
 samples: set `config.reward_servers` to serve the reward)."""
@@ -23,6 +25,10 @@ def get_config(arg: str = ""):
   c.checkpoint.update(every=3, max_to_keep=2)
   c.rewards = {"brightness": 1.0, "flaky": 1.0} if arg == "nan" else {
       "always_nan" if arg == "always_nan" else "brightness": 1.0}
+  if not arg:
+    c.ema.update(decay=0.9, every=2, start=3)
+    c.rl.reference_refresh = 3
+    c.loss.velocity_weight = 1e-3
   if arg:
     c.rl.steps = 8
     c.faults.max_skipped_in_a_row = 3

@@ -3,7 +3,8 @@ r"""The tiny main job the multi-process tests run as 1 process × 8 devices and 
 mini-GenEval so that every GRPO update moves the parameters, and one that is NaN on GRPO steps
 2 and 3 in the last process only (rewards of `tests/e2e/reward_plugins.py`: run with
 `PYTHONPATH=tests/e2e`). Variant `grpo`: GRPO only, from fresh parameters, 8 steps, a
-checkpoint every 2, a data-parallel mesh, the continuous reward alone (the preemption runs)."""
+checkpoint every 2, a data-parallel mesh, the continuous reward alone, the policy's moving
+average saved and the reference refreshed every 3 steps (the preemption runs)."""
 import os
 import sys
 
@@ -27,4 +28,7 @@ def get_config(arg: str = ""):
     c.rl_optim.update(learning_rate=1e-3, schedule="constant", warmup_steps=0)
     c.checkpoint.update(every=2, max_to_keep=2)
     c.rewards = {"brightness": 1.0}
+    c.ema.update(decay=0.9, every=1, start=2)
+    c.rl.reference_refresh = 3
+    c.loss.velocity_weight = 1e-3
   return c

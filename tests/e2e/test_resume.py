@@ -1,6 +1,7 @@
 """A real training subprocess (`main`, the tiny GRPO run of tests/e2e/fault_config.py) stopped by
 kill -9 or SIGTERM, resumed over a damaged checkpoint, fed NaN rewards: nothing lost, and a
-resumed run equals one that never stopped, bit for bit."""
+resumed run equals one that never stopped, bit for bit — its moving average and its refreshed
+reference too."""
 import json
 import os
 import signal
@@ -116,6 +117,26 @@ def test_uninterrupted_run_updates_every_step(uninterrupted):
   assert len(records) == STEPS and all(r["advantage/abs_mean"] > 0 for r in records)
   assert all(r["advantage/abs_mean"] > 0.1 for r in records[2:])  # once the images differ
   assert int(saved_state(uninterrupted, STEPS)["step"]) == STEPS
+
+
+def test_moving_average_is_what_the_run_saves_and_the_reference_is_refreshed(uninterrupted):
+  """The saved parameters are the moving average (not the policy); the reference at the end
+  is the policy of step 21, written where the last checkpoint's host state says."""
+  final = saved_state(uninterrupted, STEPS)
+  checkpointer = ocp.StandardCheckpointer()
+  try:
+    saved = checkpointer.restore(uninterrupted / "grpo" / "params")
+    snapshot = checkpointer.restore(uninterrupted / "grpo" / "references" / "21")
+  finally:
+    checkpointer.close()
+  assert_same_state(saved, final["ema"])
+  policy, average = _flatten(final["params"]), _flatten(final["ema"])
+  assert any(not np.array_equal(policy[k], average[k]) for k in policy)
+  with open(uninterrupted / "grpo" / "checkpoints" / str(STEPS) / "host" / "metadata") as f:
+    assert json.load(f)["reference"] == str(uninterrupted / "grpo" / "references" / "21")
+  assert_same_state(snapshot, saved_state(uninterrupted, 21)["params"])
+  assert sorted(int(p.name) for p in (uninterrupted / "grpo" / "references").iterdir()) == list(
+      range(3, STEPS, 3))
 
 
 def test_kill_9_then_damaged_latest_checkpoint_resumes_to_the_uninterrupted_result(

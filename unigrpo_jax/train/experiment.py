@@ -83,22 +83,24 @@ class Experiment:
         flat.shape[1] * self.ae_spec.downsample,) * 2 + (self.ae_spec.out_channels,))
     return sharding.host_rows(out, self.mesh)
 
-  def train_state_shardings(self, optimizer):
-    """Shardings of a TrainState: optimizer moments sharded like their parameters."""
+  def train_state_shardings(self, optimizer, ema: bool = False):
+    """Shardings of a TrainState: optimizer moments (and the average, with `ema`) sharded like
+    their parameters."""
     return train_state_shardings(optimizer, self.abstract_params, self.param_shardings,
-                                 self.mesh)
+                                 self.mesh, ema)
 
-  def init_train_state(self, params, optimizer):
-    """A TrainState over `params` laid out on the mesh from the start."""
-    init = jax.jit(lambda p: init_train_state(p, optimizer),
-                   out_shardings=self.train_state_shardings(optimizer))
+  def init_train_state(self, params, optimizer, ema: bool = False):
+    """A TrainState over `params` (with a moving average, with `ema`) laid out on the mesh
+    from the start."""
+    init = jax.jit(lambda p: init_train_state(p, optimizer, ema),
+                   out_shardings=self.train_state_shardings(optimizer, ema))
     return init(params)
 
-  def abstract_train_state(self, optimizer):
+  def abstract_train_state(self, optimizer, ema: bool = False):
     """The TrainState `init_train_state` would make, as ShapeDtypeStructs with shardings: the
     target a checkpoint restores into, nothing allocated."""
-    shapes = jax.eval_shape(lambda p: init_train_state(p, optimizer), self.abstract_params)
-    return sharding.with_shardings(shapes, self.train_state_shardings(optimizer))
+    shapes = jax.eval_shape(lambda p: init_train_state(p, optimizer, ema), self.abstract_params)
+    return sharding.with_shardings(shapes, self.train_state_shardings(optimizer, ema))
 
   def evaluate(self, params, split: str = "heldout") -> dict:
     """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the

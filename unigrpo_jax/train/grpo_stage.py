@@ -5,16 +5,19 @@ checkpoints.
 Start-up, in this order: resume the newest readable checkpoint in `<workdir>/grpo/checkpoints`
 > start from the parameters-only checkpoint `rl.init_params` (default: the SFT stage's
 `<workdir>/sft/params`) > fresh parameters (only with `rl.init_params = "none"`). The frozen
-reference model is always that starting point; a checkpoint records where it came from, so a
-resumed run rebuilds the same one. Step i's rollout key is the base key (checkpointed) folded
-with i, and the prompt stream's position is checkpointed: a resumed run samples and updates
-exactly what an uninterrupted one would. A SIGTERM/SIGINT stops the loop after the step in
+reference model is that starting point — or, with `rl.reference_refresh` = k, the policy of the
+last multiple of k steps, written to `<workdir>/grpo/references/<step>`; a checkpoint records
+where its reference comes from, so a resumed run rebuilds the same one. With `config.ema` on,
+evaluations, sample grids and the saved parameters are the policy's moving average
+(`ema.py`). Step i's rollout key is the base key (checkpointed) folded with i, and the prompt
+stream's position is checkpointed: a resumed run samples and updates exactly what an
+uninterrupted one would. A SIGTERM/SIGINT stops the loop after the step in
 flight with a checkpoint at that step; an update with a non-finite loss, gradient or reward is
 skipped and counted, and `faults.max_skipped_in_a_row` of them stop the run
 (`train/loop.py`).
 
-Writes under `<workdir>/grpo/`: `checkpoints/`, `params` (the final parameters only),
-TensorBoard events + `metrics.jsonl`, `eval_before.json`, `samples_<step>.png` at each
+Writes under `<workdir>/grpo/`: `checkpoints/`, `params` (the final parameters only, or their
+average), TensorBoard events + `metrics.jsonl`, `eval_before.json`, `samples_<step>.png` at each
 evaluation, `results.json` (the task's evaluation before and after on held-out and on training
 prompts; `gain` and `gain_train_prompts` of its headline score — for text-to-image also named
 `geneval_gain` and `geneval_gain_train_prompts`).
@@ -27,11 +30,13 @@ import time
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
 from unigrpo_jax import distributed, evaluation, rewards, sharding
 from unigrpo_jax.checkpoint import Checkpoints, load_params, save_params
+from unigrpo_jax.ema import EMASpec, ema_update
 from unigrpo_jax.data.pipeline import rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter, write_json
 from unigrpo_jax.optim import OptimizerSpec, TrainState, make_optimizer
@@ -101,6 +106,7 @@ class Step:
   advantages: AdvantageSpec
   batch_size: int
   functions: dict  # reward name → function (registered, model-based or served)
+  window_start: Callable  # step → the SDE window's first step (`RolloutSpec.window_start`)
   chunks: int = 1
   overlap: bool = True
 
@@ -132,7 +138,8 @@ class Step:
       tokens, mask = sharding.shard_batch((batch["tokens"][parts[c]], batch["mask"][parts[c]]),
                                           mesh, self.batch_size // self.chunks)
       return self.sample(params, tokens, mask,
-                         key if self.chunks == 1 else jax.random.fold_in(key, c))
+                         key if self.chunks == 1 else jax.random.fold_in(key, c),
+                         np.int32(self.window_start(i)))
 
     trajs, hosts, scored, sampled_s = overlap.sample_and_score(
         dispatch, lambda c, traj: self.on_host(traj, batch["metadata"][parts[c]]), self.score,
@@ -227,21 +234,27 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                             share=slice(rows.start // rl.group_size,
                                         rows.stop // rl.group_size)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
-  begin = loop.start(checkpoints, exp.abstract_train_state(optimizer), prompts,
+  ema = EMASpec(**cfg.get("ema", {}))
+  begin = loop.start(checkpoints, exp.abstract_train_state(optimizer, ema.enabled), prompts,
                      max_skipped_in_a_row=cfg.faults.max_skipped_in_a_row,
                      fresh_key=jax.random.key(cfg.seed + 2))
   writer = MetricWriter(stage_dir)
   # The reference is what the checkpointed run started from, whatever the config says now.
   source = begin.host["reference"] if begin.resumed else reference_source(exp, workdir)
   ref_params = starting_params(exp, source)
-  state = begin.state if begin.resumed else exp.init_train_state(ref_params, optimizer)
+  state = (begin.state if begin.resumed
+           else exp.init_train_state(ref_params, optimizer, ema.enabled))
+  average = jax.jit(lambda state, i: state.replace(ema=ema_update(state.ema, state.params, i,
+                                                                  ema)), donate_argnums=0)
+  shown = (lambda state: state.ema) if ema.enabled else (lambda state: state.params)  # noqa: E731
+  refresh = rl.get("reference_refresh", 0)
   before = evaluate_before(exp, state.params, stage_dir, begin.resumed, writer)
   results = dict(before=before["heldout"], before_train_prompts=before["train"])
   concat = jax.jit(functools.partial(concat_trajectories,
                                      order=sharding.chunk_order(batch_size, chunks)))
   step = Step(exp, make_rollout(exp.model, spec, rl.group_size), concat, update, ref_params,
-              begin.key, AdvantageSpec(**cfg.advantages), batch_size, functions, chunks,
-              rl.get("overlap_rewards", True))
+              begin.key, AdvantageSpec(**cfg.advantages), batch_size, functions,
+              spec.window_start, chunks, rl.get("overlap_rewards", True))
   total, skips = rl.steps, begin.skips
   clock = TrainClock(begin.host)
   bar = tqdm.tqdm(range(begin.step, total), initial=begin.step, total=total, desc="grpo",
@@ -250,25 +263,32 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
     t0 = time.perf_counter()
     state, record = step(i, state, next(prompts), skips,
                          log_update=(i + 1) % rl.log_every == 0 or i == begin.step)
+    if ema.enabled:
+      state = average(state, i + 1)
+    if refresh and (i + 1) % refresh == 0 and i + 1 < total:
+      # The reference becomes the policy; a snapshot on disk lets a resumed run rebuild it.
+      source = os.path.abspath(os.path.join(stage_dir, "references", str(i + 1)))
+      save_params(source, state.params)
+      step = dataclasses.replace(step, ref_params=jax.tree.map(jnp.copy, state.params))
     record.update({"faults/skipped": float(skips.in_a_row > 0),
                    "faults/skipped_total": skips.total})
     writer.write(i + 1, record)
     bar.set_postfix(reward=f"{record.get('reward/combined', np.nan):.3f}",
                     step_s=f"{time.perf_counter() - t0:.2f}")
     if (i + 1) % exp.eval.every == 0 and i + 1 < total:
-      writer.write(i + 1, eval_scalars(exp.evaluate(state.params), exp.task.headline))
-      exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{i + 1}.png"))
+      writer.write(i + 1, eval_scalars(exp.evaluate(shown(state)), exp.task.headline))
+      exp.save_samples(shown(state), os.path.join(stage_dir, f"samples_{i + 1}.png"))
     loop.finish_step(i + 1, total, stage="grpo", state=state, checkpoints=checkpoints,
                      guard=guard, skips=skips,
                      host=loop.host_state(cfg, data=prompts.get_state(), key=begin.key,
                                           skips=skips, clock=clock, reference=source))
   checkpoints.close()
-  save_params(os.path.join(stage_dir, "params"), state.params)
-  results["after"] = exp.evaluate(state.params)
-  results["after_train_prompts"] = exp.evaluate(state.params, "train")
+  save_params(os.path.join(stage_dir, "params"), shown(state))
+  results["after"] = exp.evaluate(shown(state))
+  results["after_train_prompts"] = exp.evaluate(shown(state), "train")
   writer.write(total, eval_scalars(results["after"], exp.task.headline))
   writer.close()
-  exp.save_samples(state.params, os.path.join(stage_dir, f"samples_{total}.png"))
+  exp.save_samples(shown(state), os.path.join(stage_dir, f"samples_{total}.png"))
   results.update(steps=total, train_s=clock.seconds(), batch_size=batch_size,
                  heldout_prompts=len(exp.eval_examples))
   headline = exp.task.headline

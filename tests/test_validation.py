@@ -149,6 +149,13 @@ def test_training_options_are_named():
   fails(config(rl__reference_refresh=5,
                loss=dict(shapeworld.get_config().loss, velocity_weight=0.0)),
         r"config\.rl\.reference_refresh refreshes a reference the loss does not use")
+  lora = dict(shapeworld.get_config().lora, enabled=True)
+  fails(config(lora=dict(lora, rank=0)), r"config\.lora\.rank must be a positive integer")
+  fails(config(lora=dict(lora, modules=("image/qkv",))),
+        r"config\.lora\.modules entry 'image/qkv' matches no kernel")
+  fails(config(lora=lora, rl__reference_refresh=5),
+        r"config\.rl\.reference_refresh: with config\.lora the reference is the base")
+  validation.validate(config(lora=lora), 1)
   fails(config(rollout__sde_type="ddim"), r"rollout\.sde_type 'ddim' is not one of")
   fails(config(rollout__sde_type="cps", rollout__noise_level=1.2),
         r"rollout\.noise_level must be in \[0, 1\] for rollout\.sde_type 'cps'")

@@ -10,8 +10,9 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
   * `stages`, `data.families`, `rl.task`, `rl.families` (the task's), `advantages.kind`,
     `sft_data.mix` kinds and reward names are known (listed); reward weights (`rewards`, and
     `process_rewards` when the advantages use them) are finite numbers, not all zero;
-    `reward_modules` import; `ema` (decay in (0, 1), or 0 for off) and `rl.reference_refresh`
-    (only with a loss that uses the reference);
+    `reward_modules` import; `ema` (decay in (0, 1), or 0 for off), `lora` (rank, alpha, and
+    module patterns that each match a kernel) and `rl.reference_refresh` (only with a loss
+    that uses the reference, and not with LoRA);
   * the tokenizer (`tokenizer_path`, or the checkpoint's) loads, fits `model.vocab_size` and
     has the ids `tokens` names;
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
@@ -35,13 +36,14 @@ import os
 
 import jax
 
-from unigrpo_jax import metric_writer, rewards, sharding
+from unigrpo_jax import lora, metric_writer, rewards, sharding
 from unigrpo_jax.convert import bagel, qwen2
 from unigrpo_jax.data import prompts, shapeworld, tokenizer as tokenizer_lib
 from unigrpo_jax.data.pipeline import PROMPT
 from unigrpo_jax.ema import EMASpec
 from unigrpo_jax.evaluation import EvalSpec
-from unigrpo_jax.model import ModelSpec
+from unigrpo_jax.lora import LoRASpec
+from unigrpo_jax.model import ModelSpec, init_params
 from unigrpo_jax.model.autoencoder import AutoencoderSpec
 from unigrpo_jax.rewards import configured
 from unigrpo_jax.optim import OptimizerSpec
@@ -175,6 +177,17 @@ def validate(config, num_devices: int | None = None, *,
     if isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 0:
       raise ConfigError(f"config.rl.reference_refresh must be a non-negative integer (0: never), "
                         f"got {refresh!r}")
+    _check_fields(LoRASpec, config.get("lora", {}), "lora")
+    try:
+      adapters = LoRASpec(**config.get("lora", {}))
+      if adapters.enabled:
+        lora.adapted_modules(jax.eval_shape(lambda: init_params(model, jax.random.key(0))),
+                             adapters)
+    except ValueError as e:
+      raise ConfigError(f"config.{e}") from e
+    if refresh and adapters.enabled:
+      raise ConfigError("config.rl.reference_refresh: with config.lora the reference is the "
+                        "base with the adapters off, which is not refreshed")
     if refresh and not LossSpec(**config.loss).needs_reference:
       raise ConfigError("config.rl.reference_refresh refreshes a reference the loss does not "
                         "use: set loss.beta, loss.velocity_weight or loss.latent_kl_weight")

@@ -4,8 +4,9 @@ with `PYTHONPATH=tests/e2e`), 24 steps, a checkpoint every 3; the policy's movin
 the reference refreshed every 3 steps (a velocity penalty strong enough that the reference
 shows in every update), so the resume comparisons cover both. Variants: `nan` (a reward that is NaN on
 steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the run), `chunked` (the rollout in
-two parts, each scored after both are sampled) and `overlapped` (each part scored while the next
-samples: set `config.reward_servers` to serve the reward)."""
+two parts, each scored after both are sampled), `overlapped` (each part scored while the next
+samples: set `config.reward_servers` to serve the reward) and `lora` (LoRA adapters over a
+bfloat16 base, 6 steps)."""
 import os
 import sys
 
@@ -32,6 +33,10 @@ def get_config(arg: str = ""):
   if arg:
     c.rl.steps = 8
     c.faults.max_skipped_in_a_row = 3
+  if arg == "lora":  # adapters on the generation expert and the text queries, bfloat16 base
+    c.lora.update(enabled=True, rank=4, alpha=8.0, modules=("image/*", "text/q"),
+                  base_dtype="bfloat16")
+    c.rl.steps = 6
   if arg in ("chunked", "overlapped"):
     c.rl.update(rollout_chunks=2, overlap_rewards=arg == "overlapped")
     c.reward_client.update(timeout_s=10.0, retries=1, backoff_s=0.1)

@@ -4,6 +4,8 @@ Every parameter is created through `param_init`, which attaches logical axis nam
 (`embed`, `heads`, `kv_heads`, `head_dim`, `mlp`, `vocab`, `patch`) so `sharding.py` can place it
 by rules without knowing the model.
 """
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -53,8 +55,17 @@ def rope(x, positions, theta: float):
   return (x32 * cos + rotated * sin).astype(x.dtype)
 
 
+class Projection(NamedTuple):
+  """A projection's parameters: kernel (*in, *out), bias (*out) or None, and its LoRA adapter
+  (A (*in, r), B (r, *out), B already scaled by α/r; `lora.py`) or None."""
+  kernel: jax.Array
+  bias: jax.Array | None
+  adapter: tuple | None
+
+
 class Weights(nn.Module):
-  """A projection's parameters (kernel, and bias if asked), returned rather than applied.
+  """A projection's parameters (kernel, bias if asked, and a LoRA adapter if the parameter tree
+  holds one beside the kernel), returned rather than applied.
 
   Projections that read the same input (q/k/v; gate/up) are concatenated and applied as one
   matmul: one large matmul beats several small ones, above all when decoding one token, while
@@ -64,16 +75,21 @@ class Weights(nn.Module):
   axes: tuple[str | None, ...]
   use_bias: bool
   param_dtype: jnp.dtype
+  inputs: int = 1  # the kernel's leading axes that the input contracts with
 
   @nn.compact
-  def __call__(self):
+  def __call__(self) -> Projection:
     kernel = self.param("kernel", param_init(DEFAULT_INIT, self.axes), self.shape,
                         self.param_dtype)
     bias = None
     if self.use_bias:
-      bias = self.param("bias", param_init(nn.initializers.zeros, self.axes[1:]),
-                        self.shape[1:], self.param_dtype)
-    return kernel, bias
+      out = self.inputs
+      bias = self.param("bias", param_init(nn.initializers.zeros, self.axes[out:]),
+                        self.shape[out:], self.param_dtype)
+    adapter = None
+    if self.has_variable("params", "lora_a"):
+      adapter = (self.get_variable("params", "lora_a"), self.get_variable("params", "lora_b"))
+    return Projection(kernel, bias, adapter)
 
 
 def _operand(kernel, dtype, matmul_dtype):
@@ -82,19 +98,36 @@ def _operand(kernel, dtype, matmul_dtype):
   return kernel if kernel.dtype == matmul_dtype else kernel.astype(dtype)
 
 
+def low_rank(x, adapter, contract: int = 1):
+  """(x·A)·B of an adapter (A (*in, r), B (r, *out)) for x (…, *in), in float32, returned in
+  x's dtype: the adapter's addition to the projection."""
+  a, b = adapter
+  u = jnp.tensordot(x.astype(jnp.float32), a.astype(jnp.float32), contract)
+  return jnp.tensordot(u, b.astype(jnp.float32), 1).astype(x.dtype)
+
+
+def project(x, p: Projection, dtype, matmul_dtype, contract: int = 1):
+  """One projection without bias: x (…, *in) → (…, *out), contracting the kernel's first
+  `contract` axes, its adapter's product added."""
+  y = matmul(x, _operand(p.kernel, dtype, matmul_dtype), matmul_dtype, contract)
+  return y if p.adapter is None else y + low_rank(x, p.adapter, contract)
+
+
 def fused_projection(x, weights, dtype, matmul_dtype):
   """Applies several projections of x (…, width) as one matmul; returns their outputs.
 
-  weights: list of (kernel (width, *out_i), bias or None), with equal trailing dims past the
+  weights: list of `Projection`s (kernel (width, *out_i)), with equal trailing dims past the
   first output axis (q/k/v: (heads_i, head_dim); gate/up: (mlp,)). The matmul reads its
-  operands in `matmul_dtype` (`model/matmul.py`).
+  operands in `matmul_dtype` (`model/matmul.py`); adapters add their low-rank products.
   """
-  kernel = jnp.concatenate([_operand(k, dtype, matmul_dtype) for k, _ in weights], axis=1)
+  kernel = jnp.concatenate([_operand(p.kernel, dtype, matmul_dtype) for p in weights], axis=1)
   y = matmul(x, kernel, matmul_dtype)
-  if weights[0][1] is not None:
-    y = y + jnp.concatenate([b.astype(dtype) for _, b in weights], axis=0)
-  splits = np.cumsum([k.shape[1] for k, _ in weights])[:-1]
-  return jnp.split(y, splits, axis=x.ndim - 1)
+  if weights[0].bias is not None:
+    y = y + jnp.concatenate([p.bias.astype(dtype) for p in weights], axis=0)
+  splits = np.cumsum([p.kernel.shape[1] for p in weights])[:-1]
+  outs = jnp.split(y, splits, axis=x.ndim - 1)
+  return [out if p.adapter is None else out + low_rank(x, p.adapter)
+          for out, p in zip(outs, weights)]
 
 
 class MLP(nn.Module):
@@ -110,7 +143,6 @@ class MLP(nn.Module):
     weights = [Weights((width, self.mlp_dim), ("embed", "mlp"), False, self.param_dtype,
                        name=name)() for name in ("gate", "up")]
     gate, up = fused_projection(x, weights, self.dtype, self.matmul_dtype)
-    down, _ = Weights((self.mlp_dim, width), ("mlp", "embed"), False, self.param_dtype,
-                      name="down")()
-    return matmul(nn.silu(gate) * up, _operand(down, self.dtype, self.matmul_dtype),
-                  self.matmul_dtype)
+    down = Weights((self.mlp_dim, width), ("mlp", "embed"), False, self.param_dtype,
+                   name="down")()
+    return project(nn.silu(gate) * up, down, self.dtype, self.matmul_dtype)

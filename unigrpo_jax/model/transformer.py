@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from unigrpo_jax.model import attention
 from unigrpo_jax.model.image import ImageEmbed, VelocityHead
 from unigrpo_jax.model.layers import (DEFAULT_INIT, MLP, RMSNorm, Weights, fused_projection,
-                                      param_init, rope)
+                                      param_init, project, rope)
 from unigrpo_jax.model.matmul import dense_dot_general, matmul
 from unigrpo_jax.model.spec import ModelSpec
 
@@ -53,10 +53,8 @@ class Expert(nn.Module):
                      s.qkv_bias, param_dtype)
     self.v = Weights((s.width, s.num_kv_heads, s.head_dim), ("embed", "kv_heads", "head_dim"),
                      s.qkv_bias, param_dtype)
-    self.o = nn.DenseGeneral(s.width, axis=(-2, -1), use_bias=False, dtype=dtype,
-                             param_dtype=param_dtype,
-                             dot_general=dense_dot_general(matmul_dtype),
-                             kernel_init=param_init(DEFAULT_INIT, ("heads", "head_dim", "embed")))
+    self.o = Weights((s.num_heads, s.head_dim, s.width), ("heads", "head_dim", "embed"), False,
+                     param_dtype, inputs=2)
     self.mlp_norm = RMSNorm(s.norm_eps, dtype, param_dtype)
     self.mlp = MLP(s.mlp_dim, dtype, param_dtype, matmul_dtype)
     if s.qk_norm:
@@ -74,7 +72,9 @@ class Expert(nn.Module):
     return q, k, v
 
   def out(self, a):
-    return self.o(a)
+    """(B, T, H, D) attention output → (B, T, width)."""
+    dtype, _, matmul_dtype = _dtypes(self.spec)
+    return project(a, self.o(), dtype, matmul_dtype, contract=2)
 
   def ffn(self, h):
     return self.mlp(self.mlp_norm(h))

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from unigrpo_jax import lora as lora_lib
+from unigrpo_jax.lora import LoRASpec
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.optim import TrainState, apply_if_finite
 from unigrpo_jax.rl.objective import LossSpec, RLBatch, unigrpo_objective
@@ -58,9 +60,11 @@ def _minibatches(tree, m: int):
 
 def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: UnifiedTransformer,
                 rollout: RolloutSpec, loss: LossSpec, update: UpdateSpec,
-                optimizer: optax.GradientTransformation):
+                optimizer: optax.GradientTransformation, lora: LoRASpec | None = None):
   """One rollout batch's worth of updates. Returns (state, metrics); metrics are stacked
-  (num_updates, num_minibatches) per name."""
+  (num_updates, num_minibatches) per name. With `lora`, `state.params` are the adapters over
+  the frozen base `ref_params` (`lora.py`): the policy is their combination, the reference the
+  base alone, and only the adapters get gradients."""
   batch_size = batch.advantages.shape[0]
   if batch_size % update.num_minibatches:
     raise ValueError(f"rollout batch of {batch_size} rows does not split into "
@@ -80,7 +84,8 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
          if loss.needs_reference else None)
 
   def loss_fn(params, minibatch, ref_minibatch):
-    scores = score(params, minibatch.traj, group_size=update.minibatch_group_size)
+    policy = params if lora is None else lora_lib.combine(ref_params, params, lora)
+    scores = score(policy, minibatch.traj, group_size=update.minibatch_group_size)
     return unigrpo_objective(scores, ref_minibatch, minibatch, loss)
 
   def step(state, xs):
@@ -102,8 +107,10 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
 
 
 def make_update(model: UnifiedTransformer, rollout: RolloutSpec, loss: LossSpec,
-                update: UpdateSpec, optimizer, *, donate: bool = True):
-  """The compiled update: fn(state, ref_params, batch) → (state, metrics)."""
+                update: UpdateSpec, optimizer, *, donate: bool = True,
+                lora: LoRASpec | None = None):
+  """The compiled update: fn(state, ref_params, batch) → (state, metrics) (with `lora`,
+  ref_params is the frozen base the adapters in `state.params` sit on)."""
   fn = functools.partial(grpo_update, model=model, rollout=rollout, loss=loss, update=update,
-                         optimizer=optimizer)
+                         optimizer=optimizer, lora=lora)
   return jax.jit(fn, donate_argnums=(0,) if donate else ())

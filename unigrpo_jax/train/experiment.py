@@ -16,9 +16,9 @@ import ml_collections
 import numpy as np
 from transformers import PreTrainedTokenizerFast
 
-from unigrpo_jax import evaluation
+from unigrpo_jax import distributed, evaluation, lora, sharding, visualize
 from unigrpo_jax.evaluation import EvalSpec
-from unigrpo_jax import distributed, sharding, visualize
+from unigrpo_jax.lora import LoRASpec
 from unigrpo_jax.convert import bagel, qwen2
 from unigrpo_jax.data import tokenizer as tokenizer_lib
 from unigrpo_jax.data.pipeline import (Subset, as_prompt, as_text, check_prompt_lengths,
@@ -83,24 +83,41 @@ class Experiment:
         flat.shape[1] * self.ae_spec.downsample,) * 2 + (self.ae_spec.out_channels,))
     return sharding.host_rows(out, self.mesh)
 
-  def train_state_shardings(self, optimizer, ema: bool = False):
+  def train_state_shardings(self, optimizer, ema: bool = False, trained=None):
     """Shardings of a TrainState: optimizer moments (and the average, with `ema`) sharded like
-    their parameters."""
-    return train_state_shardings(optimizer, self.abstract_params, self.param_shardings,
+    their parameters. trained: the abstract tree of what is trained (`abstract_adapters`);
+    None: the model's parameters."""
+    trained = self.abstract_params if trained is None else trained
+    return train_state_shardings(optimizer, trained, jax.tree.map(lambda x: x.sharding, trained),
                                  self.mesh, ema)
 
-  def init_train_state(self, params, optimizer, ema: bool = False):
+  def init_train_state(self, params, optimizer, ema: bool = False, trained=None):
     """A TrainState over `params` (with a moving average, with `ema`) laid out on the mesh
-    from the start."""
+    from the start; `trained` as in `train_state_shardings`."""
     init = jax.jit(lambda p: init_train_state(p, optimizer, ema),
-                   out_shardings=self.train_state_shardings(optimizer, ema))
+                   out_shardings=self.train_state_shardings(optimizer, ema, trained))
     return init(params)
 
-  def abstract_train_state(self, optimizer, ema: bool = False):
+  def abstract_train_state(self, optimizer, ema: bool = False, trained=None):
     """The TrainState `init_train_state` would make, as ShapeDtypeStructs with shardings: the
     target a checkpoint restores into, nothing allocated."""
-    shapes = jax.eval_shape(lambda p: init_train_state(p, optimizer, ema), self.abstract_params)
-    return sharding.with_shardings(shapes, self.train_state_shardings(optimizer, ema))
+    trained = self.abstract_params if trained is None else trained
+    shapes = jax.eval_shape(lambda p: init_train_state(p, optimizer, ema), trained)
+    return sharding.with_shardings(shapes, self.train_state_shardings(optimizer, ema, trained))
+
+  def abstract_adapters(self, spec: LoRASpec):
+    """The LoRA adapters of `spec` as ShapeDtypeStructs with their shardings (A and B
+    sharded like their kernels' input and output axes)."""
+    shapes = jax.eval_shape(lambda: lora.init_adapters(self.abstract_params, spec,
+                                                       jax.random.key(0)))
+    axes = lora.adapter_logical_axes(param_logical_axes(self.model_spec), shapes)
+    return sharding.with_shardings(shapes, sharding.param_shardings(axes, self.mesh, shapes))
+
+  def init_adapters(self, spec: LoRASpec, key):
+    """Fresh LoRA adapters (B = 0), created in their shardings."""
+    shardings = jax.tree.map(lambda x: x.sharding, self.abstract_adapters(spec))
+    return jax.jit(lambda k: lora.init_adapters(self.abstract_params, spec, k),
+                   out_shardings=shardings)(key)
 
   def evaluate(self, params, split: str = "heldout") -> dict:
     """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the

@@ -9,7 +9,9 @@ reference model is that starting point — or, with `rl.reference_refresh` = k, 
 last multiple of k steps, written to `<workdir>/grpo/references/<step>`; a checkpoint records
 where its reference comes from, so a resumed run rebuilds the same one. With `config.ema` on,
 evaluations, sample grids and the saved parameters are the policy's moving average
-(`ema.py`). Step i's rollout key is the base key (checkpointed) folded with i, and the prompt
+(`ema.py`). With `config.lora` on, the state trains LoRA adapters over the frozen starting
+parameters, which are also the reference (`lora.py`): checkpoints hold the adapters, `params`
+the merged weights. Step i's rollout key is the base key (checkpointed) folded with i, and the prompt
 stream's position is checkpointed: a resumed run samples and updates exactly what an
 uninterrupted one would. A SIGTERM/SIGINT stops the loop after the step in
 flight with a checkpoint at that step; an update with a non-finite loss, gradient or reward is
@@ -34,9 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from unigrpo_jax import distributed, evaluation, rewards, sharding
+from unigrpo_jax import distributed, evaluation, lora as lora_lib, rewards, sharding
 from unigrpo_jax.checkpoint import Checkpoints, load_params, save_params
 from unigrpo_jax.ema import EMASpec, ema_update
+from unigrpo_jax.lora import LoRASpec
 from unigrpo_jax.data.pipeline import rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter, write_json
 from unigrpo_jax.optim import OptimizerSpec, TrainState, make_optimizer
@@ -109,6 +112,11 @@ class Step:
   window_start: Callable  # step → the SDE window's first step (`RolloutSpec.window_start`)
   chunks: int = 1
   overlap: bool = True
+  lora: LoRASpec | None = None  # the state holds adapters over `ref_params` (`lora.py`)
+
+  def policy(self, params):
+    """The policy's parameter tree from what the state trains (`params`, or adapters)."""
+    return params if self.lora is None else lora_lib.combine(self.ref_params, params, self.lora)
 
   def on_host(self, traj, metadata) -> ChunkOnHost:
     """This process's rows of one part, as the rewards read them (waits for the part)."""
@@ -162,7 +170,7 @@ class Step:
     # Each process scores its own rows (whole groups); the scores, a few numbers a row, are
     # gathered so that every process computes the global batch's advantages and decisions.
     traj, scores, step_scores, token_mask, sampled_s = self.rollout_and_score(
-        i, state.params, batch)
+        i, self.policy(state.params), batch)
     t1 = time.perf_counter()
     scores, step_scores, step_mask, text_tokens = distributed.gather_rows(
         (scores, step_scores, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
@@ -224,8 +232,11 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                        field="a rollout part (the RL batch / rl.rollout_chunks)")
   spec = exp.task.rollout(cfg)
   optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
+  adapters = LoRASpec(**cfg.get("lora", {}))
+  lora = adapters if adapters.enabled else None
   update = make_update(exp.model, spec, LossSpec(**cfg.loss),
-                       UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer)
+                       UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer,
+                       lora=lora)
   rows = sharding.local_rows(exp.mesh, batch_size)
   prompts = iter(rl_prompts(exp.data.as_data_source("train"), tokenizer=exp.tokenizer,
                             prompt_len=spec.prompt_len, prompts_per_batch=rl.prompts_per_batch,
@@ -235,26 +246,33 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                                         rows.stop // rl.group_size)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   ema = EMASpec(**cfg.get("ema", {}))
-  begin = loop.start(checkpoints, exp.abstract_train_state(optimizer, ema.enabled), prompts,
+  trained = exp.abstract_adapters(lora) if lora else None  # None: the parameters themselves
+  begin = loop.start(checkpoints, exp.abstract_train_state(optimizer, ema.enabled, trained),
+                     prompts,
                      max_skipped_in_a_row=cfg.faults.max_skipped_in_a_row,
                      fresh_key=jax.random.key(cfg.seed + 2))
   writer = MetricWriter(stage_dir)
   # The reference is what the checkpointed run started from, whatever the config says now.
   source = begin.host["reference"] if begin.resumed else reference_source(exp, workdir)
   ref_params = starting_params(exp, source)
-  state = (begin.state if begin.resumed
-           else exp.init_train_state(ref_params, optimizer, ema.enabled))
+  if lora:  # the frozen base the adapters sit on, and the reference (adapters off)
+    ref_params = lora_lib.cast_base(ref_params, lora.base_dtype)
+  if not begin.resumed:
+    initial = exp.init_adapters(lora, jax.random.key(cfg.seed + 3)) if lora else ref_params
+    state = exp.init_train_state(initial, optimizer, ema.enabled, trained)
+  else:
+    state = begin.state
   average = jax.jit(lambda state, i: state.replace(ema=ema_update(state.ema, state.params, i,
                                                                   ema)), donate_argnums=0)
   shown = (lambda state: state.ema) if ema.enabled else (lambda state: state.params)  # noqa: E731
   refresh = rl.get("reference_refresh", 0)
-  before = evaluate_before(exp, state.params, stage_dir, begin.resumed, writer)
-  results = dict(before=before["heldout"], before_train_prompts=before["train"])
   concat = jax.jit(functools.partial(concat_trajectories,
                                      order=sharding.chunk_order(batch_size, chunks)))
   step = Step(exp, make_rollout(exp.model, spec, rl.group_size), concat, update, ref_params,
               begin.key, AdvantageSpec(**cfg.advantages), batch_size, functions,
-              spec.window_start, chunks, rl.get("overlap_rewards", True))
+              spec.window_start, chunks, rl.get("overlap_rewards", True), lora)
+  before = evaluate_before(exp, step.policy(state.params), stage_dir, begin.resumed, writer)
+  results = dict(before=before["heldout"], before_train_prompts=before["train"])
   total, skips = rl.steps, begin.skips
   clock = TrainClock(begin.host)
   bar = tqdm.tqdm(range(begin.step, total), initial=begin.step, total=total, desc="grpo",
@@ -276,19 +294,23 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
     bar.set_postfix(reward=f"{record.get('reward/combined', np.nan):.3f}",
                     step_s=f"{time.perf_counter() - t0:.2f}")
     if (i + 1) % exp.eval.every == 0 and i + 1 < total:
-      writer.write(i + 1, eval_scalars(exp.evaluate(shown(state)), exp.task.headline))
-      exp.save_samples(shown(state), os.path.join(stage_dir, f"samples_{i + 1}.png"))
+      shown_now = step.policy(shown(state))
+      writer.write(i + 1, eval_scalars(exp.evaluate(shown_now), exp.task.headline))
+      exp.save_samples(shown_now, os.path.join(stage_dir, f"samples_{i + 1}.png"))
     loop.finish_step(i + 1, total, stage="grpo", state=state, checkpoints=checkpoints,
                      guard=guard, skips=skips,
                      host=loop.host_state(cfg, data=prompts.get_state(), key=begin.key,
                                           skips=skips, clock=clock, reference=source))
   checkpoints.close()
-  save_params(os.path.join(stage_dir, "params"), shown(state))
-  results["after"] = exp.evaluate(shown(state))
-  results["after_train_prompts"] = exp.evaluate(shown(state), "train")
+  final = step.policy(shown(state))
+  # Full parameters (adapters merged in): what the next consumer and the exports read.
+  save_params(os.path.join(stage_dir, "params"),
+              lora_lib.merge(ref_params, shown(state), lora) if lora else final)
+  results["after"] = exp.evaluate(final)
+  results["after_train_prompts"] = exp.evaluate(final, "train")
   writer.write(total, eval_scalars(results["after"], exp.task.headline))
   writer.close()
-  exp.save_samples(shown(state), os.path.join(stage_dir, f"samples_{total}.png"))
+  exp.save_samples(final, os.path.join(stage_dir, f"samples_{total}.png"))
   results.update(steps=total, train_s=clock.seconds(), batch_size=batch_size,
                  heldout_prompts=len(exp.eval_examples))
   headline = exp.task.headline

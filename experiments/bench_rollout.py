@@ -62,7 +62,11 @@ def main(argv):
   phases = lambda p, m: Phases(p, m, model=model, spec=spec)  # noqa: E731
   prefill = jax.jit(lambda p, m, toks: phases(p, m).prefill(toks))
   decode = jax.jit(lambda p, m, state, k: phases(p, m).decode(state, 0, k))
-  draw = jax.jit(lambda p, m, state, k: phases(p, m).draw(state, 0, k, k))
+  def draw_image(p, m, state, k):
+    ph = phases(p, m)
+    noisy = ph.noisy_steps(state.valid.shape[0], 1, k, spec.window[0])
+    return ph.draw(state, 0, k, k, noisy)
+  draw = jax.jit(draw_image)
   state = prefill(params, mask, prompts)
   prefill_s = timed(prefill, params, mask, prompts, repeats=reps)
   decode_s = timed(decode, params, mask, state, key, repeats=reps)

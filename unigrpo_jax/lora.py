@@ -21,6 +21,7 @@ matmul and add only the low-rank products.
 """
 import dataclasses
 import fnmatch
+import math
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,6 @@ from jax.sharding import PartitionSpec as P
 # The adapted projections under an expert, and how many leading axes of each kernel are its
 # input (o reads (heads, head_dim)).
 PROJECTIONS = {"q": 1, "k": 1, "v": 1, "o": 2, "gate": 1, "up": 1, "down": 1}
-EXPERTS = ("text", "image")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +118,8 @@ def init_adapters(params, spec: LoRASpec, key) -> dict:
     kernel = _get(params["layers"], path + ("kernel",))
     n_in = PROJECTIONS[name.split("/")[1]]
     depth, inputs, outputs = kernel.shape[0], kernel.shape[1:1 + n_in], kernel.shape[1 + n_in:]
-    fan_in = 1
-    for d in inputs:
-      fan_in *= d
     a = jax.random.normal(jax.random.fold_in(key, i), (depth,) + inputs + (spec.rank,),
-                          jnp.float32) / jnp.sqrt(float(fan_in))
+                          jnp.float32) / math.sqrt(math.prod(inputs))
     pairs[("layers",) + path] = {"lora_a": a,
                                  "lora_b": jnp.zeros((depth, spec.rank) + outputs, jnp.float32)}
   return _nest(pairs)

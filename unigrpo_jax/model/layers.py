@@ -83,9 +83,8 @@ class Weights(nn.Module):
                         self.param_dtype)
     bias = None
     if self.use_bias:
-      out = self.inputs
-      bias = self.param("bias", param_init(nn.initializers.zeros, self.axes[out:]),
-                        self.shape[out:], self.param_dtype)
+      bias = self.param("bias", param_init(nn.initializers.zeros, self.axes[self.inputs:]),
+                        self.shape[self.inputs:], self.param_dtype)
     adapter = None
     if self.has_variable("params", "lora_a"):
       adapter = (self.get_variable("params", "lora_a"), self.get_variable("params", "lora_b"))

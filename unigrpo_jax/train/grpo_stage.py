@@ -11,8 +11,8 @@ where its reference comes from, so a resumed run rebuilds the same one. With `co
 evaluations, sample grids and the saved parameters are the policy's moving average
 (`ema.py`). With `config.lora` on, the state trains LoRA adapters over the frozen starting
 parameters, which are also the reference (`lora.py`): checkpoints hold the adapters, `params`
-the merged weights. Step i's rollout key is the base key (checkpointed) folded with i, and the prompt
-stream's position is checkpointed: a resumed run samples and updates exactly what an
+the merged weights. Step i's rollout key is the base key (checkpointed) folded with i, and
+the prompt stream's position is checkpointed: a resumed run samples and updates exactly what an
 uninterrupted one would. A SIGTERM/SIGINT stops the loop after the step in
 flight with a checkpoint at that step; an update with a non-finite loss, gradient or reward is
 skipped and counted, and `faults.max_skipped_in_a_row` of them stop the run

@@ -113,9 +113,10 @@ class Experiment:
     axes = lora.adapter_logical_axes(param_logical_axes(self.model_spec), shapes)
     return sharding.with_shardings(shapes, sharding.param_shardings(axes, self.mesh, shapes))
 
-  def init_adapters(self, spec: LoRASpec, key):
-    """Fresh LoRA adapters (B = 0), created in their shardings."""
-    shardings = jax.tree.map(lambda x: x.sharding, self.abstract_adapters(spec))
+  def init_adapters(self, spec: LoRASpec, key, abstract):
+    """Fresh LoRA adapters (B = 0), created in the shardings of `abstract`
+    (`abstract_adapters(spec)`)."""
+    shardings = jax.tree.map(lambda x: x.sharding, abstract)
     return jax.jit(lambda k: lora.init_adapters(self.abstract_params, spec, k),
                    out_shardings=shardings)(key)
 

@@ -258,7 +258,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   if lora:  # the frozen base the adapters sit on, and the reference (adapters off)
     ref_params = lora_lib.cast_base(ref_params, lora.base_dtype)
   if not begin.resumed:
-    initial = exp.init_adapters(lora, jax.random.key(cfg.seed + 3)) if lora else ref_params
+    initial = (exp.init_adapters(lora, jax.random.key(cfg.seed + 3), trained) if lora
+               else ref_params)
     state = exp.init_train_state(initial, optimizer, ema.enabled, trained)
   else:
     state = begin.state

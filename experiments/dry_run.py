@@ -25,13 +25,14 @@ from jax.sharding import AbstractMesh
 from ml_collections import config_flags
 import numpy as np
 
-from unigrpo_jax import sharding
+from unigrpo_jax import lora as lora_lib, memory, sharding
+from unigrpo_jax.lora import LoRASpec
 from unigrpo_jax.model import ModelSpec, count_params, init_params, param_logical_axes
 from unigrpo_jax.model import autoencoder
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
                                train_state_shardings)
-from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
+from unigrpo_jax.rl import LossSpec, UpdateSpec, make_update
 from unigrpo_jax.sampling import RolloutSpec, flops, make_rollout
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/qwen2_5.py:7b", "Config.")
@@ -44,47 +45,48 @@ _COMPILE = flags.DEFINE_bool("compile", False, "Also compile the rollout and the
 GIB = 2.0**30
 
 
-def _memory(compiled) -> dict:
-  m = compiled.memory_analysis()
-  return {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("temp", "argument", "output")}
-
-
-def compiled_memory(cfg, spec: ModelSpec, rollout: RolloutSpec, optimizer) -> dict:
+def compiled_memory(cfg, spec: ModelSpec, rollout: RolloutSpec, optimizer,
+                    lora: LoRASpec | None) -> dict:
   """XLA's per-device memory analysis of the rollout and the update, compiled for the config's
-  mesh over this host's devices on abstract inputs."""
+  mesh over this host's devices on abstract inputs (`memory.grpo_step_memory`)."""
   mesh = sharding.make_mesh(cfg.mesh)
   if mesh.size != cfg.pod.num_devices:
     raise SystemExit(f"--compile needs the config's {cfg.pod.num_devices} devices, this host "
                      f"has {mesh.size}: set XLA_FLAGS=--xla_force_host_platform_device_count="
                      f"{cfg.pod.num_devices}")
   model = UnifiedTransformer(spec)
+  params, reference, trained = abstract_trees(spec, mesh, lora)
+  state = jax.eval_shape(lambda p: init_train_state(p, optimizer), trained)
+  state = sharding.with_shardings(state, train_state_shardings(
+      optimizer, trained, jax.tree.map(lambda x: x.sharding, trained), mesh))
+  update = make_update(model, rollout, LossSpec(**cfg.loss),
+                       UpdateSpec(cfg.rl.num_updates, cfg.rl.num_minibatches, cfg.rl.group_size),
+                       optimizer, lora=lora)
+  policy = ((lambda t, r: t) if lora is None
+            else (lambda t, r: lora_lib.combine(r, t, lora)))
+  return memory.grpo_step_memory(
+      make_rollout(model, rollout, cfg.rl.group_size), update, rollout, trained, state,
+      reference, policy, cfg.rl.prompts_per_batch * cfg.rl.group_size, mesh)
+
+
+def abstract_trees(spec: ModelSpec, mesh, lora: LoRASpec | None):
+  """(params, reference, trained) as ShapeDtypeStructs with their shardings on `mesh`: the
+  model's parameters; the frozen reference (the parameters in the model's dtype, or with LoRA
+  the base in `lora.base_dtype`, which the adapters sit on: no second copy); what the
+  optimizer trains (the parameters, or the adapters)."""
   shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
   param_sh = sharding.param_shardings(param_logical_axes(spec), mesh, shapes)
   params = sharding.with_shardings(shapes, param_sh)
-  rows, group = cfg.rl.prompts_per_batch * cfg.rl.group_size, cfg.rl.group_size
-  rows_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-  def by_row(x):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows_sh if x.ndim and x.shape[0] ==
-                                rows else replicated)
-
-  prompts = by_row(jax.ShapeDtypeStruct((rows, rollout.prompt_len), np.int32))
-  mask = by_row(jax.ShapeDtypeStruct((rows, rollout.prompt_len), bool))
-  key = jax.eval_shape(lambda: jax.random.key(0))
-  sample = make_rollout(model, rollout, group)
-  traj = jax.tree.map(by_row, jax.eval_shape(sample, params, prompts, mask, key))
-  state = jax.eval_shape(lambda p: init_train_state(p, optimizer), shapes)
-  state = sharding.with_shardings(state, train_state_shardings(optimizer, params, param_sh,
-                                                               mesh))
-  reference = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, spec.dtype,
-                                                          sharding=p.sharding), params)
-  update = make_update(model, rollout, LossSpec(**cfg.loss),
-                       UpdateSpec(cfg.rl.num_updates, cfg.rl.num_minibatches, group), optimizer)
-  advantages = by_row(jax.ShapeDtypeStruct((rows, rollout.rounds), np.float32))
-  return dict(rollout=_memory(sample.lower(params, prompts, mask, key).compile()),
-              update=_memory(update.lower(state, reference, RLBatch(
-                  traj=traj, advantages=advantages)).compile()))
+  if lora is None:
+    reference = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, spec.dtype,
+                                                            sharding=p.sharding), params)
+    return params, reference, params
+  base = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, lora.base_dtype or p.dtype,
+                                                     sharding=p.sharding), params)
+  adapters = jax.eval_shape(lambda: lora_lib.init_adapters(shapes, lora, jax.random.key(0)))
+  axes = lora_lib.adapter_logical_axes(param_logical_axes(spec), adapters)
+  adapters = sharding.with_shardings(adapters, sharding.param_shardings(axes, mesh, adapters))
+  return base, base, adapters
 
 
 def host_memory(cfg, rollout: RolloutSpec, rows: int, device_total: int, devices: int,
@@ -106,15 +108,14 @@ def main(argv):
   spec = ModelSpec(**cfg.model)
   devices = cfg.pod.num_devices
   mesh = AbstractMesh(sharding.mesh_shape(cfg.mesh, devices), sharding.MESH_AXES)
-  shapes = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
-  param_sh = sharding.param_shardings(param_logical_axes(spec), mesh, shapes)
-  params = sharding.with_shardings(shapes, param_sh)
+  adapters = LoRASpec(**cfg.get("lora", {}))
+  lora = adapters if adapters.enabled else None
+  params, reference, trained = abstract_trees(spec, mesh, lora)
   optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
-  state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
-  opt_state = sharding.with_shardings(jax.eval_shape(optimizer.init, shapes),
+  state_sh = train_state_shardings(optimizer, trained,
+                                   jax.tree.map(lambda x: x.sharding, trained), mesh)
+  opt_state = sharding.with_shardings(jax.eval_shape(optimizer.init, trained),
                                        state_sh.opt_state)
-  reference = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, spec.dtype,
-                                                          sharding=p.sharding), params)
   rollout = RolloutSpec.from_config(cfg.rollout, cfg.tokens)
   rows = cfg.rl.prompts_per_batch * cfg.rl.group_size
   sharding.check_batch(mesh, rows, cfg.rl.group_size)
@@ -125,9 +126,11 @@ def main(argv):
   kv_bytes = (2 * spec.depth * rows * length * spec.num_kv_heads * spec.head_dim
               * np.dtype(spec.dtype).itemsize / (mesh.shape["data"] * mesh.shape["fsdp"])
               / kv_shards)
+  # With LoRA the reference is the frozen base itself: counted once, under params.
   per_device = dict(params=sharding.bytes_per_device(params),
+                    **({} if lora is None else dict(adapters=sharding.bytes_per_device(trained))),
                     optimizer=sharding.bytes_per_device(opt_state),
-                    reference=sharding.bytes_per_device(reference),
+                    reference=0 if lora else sharding.bytes_per_device(reference),
                     rollout_kv_cache=int(kv_bytes))
   trajectory = dict(transformer=flops.rollout_flops(spec, rollout, 1))
   if "autoencoder" in cfg:
@@ -140,10 +143,11 @@ def main(argv):
   trajectory["total"] = sum(trajectory.values())
   per_device["total"] = sum(per_device.values())
   per_host = host_memory(cfg, rollout, rows, per_device["total"], devices, _PROCESSES.value)
-  compiled = compiled_memory(cfg, spec, rollout, optimizer) if _COMPILE.value else None
+  compiled = compiled_memory(cfg, spec, rollout, optimizer, lora) if _COMPILE.value else None
   print(json.dumps(dict(
       devices=devices, mesh=dict(mesh.shape),
-      parameters=count_params(shapes),
+      parameters=count_params(params),
+      **({} if lora is None else dict(adapter_parameters=count_params(trained))),
       parameters_by_formula=spec.param_count(),
       rollout_rows=rows, sequence_length=length, bytes_per_device=per_device,
       gib_per_device={k: round(v / GIB, 4) for k, v in per_device.items()},
@@ -153,7 +157,7 @@ def main(argv):
       trajectory_flops=trajectory,
       trajectory=dict(prompt_slots=rollout.prompt_len, text_slots=rollout.max_text_tokens,
                       flow_steps=rollout.num_steps, image_tokens=spec.image_tokens),
-      embedding_sharding=str(param_sh["embed"]["embedding"].spec),
+      embedding_sharding=str(params["embed"]["embedding"].sharding.spec),
       **({} if compiled is None else dict(compiled_bytes_per_device=compiled))), indent=1))
 
 

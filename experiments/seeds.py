@@ -14,7 +14,6 @@ ran.
 """
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -22,7 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from unigrpo_jax import metric_writer
-from unigrpo_jax.timing import matmul_peak_gflops
+from unigrpo_jax.timing import cpu_model, matmul_peak_gflops
 
 _CONFIG = flags.DEFINE_string("config", "configs/shapeworld.py:world2", "The job's config.")
 _ROOT = flags.DEFINE_string("root", "workdir/seeds", "Folder of the runs' workdirs.")
@@ -32,18 +31,6 @@ _OVERRIDES = flags.DEFINE_multi_string("override", [], "A --config.x=y flag for 
 _OUT = flags.DEFINE_string("out", "experiments/results/seeds", "Output path prefix.")
 _BAR_MEAN = flags.DEFINE_float("bar_mean", 0.15, "The mean held-out gain the job must reach.")
 _BAR_EACH = flags.DEFINE_float("bar_each", 0.10, "The held-out gain every run must reach.")
-
-
-def cpu_model() -> str:
-  """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def run(workdir: str, *flags_: str) -> dict:

@@ -1,6 +1,7 @@
 """Run by test_sharding.py in a subprocess with 8 fake CPU devices (XLA_FLAGS set before JAX
-starts): the same rollout, GRPO update and SFT steps on one device (computed once) and on each
-data × fsdp × tensor mesh given as a JSON list. Prints one JSON line of maximum absolute
+starts): the same rollout, GRPO update (full, and LoRA adapters over the frozen base) and SFT
+steps on one device (computed once) and on each data × fsdp × tensor mesh given as a JSON
+list. Prints one JSON line of maximum absolute
 differences per mesh."""
 import json
 import os
@@ -12,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import lively_params, tiny_rollout, tiny_spec  # noqa: E402
-from unigrpo_jax import sharding  # noqa: E402
+from unigrpo_jax import lora, sharding  # noqa: E402
 from unigrpo_jax.model import UnifiedTransformer, param_logical_axes  # noqa: E402
 from unigrpo_jax.optim import (OptimizerSpec, init_train_state,  # noqa: E402
                                make_optimizer, train_state_shardings)
@@ -56,6 +57,23 @@ def main():
   one = jax.devices()[0]
   traj1, state1, metrics1 = run(*jax.device_put((params, prompts, mask), one))
 
+  # LoRA on every projection of both experts: the adapters are what is trained, the base is
+  # the reference. A random B, so that the first update already moves A too.
+  adapters_spec = lora.LoRASpec(enabled=True, rank=4, alpha=8.0, modules=("text/*", "image/*"))
+  adapters = lora.init_adapters(params, adapters_spec, jax.random.key(3))
+  adapters = jax.tree_util.tree_map_with_path(
+      lambda path, x: (0.1 * jax.random.normal(jax.random.key(4), x.shape)
+                       if path[-1].key == "lora_b" else x), adapters)
+  lora_update = make_update(model, rollout, loss,
+                            UpdateSpec(num_updates=2, num_minibatches=2, group_size=group),
+                            optimizer, lora=adapters_spec, donate=False)
+
+  def lora_run(adapters, params, traj):
+    return lora_update(init_train_state(adapters, optimizer), params,
+                       RLBatch(traj=traj, advantages=adv))
+
+  lora1, lora_metrics1 = lora_run(*jax.device_put((adapters, params), one), traj1)
+
   # Two SFT steps on the sampled sequences as targets: one device vs the mesh, the state
   # pinned to its shardings.
   def sft_run(state, traj, step):
@@ -86,6 +104,9 @@ def main():
     sft2, sft_metrics2 = sft_run(
         jax.device_put(fresh(), state_shardings), traj2,
         make_sft_step(model, rollout, sft, optimizer, state_shardings=state_shardings))
+    adapter_sh = sharding.param_shardings(
+        lora.adapter_logical_axes(param_logical_axes(spec), adapters), mesh, adapters)
+    lora2, lora_metrics2 = lora_run(jax.device_put(adapters, adapter_sh), params_sharded, traj2)
     sft_kernel = sft2.params["layers"]["text"]["q"]["kernel"]
     kernel = state2.params["layers"]["text"]["q"]["kernel"]
     print(json.dumps(dict(
@@ -100,6 +121,11 @@ def main():
         sft_update_size=max_diff(sft1.params, params),
         sft_kept_sharding=sft_kernel.sharding.is_equivalent_to(
             shardings["layers"]["text"]["q"]["kernel"], sft_kernel.ndim),
+        lora_params=max_diff(lora1.params, lora2.params),
+        lora_update_size=max_diff(lora1.params, adapters),
+        lora_metrics=max_diff(lora_metrics1, lora_metrics2),
+        lora_bytes_one=sharding.bytes_per_device(lora1.params),
+        lora_bytes_mesh=sharding.bytes_per_device(lora2.params),
         bytes_one=sharding.bytes_per_device(state1.params),
         bytes_mesh=sharding.bytes_per_device(state2.params))), flush=True)
 

@@ -1,4 +1,4 @@
-"""Sharded = unsharded (rollout, GRPO update, SFT step), and the mesh / batch validation rules."""
+"""Sharded = unsharded (rollout, GRPO update, LoRA update, SFT step), and the mesh / batch validation rules."""
 import json
 import os
 import subprocess
@@ -49,6 +49,11 @@ def test_sharded_rollout_and_update_equal_single_device(sharded_results, index):
   assert result["sft_update_size"] > 1e-4
   assert result["sft_params"] < 1e-5 and result["sft_metrics"] < 1e-4
   assert result["sft_kept_sharding"]
+  # LoRA adapters over the frozen base: the same rule, and the adapters spread over the mesh.
+  assert result["lora_update_size"] > 1e-4
+  assert result["lora_params"] < 5e-3 * result["lora_update_size"]
+  assert result["lora_metrics"] < 1e-5
+  assert result["lora_bytes_mesh"] < result["lora_bytes_one"] / 2
 
 
 @pytest.mark.parametrize("config,devices,message", [

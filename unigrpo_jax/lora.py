@@ -127,10 +127,13 @@ def init_adapters(params, spec: LoRASpec, key) -> dict:
 
 def adapter_logical_axes(params_axes, adapters) -> dict:
   """Logical PartitionSpecs of `adapters` from their kernels' (`param_logical_axes`): A keeps
-  the kernel's layer and input axes, B its layer and output axes; the rank is not sharded."""
+  the kernel's layer and input axes, B its layer and output axes; the rank is not sharded.
+  The MLP axis becomes `adapter_mlp`, split over FSDP as well (`sharding.RULES`): an adapter
+  has no embed axis beside it to carry FSDP, and would otherwise be replicated."""
   def axes(path, _):
     keys = [k.key for k in path]
-    kernel = _get(params_axes, keys[:-1] + ["kernel"])
+    kernel = [("adapter_mlp" if name == "mlp" else name)
+              for name in _get(params_axes, keys[:-1] + ["kernel"])]
     n_in = PROJECTIONS[keys[-2]]
     if keys[-1] == "lora_a":
       return P(*kernel[:1 + n_in], None)

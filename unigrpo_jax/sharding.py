@@ -18,13 +18,15 @@ MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 # Logical axis → mesh axis (or None: replicated). `embed` is split by FSDP, the head and MLP
-# dimensions by tensor parallelism; layers, head_dim and image patches stay whole.
+# dimensions by tensor parallelism; layers, head_dim and image patches stay whole. A LoRA
+# adapter's MLP axis (`adapter_mlp`) is its only large one: split over FSDP too.
 RULES = (
     ("batch", BATCH_AXES),
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("mlp", "tensor"),
+    ("adapter_mlp", ("fsdp", "tensor")),
     ("vocab", "tensor"),
     ("layers", None),
     ("head_dim", None),

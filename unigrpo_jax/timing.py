@@ -1,6 +1,7 @@
-"""Timing helpers for benchmarks: median wall time of a jitted call and the machine's measured
+"""Timing helpers for benchmarks: median wall time of a jitted call, the machine's measured
 matmul peak (what MFU is a fraction of): float32, or a lower operand dtype accumulated in
-float32 (`model.matmul_dtype`)."""
+float32 (`model.matmul_dtype`), and the CPU model a figure was measured on."""
+import platform
 import statistics
 import time
 
@@ -37,3 +38,15 @@ def mixed_precision_figures(spec, gflops: float, n: int, repeats: int) -> dict:
   peak = matmul_peak_gflops(n, repeats, spec.matmul_dtype)
   return dict(matmul_dtype=spec.matmul_dtype, matmul_peak_gflops_mixed=peak,
               mfu_mixed=gflops / peak)
+
+
+def cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"

@@ -1,14 +1,16 @@
 """LoRA adapters: zero adapters leave the model as it is, merged equals unmerged, the update
-trains the adapters alone against the base, and bad settings are named."""
+trains the adapters alone against the base, its compiled step holds less, and bad settings
+are named."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from helpers import lively_params, scorer, tiny_rollout, tiny_spec
-from unigrpo_jax import lora
+from unigrpo_jax import lora, memory, sharding
 from unigrpo_jax.model import UnifiedTransformer, param_logical_axes
-from unigrpo_jax.optim import OptimizerSpec, init_train_state, make_optimizer
+from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
+                               train_state_shardings)
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.sampling import make_rollout
 
@@ -132,3 +134,37 @@ def test_a_module_name_that_matches_no_kernel_is_named(setup):
   with pytest.raises(ValueError, match=r"lora.modules entry 'image/qkv' matches no kernel; "
                                        r"the model has \['image/down'"):
     lora.adapted_modules(base, lora.LoRASpec(enabled=True, modules=("image/qkv",)))
+
+
+def test_compiled_update_holds_less_with_adapters(setup):
+  """XLA's memory analysis of the compiled step (`memory.py`): with rank-4 adapters the update
+  holds the adapters' optimizer state, not the model's, and no second copy as reference."""
+  model, base, spec, _ = setup
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
+  axes = param_logical_axes(model.spec)
+  params = sharding.with_shardings(jax.eval_shape(lambda: base),
+                                   sharding.param_shardings(axes, mesh, base))
+  adapters = jax.eval_shape(lambda: lora.init_adapters(base, SPEC, jax.random.key(0)))
+  adapters = sharding.with_shardings(adapters, sharding.param_shardings(
+      lora.adapter_logical_axes(axes, adapters), mesh, adapters))
+  optimizer = make_optimizer(OptimizerSpec(**OPTIM))
+  found = {}
+  for name, trained, adapted in (("full", params, None), ("lora", adapters, SPEC)):
+    state = jax.eval_shape(lambda t: init_train_state(t, optimizer), trained)
+    state = sharding.with_shardings(state, train_state_shardings(
+        optimizer, trained, jax.tree.map(lambda x: x.sharding, trained), mesh))
+    update = make_update(model, spec, LossSpec(beta=0.04), UpdateSpec(1, 1, 2), optimizer,
+                         lora=adapted)
+    policy = ((lambda t, r: t) if adapted is None
+              else lambda t, r: lora.combine(r, t, SPEC))  # noqa: E731
+    found[name] = memory.grpo_step_memory(make_rollout(model, spec, 2), update, spec,
+                                          trained, state, params, policy, 4, mesh)
+  for step in found.values():
+    for part in step.values():
+      assert part["peak"] >= part["argument"] > 0
+  n_base = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(base))
+  n_adapters = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(adapters))
+  # Arguments: the state (trained + two Adam moments), the reference (the KL reads all of
+  # it), the batch; with LoRA the base is the reference.
+  saved = found["full"]["update"]["argument"] - found["lora"]["update"]["argument"]
+  assert saved == 3 * (n_base - n_adapters)

@@ -105,6 +105,60 @@ def test_dry_run_of_the_qwen2_5_configs(variant, devices, mesh):
   assert result["gib_per_device"]["total"] < 16  # well inside one chip's HBM
 
 
+def test_dry_run_with_lora_holds_adapters_and_no_reference():
+  """Bagel 7B with rank-64 adapters on the generation expert over a bfloat16 base: the base is
+  the reference (no second copy), AdamW moments are the adapters', and the adapters are split
+  over the devices like their kernels."""
+  args = ["experiments/dry_run.py", "--config=configs/bagel.py:7b"]
+  full = _run(args)
+  full = json.loads(full[full.index("{"):])
+  lora = _run(args + ["--config.lora.enabled=True", "--config.lora.base_dtype=bfloat16"])
+  lora = json.loads(lora[lora.index("{"):])
+  # Per layer, r·(in + out) for q, k, v, o, gate, up, down of one expert.
+  w, heads, kv, d, f, layers, r = 3584, 28, 4, 128, 18944, 28, 64
+  per_layer = (w + heads * d) * 2 + (w + kv * d) * 2 + 3 * (w + f)
+  assert lora["adapter_parameters"] == layers * r * per_layer
+  assert lora["parameters"] == full["parameters"]
+  full_b, lora_b = full["bytes_per_device"], lora["bytes_per_device"]
+  assert lora_b["reference"] == 0
+  assert lora_b["params"] == full_b["reference"]  # the bfloat16 base, once
+  assert 0 <= lora_b["optimizer"] - 2 * lora_b["adapters"] <= 8
+  share = 4 * lora["adapter_parameters"] / lora["devices"]
+  assert lora_b["adapters"] < 4 * share  # sharded, not replicated (that would be 32×)
+  assert lora["gib_per_device"]["total"] < full["gib_per_device"]["total"] / 3
+
+
+@pytest.mark.xdist_group("tiny_main_job")
+def test_options_script_writes_its_table(tmp_path, tiny_main_job):
+  """Two options from the tiny main job's SFT checkpoint: each a resumable subprocess run,
+  the same deterministic evaluation before, and the compiled step's memory per option."""
+  main_workdir, main = tiny_main_job
+  assert main.returncode == 0, main.stderr[-4000:]
+  out, root = tmp_path / "options", tmp_path / "runs"
+  args = ["experiments/options.py", "--config=configs/shapeworld.py:tiny", f"--root={root}",
+          f"--config.data.data_dir={main_workdir / 'tfds'}",
+          f"--sft_params={main_workdir / 'sft' / 'params'}", "--options=default,lora",
+          "--seeds=0,1", "--samples_per_prompt=2", f"--out={out}"]
+  _run(args)
+  result = json.loads(out.with_suffix(".json").read_text())
+  assert list(result["rows"]) == ["default", "lora"] and result["seeds"] == [0, 1]
+  rows = result["rows"]
+  befores = {r["before"] for row in rows.values() for r in row["runs"]}
+  assert len(befores) == 1  # one warm-up, one deterministic evaluation before
+  for row in rows.values():
+    assert [r["seed"] for r in row["runs"]] == [0, 1]
+    for r in row["runs"]:
+      low, high = r["after_interval"]
+      assert low <= r["after"] <= high and r["step_s"] > 0
+    assert row["peak_bytes"]["rollout"] > 0 and row["peak_bytes"]["update"] > 0
+  assert out.with_suffix(".md").read_text().count("| lora |") == 1
+  # A second call reads the finished runs back instead of running them again.
+  finished = (root / "lora_seed1" / "results.json").stat().st_mtime_ns
+  _run(args)
+  assert (root / "lora_seed1" / "results.json").stat().st_mtime_ns == finished
+  assert json.loads(out.with_suffix(".json").read_text())["rows"] == rows
+
+
 @pytest.mark.xdist_group("tiny_main_job")
 def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
   """From the tiny main job's SFT checkpoint and data (the script's --sft_params path)."""

@@ -77,9 +77,10 @@ def get_config(arg: str = ""):
   # A moving average of the policy for evaluation and the saved parameters (decay 0: off).
   c.ema = dict(decay=0.0, every=1, start=0)
   # LoRA: train adapters on these projections ("<expert>/<projection>" patterns) over the
-  # frozen starting parameters, which are then also the reference (docs/design.md §4).
+  # frozen starting parameters, which are then also the reference (docs/design.md §4), and
+  # the `unfrozen` parameters ("image_out/*": path patterns) in full beside them.
   c.lora = dict(enabled=False, rank=64, alpha=64.0, modules=("image/*",), dropout=0.0,
-                base_dtype="")
+                base_dtype="", unfrozen=())
   # The image must follow the plan (visual_text_alignment) and the plan must answer the prompt
   # (text_relevance, structure); mini-GenEval scores the image. Image-only rewards let the
   # plans drift (structure fell to 0 in 200 steps at one learning rate of 1e-4). GenEval's

@@ -83,7 +83,8 @@ def abstract_trees(spec: ModelSpec, mesh, lora: LoRASpec | None):
     return params, reference, params
   base = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, lora.base_dtype or p.dtype,
                                                      sharding=p.sharding), params)
-  adapters = jax.eval_shape(lambda: lora_lib.init_adapters(shapes, lora, jax.random.key(0)))
+  adapters = jax.eval_shape(lambda p: lora_lib.init_adapters(p, lora, jax.random.key(0)),
+                            shapes)
   axes = lora_lib.adapter_logical_axes(param_logical_axes(spec), adapters)
   adapters = sharding.with_shardings(adapters, sharding.param_shardings(axes, mesh, adapters))
   return base, base, adapters

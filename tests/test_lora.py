@@ -1,6 +1,8 @@
 """LoRA adapters: zero adapters leave the model as it is, merged equals unmerged, the update
 trains the adapters alone against the base, its compiled step holds less, and bad settings
 are named."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +17,9 @@ from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
 from unigrpo_jax.sampling import make_rollout
 
 SPEC = lora.LoRASpec(enabled=True, rank=4, alpha=8.0, modules=("image/*", "text/q"))
+# Beside the adapters, the image output layer and the generation expert's attention norms
+# trained in full.
+UNFROZEN = dataclasses.replace(SPEC, unfrozen=("image_out/*", "layers/image/attn_norm/*"))
 OPTIM = dict(learning_rate=1e-2, schedule="constant", warmup_steps=0, total_steps=100, b1=0.9,
              b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)
 
@@ -30,8 +35,8 @@ def setup():
   return model, base, spec, traj
 
 
-def _random_adapters(base, seed=3):
-  adapters = lora.init_adapters(base, SPEC, jax.random.key(seed))
+def _random_adapters(base, seed=3, spec=SPEC):
+  adapters = lora.init_adapters(base, spec, jax.random.key(seed))
   leaves, tree = jax.tree.flatten(adapters)
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
   return jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape)
@@ -55,6 +60,12 @@ def test_adapters_sit_on_the_named_kernels_with_their_axes(setup):
   assert tuple(axes["layers"]["image"]["q"]["lora_a"]) == ("layers", "embed", None)
   assert tuple(axes["layers"]["image"]["q"]["lora_b"]) == ("layers", None, "heads", "head_dim")
   assert "text" not in adapters["layers"] or "k" not in adapters["layers"]["text"]
+  # Unfrozen parameters: copies of the base's, with their own axes.
+  unfrozen = lora.init_adapters(base, UNFROZEN, jax.random.key(0))
+  np.testing.assert_array_equal(unfrozen["image_out"]["proj"]["kernel"],
+                                base["image_out"]["proj"]["kernel"])
+  axes = lora.adapter_logical_axes(param_logical_axes(model.spec), unfrozen)
+  assert axes["image_out"] == param_logical_axes(model.spec)["image_out"]
 
 
 def test_zero_adapters_change_nothing_and_merged_equals_unmerged(setup):
@@ -72,30 +83,36 @@ def test_zero_adapters_change_nothing_and_merged_equals_unmerged(setup):
   np.testing.assert_array_equal(np.asarray(again.tokens), np.asarray(traj.tokens))
   np.testing.assert_allclose(np.asarray(again.latents), np.asarray(traj.latents), rtol=1e-6,
                              atol=1e-6)
-  # Non-zero adapters: they change the outputs, and merging them gives the same outputs.
-  adapters = _random_adapters(base)
-  unmerged = score(lora.combine(base, adapters, SPEC), traj)
-  merged = score(lora.merge(base, adapters, SPEC), traj)
+  # Non-zero adapters (and unfrozen parameters moved off the base): they change the outputs,
+  # and merging them gives the same outputs.
+  adapters = _random_adapters(base, spec=UNFROZEN)
+  unmerged = score(lora.combine(base, adapters, UNFROZEN), traj)
+  merged = score(lora.merge(base, adapters, UNFROZEN), traj)
   assert not np.allclose(np.asarray(unmerged["velocity"]), np.asarray(want["velocity"]),
                          atol=1e-4)
   for name in ("token_logp", "step_logp", "velocity"):
     np.testing.assert_allclose(np.asarray(merged[name]), np.asarray(unmerged[name]), rtol=1e-5,
                                atol=1e-5, err_msg=name)
-  assert jax.tree.structure(lora.merge(base, adapters, SPEC)) == jax.tree.structure(base)
+  full = lora.merge(base, adapters, UNFROZEN)
+  assert jax.tree.structure(full) == jax.tree.structure(base)
+  np.testing.assert_array_equal(full["image_out"]["proj"]["kernel"],
+                                adapters["image_out"]["proj"]["kernel"])
 
 
 def test_update_trains_the_adapters_alone_against_the_base(setup):
   model, base, spec, traj = setup
   optimizer = make_optimizer(OptimizerSpec(**OPTIM))
   update = make_update(model, spec, LossSpec(velocity_weight=1.0), UpdateSpec(num_updates=2),
-                       optimizer, donate=False, lora=SPEC)
-  adapters = _random_adapters(base)
+                       optimizer, donate=False, lora=UNFROZEN)
+  adapters = _random_adapters(base, spec=UNFROZEN)
+  assert sorted(lora.unfrozen_parameters(base, UNFROZEN)) == [
+      "image_out/proj/bias", "image_out/proj/kernel", "layers/image/attn_norm/scale"]
   state = init_train_state(adapters, optimizer)
   assert jax.tree.structure(state.opt_state[1][0].mu) == jax.tree.structure(adapters)
   batch = RLBatch(traj=traj, advantages=jnp.asarray([[1.0], [-1.0], [0.5], [-0.5]]))
   base_before = jax.tree.map(np.asarray, base)
   new, metrics = update(state, base, batch)
-  # The base is untouched; every adapter leaf moved.
+  # The base is untouched; every adapter leaf and every unfrozen parameter moved.
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, base), base_before)
   moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), new.params,
                        adapters)
@@ -103,7 +120,7 @@ def test_update_trains_the_adapters_alone_against_the_base(setup):
   # The reference is the base with the adapters off: the first pass's velocity penalty is the
   # squared distance between the adapted and the plain model's velocities.
   score = scorer(model, spec)
-  policy, ref = score(lora.combine(base, adapters, SPEC), traj), score(base, traj)
+  policy, ref = score(lora.combine(base, adapters, UNFROZEN), traj), score(base, traj)
   mask = np.asarray(traj.step_mask)[:, :, spec.stochastic_steps()]
   diff = (np.asarray(policy["velocity"]) - np.asarray(ref["velocity"])) ** 2
   want = diff.reshape(diff.shape[:3] + (-1,)).mean(-1)[mask].mean()
@@ -111,7 +128,7 @@ def test_update_trains_the_adapters_alone_against_the_base(setup):
   # On policy at the first minibatch, as without adapters (the rollout came from the base, so
   # here the ratio is the adapted over the base model's: not 1; rescoring the adapted model's
   # own rollout gives 1).
-  own = make_rollout(model, spec)(lora.combine(base, adapters, SPEC), traj.prompt_tokens,
+  own = make_rollout(model, spec)(lora.combine(base, adapters, UNFROZEN), traj.prompt_tokens,
                                   traj.prompt_mask, jax.random.key(2))
   _, m = update(state, base, RLBatch(traj=own, advantages=batch.advantages))
   assert abs(float(m["image/ratio_min"][0, 0]) - 1) < 1e-5
@@ -134,6 +151,11 @@ def test_a_module_name_that_matches_no_kernel_is_named(setup):
   with pytest.raises(ValueError, match=r"lora.modules entry 'image/qkv' matches no kernel; "
                                        r"the model has \['image/down'"):
     lora.adapted_modules(base, lora.LoRASpec(enabled=True, modules=("image/qkv",)))
+  with pytest.raises(ValueError, match=r"lora.unfrozen entry 'image_head/\*' matches no "):
+    lora.unfrozen_parameters(base, dataclasses.replace(SPEC, unfrozen=("image_head/*",)))
+  with pytest.raises(ValueError, match=r"lora.unfrozen entry 'layers/image/q/\*' matches "
+                                       r"adapted kernels \['layers/image/q/kernel'\]"):
+    lora.unfrozen_parameters(base, dataclasses.replace(SPEC, unfrozen=("layers/image/q/*",)))
 
 
 def test_compiled_update_holds_less_with_adapters(setup):

@@ -153,9 +153,12 @@ def test_training_options_are_named():
   fails(config(lora=dict(lora, rank=0)), r"config\.lora\.rank must be a positive integer")
   fails(config(lora=dict(lora, modules=("image/qkv",))),
         r"config\.lora\.modules entry 'image/qkv' matches no kernel")
+  fails(config(lora=dict(lora, unfrozen=("image_output/*",))),
+        r"config\.lora\.unfrozen entry 'image_output/\*' matches no parameter")
   fails(config(lora=lora, rl__reference_refresh=5),
         r"config\.rl\.reference_refresh: with config\.lora the reference is the base")
   validation.validate(config(lora=lora), 1)
+  validation.validate(config(lora=dict(lora, unfrozen=("image_in/*", "image_out/*"))), 1)
   fails(config(rollout__sde_type="ddim"), r"rollout\.sde_type 'ddim' is not one of")
   fails(config(rollout__sde_type="cps", rollout__noise_level=1.2),
         r"rollout\.noise_level must be in \[0, 1\] for rollout\.sde_type 'cps'")

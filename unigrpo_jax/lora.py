@@ -4,7 +4,8 @@ With LoRA on, the trained parameters are the adapters alone: for a kernel W of a
 projection, a pair `lora_a` (*in, r) and `lora_b` (r, *out), and the projection computes
 x·W + (α/r)·(x·A)·B. The base W stays frozen (in `base_dtype` if given) and is not a trained
 parameter: it gets no gradient and no optimizer state, and the checkpoints hold the adapters
-only. The reference model of the GRPO losses is the base with the adapters off — no second
+only — and the parameters `unfrozen` names, which are trained in full beside them (e.g. the
+image input and output layers, or the norms). The reference model of the GRPO losses is the base with the adapters off — no second
 copy of the model. `merge` folds the adapters into full parameters (what the stage saves and
 what the Hugging Face / Bagel export reads).
 
@@ -37,16 +38,20 @@ class LoRASpec:
   """`config.lora`. enabled: train adapters instead of the parameters; rank: r; alpha: α (the
   update is scaled by α/r); modules: "<expert>/<projection>" patterns of the adapted kernels
   (module docstring); dropout: on the adapters' input (only 0 is supported); base_dtype: the
-  frozen base's dtype ("" keeps the checkpoint's, e.g. "bfloat16" halves its memory)."""
+  frozen base's dtype ("" keeps the checkpoint's, e.g. "bfloat16" halves its memory);
+  unfrozen: shell patterns of parameter paths ("image_out/*", "layers/*/attn_norm/scale")
+  trained in full beside the adapters, in the checkpoint's dtype."""
   enabled: bool = False
   rank: int = 64
   alpha: float = 64.0
   modules: tuple[str, ...] = ("image/*",)
   dropout: float = 0.0
   base_dtype: str = ""
+  unfrozen: tuple[str, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, "modules", tuple(self.modules))
+    object.__setattr__(self, "unfrozen", tuple(self.unfrozen))
     if not self.enabled:
       return
     if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank <= 0:
@@ -109,10 +114,34 @@ def _nest(pairs: dict) -> dict:
   return out
 
 
+def _path(path) -> str:
+  return "/".join(k.key for k in path)
+
+
+def unfrozen_parameters(params, spec: LoRASpec) -> list[str]:
+  """Paths ("a/b/c") of the parameters `spec.unfrozen` trains in full. A pattern that matches
+  no parameter, or matches an adapted kernel, raises ValueError naming it."""
+  paths = [_path(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+  adapted = {"/".join(("layers",) + path + ("kernel",))
+             for path in adapted_modules(params, spec).values()}
+  chosen = []
+  for pattern in spec.unfrozen:
+    matched = fnmatch.filter(paths, pattern)
+    if not matched:
+      raise ValueError(f"lora.unfrozen entry {pattern!r} matches no parameter")
+    if adapted & set(matched):
+      raise ValueError(f"lora.unfrozen entry {pattern!r} matches adapted kernels "
+                       f"{sorted(adapted & set(matched))}: a kernel is trained by its adapters "
+                       "or in full, not both")
+    chosen += [p for p in matched if p not in chosen]
+  return chosen
+
+
 def init_adapters(params, spec: LoRASpec, key) -> dict:
-  """Adapters for `params`' adapted kernels (stacked over layers like them), float32:
-  {"layers": {expert: {projection: {"lora_a", "lora_b"}}}} (gate/up/down under "mlp").
-  A ~ N(0, 1/fan_in), B = 0."""
+  """What LoRA trains over `params`: adapters for the adapted kernels (stacked over layers
+  like them), float32, {"layers": {expert: {projection: {"lora_a", "lora_b"}}}} (gate/up/down
+  under "mlp"), A ~ N(0, 1/fan_in), B = 0; and a copy of each `unfrozen` parameter at its
+  path."""
   pairs = {}
   for i, (name, path) in enumerate(sorted(adapted_modules(params, spec).items())):
     kernel = _get(params["layers"], path + ("kernel",))
@@ -120,18 +149,25 @@ def init_adapters(params, spec: LoRASpec, key) -> dict:
     depth, inputs, outputs = kernel.shape[0], kernel.shape[1:1 + n_in], kernel.shape[1 + n_in:]
     a = jax.random.normal(jax.random.fold_in(key, i), (depth,) + inputs + (spec.rank,),
                           jnp.float32) / math.sqrt(math.prod(inputs))
-    pairs[("layers",) + path] = {"lora_a": a,
-                                 "lora_b": jnp.zeros((depth, spec.rank) + outputs, jnp.float32)}
+    pairs[("layers",) + path + ("lora_a",)] = a
+    pairs[("layers",) + path + ("lora_b",)] = jnp.zeros((depth, spec.rank) + outputs,
+                                                        jnp.float32)
+  for path in unfrozen_parameters(params, spec):
+    keys = tuple(path.split("/"))
+    pairs[keys] = jnp.copy(_get(params, keys))
   return _nest(pairs)
 
 
 def adapter_logical_axes(params_axes, adapters) -> dict:
-  """Logical PartitionSpecs of `adapters` from their kernels' (`param_logical_axes`): A keeps
-  the kernel's layer and input axes, B its layer and output axes; the rank is not sharded.
-  The MLP axis becomes `adapter_mlp`, split over FSDP as well (`sharding.RULES`): an adapter
-  has no embed axis beside it to carry FSDP, and would otherwise be replicated."""
+  """Logical PartitionSpecs of `adapters` (`init_adapters`) from their kernels'
+  (`param_logical_axes`): A keeps the kernel's layer and input axes, B its layer and output
+  axes; the rank is not sharded. The MLP axis becomes `adapter_mlp`, split over FSDP as well
+  (`sharding.RULES`): an adapter has no embed axis beside it to carry FSDP, and would
+  otherwise be replicated. An unfrozen parameter keeps its own axes."""
   def axes(path, _):
     keys = [k.key for k in path]
+    if keys[-1] not in ("lora_a", "lora_b"):
+      return _get(params_axes, keys)
     kernel = [("adapter_mlp" if name == "mlp" else name)
               for name in _get(params_axes, keys[:-1] + ["kernel"])]
     n_in = PROJECTIONS[keys[-2]]
@@ -165,27 +201,21 @@ def combine(base, adapters, spec: LoRASpec):
 
 def merge(base, adapters, spec: LoRASpec):
   """Full parameters: every adapted kernel W + (α/r)·A·B (in float32, stored in W's dtype),
-  the rest of `base` as it is."""
-  merged = dict(base)
-  layers = jax.tree.map(lambda x: x, base["layers"])
-  for path_adapter, pair in _pairs(adapters["layers"]):
-    node = _get(layers, path_adapter)
-    kernel = node["kernel"]
-    a, b = pair["lora_a"].astype(jnp.float32), pair["lora_b"].astype(jnp.float32)
+  every unfrozen parameter as trained (in the base's dtype), the rest of `base` as it is."""
+  def one(path, leaf):
+    keys = [k.key for k in path]
+    node = adapters
+    for key in keys[:-1]:
+      node = node.get(key, {}) if isinstance(node, dict) else {}
+    if keys[-1] in node:  # unfrozen: trained in full
+      return node[keys[-1]].astype(leaf.dtype)
+    if keys[-1] != "kernel" or "lora_a" not in node:
+      return leaf
+    a, b = node["lora_a"].astype(jnp.float32), node["lora_b"].astype(jnp.float32)
     delta = jnp.einsum("lir,lro->lio", a.reshape(a.shape[0], -1, a.shape[-1]),
-                       b.reshape(b.shape[0], b.shape[1], -1)).reshape(kernel.shape)
-    node["kernel"] = (kernel.astype(jnp.float32) + spec.scale * delta).astype(kernel.dtype)
-  merged["layers"] = layers
-  return merged
-
-
-def _pairs(tree, prefix=()):
-  """(path, {"lora_a", "lora_b"}) of every adapter in a `layers` subtree."""
-  if "lora_a" in tree:
-    yield prefix, tree
-    return
-  for key, sub in tree.items():
-    yield from _pairs(sub, prefix + (key,))
+                       b.reshape(b.shape[0], b.shape[1], -1)).reshape(leaf.shape)
+    return (leaf.astype(jnp.float32) + spec.scale * delta).astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(one, base)
 
 
 def cast_base(params, dtype: str):

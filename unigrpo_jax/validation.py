@@ -181,8 +181,9 @@ def validate(config, num_devices: int | None = None, *,
     try:
       adapters = LoRASpec(**config.get("lora", {}))
       if adapters.enabled:
-        lora.adapted_modules(jax.eval_shape(lambda: init_params(model, jax.random.key(0))),
-                             adapters)
+        shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+        lora.adapted_modules(shapes, adapters)
+        lora.unfrozen_parameters(shapes, adapters)
     except ValueError as e:
       raise ConfigError(f"config.{e}") from e
     if refresh and adapters.enabled:

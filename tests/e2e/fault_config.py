@@ -33,9 +33,10 @@ def get_config(arg: str = ""):
   if arg:
     c.rl.steps = 8
     c.faults.max_skipped_in_a_row = 3
-  if arg == "lora":  # adapters on the generation expert and the text queries, bfloat16 base
+  if arg == "lora":  # adapters on the generation expert and the text queries, bfloat16 base,
+    # the image output layer trained in full
     c.lora.update(enabled=True, rank=4, alpha=8.0, modules=("image/*", "text/q"),
-                  base_dtype="bfloat16")
+                  base_dtype="bfloat16", unfrozen=("image_out/*",))
     c.rl.steps = 6
   if arg in ("chunked", "overlapped"):
     c.rl.update(rollout_chunks=2, overlap_rewards=arg == "overlapped")

@@ -1,9 +1,10 @@
 """A tiny GRPO run with LoRA (`main`, tests/e2e/fault_config.py:lora): its checkpoints hold the
-adapters alone, the saved parameters are the base with the adapters merged in, and a run
+adapters and the unfrozen layer alone, the saved parameters are the base with the adapters merged in, and a run
 stopped half-way resumes to the uninterrupted run's adapters, bit for bit."""
 import subprocess
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -47,9 +48,16 @@ def test_lora_run_checkpoints_adapters_saves_merged_weights_and_resumes_exactly(
   run(halves, data_dir, init)
   final = saved_state(whole, 6)
   assert_same_state(saved_state(halves, 6), final)
-  # The trained state is the adapters: only lora_a / lora_b leaves, and they moved off zero.
-  names = {str(path[-1].key) for path, _ in jax.tree_util.tree_leaves_with_path(final["params"])}
-  assert names == {"lora_a", "lora_b"}
+  # The trained state is the adapters (moved off zero) and the unfrozen image output layer
+  # (in float32, moved off the base).
+  paths = ["/".join(str(k.key) for k in path)
+           for path, _ in jax.tree_util.tree_leaves_with_path(final["params"])]
+  assert {p for p in paths if p.split("/")[-1] not in ("lora_a", "lora_b")} == {
+      "image_out/proj/kernel", "image_out/proj/bias"}
+  start_params = restore(start)
+  trained_out = np.asarray(final["params"]["image_out"]["proj"]["kernel"])
+  assert trained_out.dtype == np.float32
+  assert np.any(trained_out != np.asarray(start_params["image_out"]["proj"]["kernel"]))
   for expert, name in (("image", "q"), ("image", "o"), ("text", "q")):
     assert np.any(np.asarray(final["params"]["layers"][expert][name]["lora_b"])), (expert, name)
   # The saved parameters: the run's base (in bfloat16) with the adapters merged in; kernels
@@ -58,6 +66,8 @@ def test_lora_run_checkpoints_adapters_saves_merged_weights_and_resumes_exactly(
   saved = restore(whole / "grpo" / "params")
   want = lora.merge(base, final["params"], LoRASpec(**config.lora))
   assert jax.tree.structure(saved) == jax.tree.structure(want)
+  np.testing.assert_array_equal(np.asarray(saved["image_out"]["proj"]["kernel"], np.float32),
+                                np.asarray(trained_out.astype(jnp.bfloat16), np.float32))
   np.testing.assert_array_equal(np.asarray(saved["layers"]["text"]["k"]["kernel"]),
                                 np.asarray(base["layers"]["text"]["k"]["kernel"]))
   for expert, name in (("image", "q"), ("image", "o"), ("text", "q")):

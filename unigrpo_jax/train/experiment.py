@@ -106,19 +106,20 @@ class Experiment:
     return sharding.with_shardings(shapes, self.train_state_shardings(optimizer, ema, trained))
 
   def abstract_adapters(self, spec: LoRASpec):
-    """The LoRA adapters of `spec` as ShapeDtypeStructs with their shardings (A and B
-    sharded like their kernels' input and output axes)."""
-    shapes = jax.eval_shape(lambda: lora.init_adapters(self.abstract_params, spec,
-                                                       jax.random.key(0)))
+    """What LoRA trains (`lora.init_adapters`: the adapters of `spec`, and the parameters it
+    unfreezes) as ShapeDtypeStructs with their shardings (A and B sharded like their kernels'
+    input and output axes)."""
+    shapes = jax.eval_shape(lambda p: lora.init_adapters(p, spec, jax.random.key(0)),
+                            self.abstract_params)
     axes = lora.adapter_logical_axes(param_logical_axes(self.model_spec), shapes)
     return sharding.with_shardings(shapes, sharding.param_shardings(axes, self.mesh, shapes))
 
-  def init_adapters(self, spec: LoRASpec, key, abstract):
-    """Fresh LoRA adapters (B = 0), created in the shardings of `abstract`
-    (`abstract_adapters(spec)`)."""
+  def init_adapters(self, spec: LoRASpec, key, abstract, params):
+    """Fresh LoRA adapters (B = 0) over `params`, with copies of the parameters `spec`
+    unfreezes, created in the shardings of `abstract` (`abstract_adapters(spec)`)."""
     shardings = jax.tree.map(lambda x: x.sharding, abstract)
-    return jax.jit(lambda k: lora.init_adapters(self.abstract_params, spec, k),
-                   out_shardings=shardings)(key)
+    return jax.jit(lambda k, p: lora.init_adapters(p, spec, k),
+                   out_shardings=shardings)(key, params)
 
   def evaluate(self, params, split: str = "heldout") -> dict:
     """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the

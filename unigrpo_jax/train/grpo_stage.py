@@ -255,14 +255,14 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   # The reference is what the checkpointed run started from, whatever the config says now.
   source = begin.host["reference"] if begin.resumed else reference_source(exp, workdir)
   ref_params = starting_params(exp, source)
+  if begin.resumed:
+    state = begin.state
+  else:
+    initial = (exp.init_adapters(lora, jax.random.key(cfg.seed + 3), trained, ref_params)
+               if lora else ref_params)
+    state = exp.init_train_state(initial, optimizer, ema.enabled, trained)
   if lora:  # the frozen base the adapters sit on, and the reference (adapters off)
     ref_params = lora_lib.cast_base(ref_params, lora.base_dtype)
-  if not begin.resumed:
-    initial = (exp.init_adapters(lora, jax.random.key(cfg.seed + 3), trained) if lora
-               else ref_params)
-    state = exp.init_train_state(initial, optimizer, ema.enabled, trained)
-  else:
-    state = begin.state
   average = jax.jit(lambda state, i: state.replace(ema=ema_update(state.ema, state.params, i,
                                                                   ema)), donate_argnums=0)
   shown = (lambda state: state.ema) if ema.enabled else (lambda state: state.params)  # noqa: E731

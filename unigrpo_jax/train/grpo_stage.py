@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import time
 from typing import Callable, NamedTuple
 
@@ -69,6 +70,23 @@ def starting_params(exp: Experiment, source: str):
   if source == "none":
     return exp.init_params(jax.random.key(exp.config.seed))
   return load_params(source, exp.abstract_params)
+
+
+def prune_references(directory: str, checkpoints: str, every: int, current: str):
+  """Deletes the reference snapshots (`directory/<step>`) that no checkpoint in `checkpoints`
+  needs: the checkpoint of step s was written with the snapshot of the last multiple of
+  `every` ≤ s, so the snapshots older than the oldest checkpoint's go; `current` always
+  stays. The oldest checkpoint is read from the folder itself, not the manager's list: a step
+  the manager has dropped may still be on disk after a kill, and be the one a resume reads."""
+  steps = [int(name.split(".")[0]) for name in os.listdir(checkpoints)
+           if name.split(".")[0].isdigit()] if os.path.isdir(checkpoints) else []
+  if not steps or not os.path.isdir(directory):
+    return
+  oldest = every * (min(steps) // every)
+  for name in os.listdir(directory):
+    path = os.path.join(directory, name)
+    if name.isdigit() and int(name) < oldest and path != current:
+      shutil.rmtree(path, ignore_errors=True)
 
 
 def eval_scalars(ev: dict, headline: str) -> dict:
@@ -267,6 +285,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                                                                   ema)), donate_argnums=0)
   shown = (lambda state: state.ema) if ema.enabled else (lambda state: state.params)  # noqa: E731
   refresh = rl.get("reference_refresh", 0)
+  references = os.path.abspath(os.path.join(stage_dir, "references"))
   concat = jax.jit(functools.partial(concat_trajectories,
                                      order=sharding.chunk_order(batch_size, chunks)))
   step = Step(exp, make_rollout(exp.model, spec, rl.group_size), concat, update, ref_params,
@@ -286,7 +305,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
       state = average(state, i + 1)
     if refresh and (i + 1) % refresh == 0 and i + 1 < total:
       # The reference becomes the policy; a snapshot on disk lets a resumed run rebuild it.
-      source = os.path.abspath(os.path.join(stage_dir, "references", str(i + 1)))
+      source = os.path.join(references, str(i + 1))
       save_params(source, state.params)
       step = dataclasses.replace(step, ref_params=jax.tree.map(jnp.copy, state.params))
     record.update({"faults/skipped": float(skips.in_a_row > 0),
@@ -302,7 +321,11 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                      guard=guard, skips=skips,
                      host=loop.host_state(cfg, data=prompts.get_state(), key=begin.key,
                                           skips=skips, clock=clock, reference=source))
+    if refresh and distributed.is_primary():
+      prune_references(references, checkpoints.directory, refresh, source)
   checkpoints.close()
+  if refresh and distributed.is_primary():  # the last checkpoint is written now
+    prune_references(references, checkpoints.directory, refresh, source)
   final = step.policy(shown(state))
   # Full parameters (adapters merged in): what the next consumer and the exports read.
   save_params(os.path.join(stage_dir, "params"),

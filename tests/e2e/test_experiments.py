@@ -130,7 +130,7 @@ def test_dry_run_with_lora_holds_adapters_and_no_reference():
 
 @pytest.mark.xdist_group("tiny_main_job")
 def test_options_script_writes_its_table(tmp_path, tiny_main_job):
-  """Two options from the tiny main job's SFT checkpoint: each a resumable subprocess run,
+  """Two options from the tiny main job's SFT checkpoint, one seed: each a resumable run,
   the same deterministic evaluation before, and the compiled step's memory per option."""
   main_workdir, main = tiny_main_job
   assert main.returncode == 0, main.stderr[-4000:]
@@ -138,15 +138,15 @@ def test_options_script_writes_its_table(tmp_path, tiny_main_job):
   args = ["experiments/options.py", "--config=configs/shapeworld.py:tiny", f"--root={root}",
           f"--config.data.data_dir={main_workdir / 'tfds'}",
           f"--sft_params={main_workdir / 'sft' / 'params'}", "--options=default,lora",
-          "--seeds=0,1", "--samples_per_prompt=2", f"--out={out}"]
+          "--seeds=1", "--samples_per_prompt=2", f"--out={out}"]
   _run(args)
   result = json.loads(out.with_suffix(".json").read_text())
-  assert list(result["rows"]) == ["default", "lora"] and result["seeds"] == [0, 1]
+  assert list(result["rows"]) == ["default", "lora"] and result["seeds"] == [1]
   rows = result["rows"]
   befores = {r["before"] for row in rows.values() for r in row["runs"]}
   assert len(befores) == 1  # one warm-up, one deterministic evaluation before
   for row in rows.values():
-    assert [r["seed"] for r in row["runs"]] == [0, 1]
+    assert [r["seed"] for r in row["runs"]] == [1]
     for r in row["runs"]:
       low, high = r["after_interval"]
       assert low <= r["after"] <= high and r["step_s"] > 0

@@ -140,23 +140,21 @@ def summary(runs: list) -> dict:
 
 
 def markdown(rows: dict, meta: dict) -> str:
-  def ms(s):
-    return f"{s['mean']:.3f} ± {s['std']:.3f}"
+  def ms(s):  # the seeds' mean, ± their standard deviation when there are several
+    return f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if len(meta["seeds"]) > 1 else "")
   lines = [
-      "| option | held-out after (seeds: mean ± sd) | each seed [95 %] | gain | training "
-      "prompts after | training reward (last 10 %) | gap start → end | step s | peak MiB "
-      "(rollout / update) |", "|" + "---|" * 9]
+      "| option | held-out after | gain, each seed [95 %] | training prompts after | "
+      "training reward (last 10 %) | gap start → end | step s | peak MiB (rollout / update) |",
+      "|" + "---|" * 8]
   for name, row in rows.items():
-    seeds = " ".join(f"{r['after']:.2f} [{r['after_interval'][0]:.2f}, "
-                     f"{r['after_interval'][1]:.2f}]" for r in row["runs"])
-    s = row["summary"]
-    mib = row["peak_bytes"]
+    gains = " ".join(f"{r['gain']:+.3f} [{r['gain_interval'][0]:+.3f}, "
+                     f"{r['gain_interval'][1]:+.3f}]" for r in row["runs"])
+    s, mib = row["summary"], row["peak_bytes"]
     lines.append(
-        f"| {name} | {ms(s['after'])} | {seeds} | {s['gain']['mean']:+.3f} | "
-        f"{ms(s['train_prompts_after'])} | {ms(s['train_reward'])} | "
-        f"{s['gap_start']['mean']:+.3f} → {s['gap_end']['mean']:+.3f} | "
-        f"{s['step_s']['mean']:.2f} | {mib['rollout'] / 2**20:.1f} / "
-        f"{mib['update'] / 2**20:.1f} |")
+        f"| {name} | {ms(s['after'])} | {gains} | {ms(s['train_prompts_after'])} | "
+        f"{ms(s['train_reward'])} | {s['gap_start']['mean']:+.3f} → "
+        f"{s['gap_end']['mean']:+.3f} | {s['step_s']['mean']:.2f} | "
+        f"{mib['rollout'] / 2**20:.1f} / {mib['update'] / 2**20:.1f} |")
   return ("\n".join(lines) + f"\n\nWarm-up {meta['warmup_before']:.3f} held-out; "
           f"{meta['steps']} GRPO steps per run, seeds {meta['seeds']}, "
           f"{meta['samples_per_prompt']} samples per held-out prompt; {meta['cpu']} "

@@ -62,11 +62,9 @@ def compiled_memory(cfg, spec: ModelSpec, rollout: RolloutSpec, optimizer,
   update = make_update(model, rollout, LossSpec(**cfg.loss),
                        UpdateSpec(cfg.rl.num_updates, cfg.rl.num_minibatches, cfg.rl.group_size),
                        optimizer, lora=lora)
-  policy = ((lambda t, r: t) if lora is None
-            else (lambda t, r: lora_lib.combine(r, t, lora)))
   return memory.grpo_step_memory(
       make_rollout(model, rollout, cfg.rl.group_size), update, rollout, trained, state,
-      reference, policy, cfg.rl.prompts_per_batch * cfg.rl.group_size, mesh)
+      reference, lora, cfg.rl.prompts_per_batch * cfg.rl.group_size, mesh)
 
 
 def abstract_trees(spec: ModelSpec, mesh, lora: LoRASpec | None):
@@ -109,8 +107,7 @@ def main(argv):
   spec = ModelSpec(**cfg.model)
   devices = cfg.pod.num_devices
   mesh = AbstractMesh(sharding.mesh_shape(cfg.mesh, devices), sharding.MESH_AXES)
-  adapters = LoRASpec(**cfg.get("lora", {}))
-  lora = adapters if adapters.enabled else None
+  lora = lora_lib.configured(cfg.get("lora"))
   params, reference, trained = abstract_trees(spec, mesh, lora)
   optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
   state_sh = train_state_shardings(optimizer, trained,

@@ -29,7 +29,6 @@ from ml_collections import config_flags
 import numpy as np
 
 from unigrpo_jax import lora as lora_lib, memory, metric_writer
-from unigrpo_jax.lora import LoRASpec
 from unigrpo_jax.optim import OptimizerSpec, make_optimizer
 from unigrpo_jax.rl import LossSpec, UpdateSpec, make_update
 from unigrpo_jax.sampling import make_rollout
@@ -90,8 +89,7 @@ def step_memory(config) -> dict:
   exp = experiment.build(config)
   spec, rl = exp.task.rollout(config), config.rl
   optimizer = make_optimizer(OptimizerSpec(**config.rl_optim))
-  adapters = LoRASpec(**config.lora)
-  lora = adapters if adapters.enabled else None
+  lora = lora_lib.configured(config.lora)
   trained = exp.abstract_adapters(lora) if lora else exp.abstract_params
   reference = exp.abstract_params
   if lora and lora.base_dtype:
@@ -101,9 +99,8 @@ def step_memory(config) -> dict:
   update = make_update(exp.model, spec, LossSpec(**config.loss),
                        UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer,
                        lora=lora)
-  policy = (lambda t, r: t) if lora is None else (lambda t, r: lora_lib.combine(r, t, lora))
   found = memory.grpo_step_memory(make_rollout(exp.model, spec, rl.group_size), update, spec,
-                                  trained, state, reference, policy,
+                                  trained, state, reference, lora,
                                   rl.prompts_per_batch * rl.group_size, exp.mesh)
   return {k: v["peak"] for k, v in found.items()}
 

@@ -177,10 +177,8 @@ def test_compiled_update_holds_less_with_adapters(setup):
         optimizer, trained, jax.tree.map(lambda x: x.sharding, trained), mesh))
     update = make_update(model, spec, LossSpec(beta=0.04), UpdateSpec(1, 1, 2), optimizer,
                          lora=adapted)
-    policy = ((lambda t, r: t) if adapted is None
-              else lambda t, r: lora.combine(r, t, SPEC))  # noqa: E731
     found[name] = memory.grpo_step_memory(make_rollout(model, spec, 2), update, spec,
-                                          trained, state, params, policy, 4, mesh)
+                                          trained, state, params, adapted, 4, mesh)
   for step in found.values():
     for part in step.values():
       assert part["peak"] >= part["argument"] > 0

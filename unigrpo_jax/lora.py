@@ -218,6 +218,18 @@ def merge(base, adapters, spec: LoRASpec):
   return jax.tree_util.tree_map_with_path(one, base)
 
 
+def configured(section) -> LoRASpec | None:
+  """The LoRASpec of a `config.lora` section (absent: off), or None when LoRA is off."""
+  spec = LoRASpec(**(section or {}))
+  return spec if spec.enabled else None
+
+
+def policy(trained, base, spec: LoRASpec | None):
+  """The policy's parameter tree from what the state trains: the parameters themselves, or
+  with `spec` the adapters (and unfrozen parameters) over `base`."""
+  return trained if spec is None else combine(base, trained, spec)
+
+
 def cast_base(params, dtype: str):
   """The frozen base in `dtype` ("" leaves it as it is)."""
   return params if not dtype else jax.tree.map(lambda x: x.astype(dtype), params)

@@ -10,6 +10,7 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
+from unigrpo_jax.lora import LoRASpec, policy
 from unigrpo_jax.rl import RLBatch
 from unigrpo_jax.sampling import RolloutSpec
 
@@ -27,7 +28,7 @@ def analysis(compiled) -> dict:
 
 
 def grpo_step_memory(sample: Callable, update: Callable, spec: RolloutSpec, trained, state,
-                     reference, policy: Callable, rows: int, mesh) -> dict:
+                     reference, lora: LoRASpec | None, rows: int, mesh) -> dict:
   """Compiles one GRPO step's rollout and update for `mesh` and returns
   {"rollout": analysis, "update": analysis}.
 
@@ -38,7 +39,7 @@ def grpo_step_memory(sample: Callable, update: Callable, spec: RolloutSpec, trai
     trained: abstract tree of what the state trains (parameters, or LoRA adapters).
     state: abstract TrainState over `trained`.
     reference: abstract frozen reference (with LoRA, the base the adapters sit on).
-    policy: fn(trained, reference) → the policy's parameter tree.
+    lora: the adapters' spec when `trained` is adapters over `reference`, else None.
     rows: the RL batch's rows (prompts × group), split over the mesh's data axes.
   """
   by_rows = NamedSharding(mesh, P(("data", "fsdp")))
@@ -52,7 +53,7 @@ def grpo_step_memory(sample: Callable, update: Callable, spec: RolloutSpec, trai
   mask = abstract((rows, spec.prompt_len), bool)
   key = jax.eval_shape(lambda: jax.random.key(0))
   start = abstract((), np.int32)
-  rollout = jax.jit(lambda t, r, p, m, k, w: sample(policy(t, r), p, m, k, w))
+  rollout = jax.jit(lambda t, r, p, m, k, w: sample(policy(t, r, lora), p, m, k, w))
   lowered = rollout.lower(trained, reference, prompts, mask, key, start)
   traj = jax.tree.map(lambda x: abstract(x.shape, x.dtype), lowered.out_info)
   advantages = abstract((rows, spec.rounds), np.float32)

@@ -84,7 +84,7 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
          if loss.needs_reference else None)
 
   def loss_fn(params, minibatch, ref_minibatch):
-    policy = params if lora is None else lora_lib.combine(ref_params, params, lora)
+    policy = lora_lib.policy(params, ref_params, lora)
     scores = score(policy, minibatch.traj, group_size=update.minibatch_group_size)
     return unigrpo_objective(scores, ref_minibatch, minibatch, loss)
 

@@ -134,7 +134,7 @@ class Step:
 
   def policy(self, params):
     """The policy's parameter tree from what the state trains (`params`, or adapters)."""
-    return params if self.lora is None else lora_lib.combine(self.ref_params, params, self.lora)
+    return lora_lib.policy(params, self.ref_params, self.lora)
 
   def on_host(self, traj, metadata) -> ChunkOnHost:
     """This process's rows of one part, as the rewards read them (waits for the part)."""
@@ -250,8 +250,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                        field="a rollout part (the RL batch / rl.rollout_chunks)")
   spec = exp.task.rollout(cfg)
   optimizer = make_optimizer(OptimizerSpec(**cfg.rl_optim))
-  adapters = LoRASpec(**cfg.get("lora", {}))
-  lora = adapters if adapters.enabled else None
+  lora = lora_lib.configured(cfg.get("lora"))
   update = make_update(exp.model, spec, LossSpec(**cfg.loss),
                        UpdateSpec(rl.num_updates, rl.num_minibatches, rl.group_size), optimizer,
                        lora=lora)
@@ -321,7 +320,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                      guard=guard, skips=skips,
                      host=loop.host_state(cfg, data=prompts.get_state(), key=begin.key,
                                           skips=skips, clock=clock, reference=source))
-    if refresh and distributed.is_primary():
+    if refresh and (i + 1) % cfg.checkpoint.every == 0 and distributed.is_primary():
       prune_references(references, checkpoints.directory, refresh, source)
   checkpoints.close()
   if refresh and distributed.is_primary():  # the last checkpoint is written now

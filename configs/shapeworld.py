@@ -33,7 +33,8 @@ def get_config(arg: str = ""):
   c.data = dict(data_dir="workdir/tfds", num_train=4096, num_heldout=256, seed=0,
                 heldout_fraction=0.2, world=1, size=32, grid=4, large_prob=0.0,
                 families=("single_object", "two_object", "counting", "colors", "position",
-                          "color_attr"))
+                          "color_attr"),
+                read_threads=1, read_ahead=2)
   # matmul_dtype "bfloat16": bf16 operands, float32 accumulation (model/matmul.py; faster
   # steps on CPUs with bfloat16 units); "": float32 matmuls.
   c.model = dict(vocab_size=64, width=128, depth=4, num_heads=4, num_kv_heads=2, head_dim=32,

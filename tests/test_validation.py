@@ -73,6 +73,7 @@ def test_data_world_and_canvas():
   fails(config(data__world=3), r"config\.data\.world: unknown ShapeWorld version 3")
   fails(config(data__grid=5), r"config\.data\.size \(32\) is not divisible by config\.data\.grid")
   fails(config(data__size=64), r"model\.image_size \(32\) is not data\.size \(64\)")
+  fails(config(data__read_ahead=0), r"config\.data\.read_ahead >= 1, got 1 and 0")
   # World 2's words are not in world 1's tokenizer, nor do they fit a 64-word vocabulary.
   fails(config(data__world=2), r"config\.model\.vocab_size \(64\) is smaller than the "
         r"vocabulary of tokenizer .*tokenizer_v2\.json")

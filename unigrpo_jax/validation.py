@@ -19,7 +19,7 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
     tensors it needs, shaped as it needs (headers only: nothing is read); so does a Bagel
     folder (`bagel.checkpoint`) with `model` and `autoencoder`;
   * `data.world` is a ShapeWorld version, `data.grid` divides `data.size`, which a pixel
-    model's `image_size` equals;
+    model's `image_size` equals; the data is read ahead by at least one batch;
   * a latent model's `autoencoder` builds its spec, has the model's latent channels and
     decodes to the data's image size; `prompt_template` holds `{prompt}` once (and is plain
     when the warm-up SFT runs: it writes prompts bare);
@@ -226,11 +226,15 @@ def _check_autoencoder(config, model: ModelSpec) -> AutoencoderSpec | None:
 
 
 def _check_data(config, model: ModelSpec, ae: AutoencoderSpec | None):
-  """The ShapeWorld version exists and its canvas is the one the model draws."""
+  """The ShapeWorld version exists, its canvas is the one the model draws, and it is read
+  ahead by at least one batch."""
   try:
     shapeworld.get_world(config.data.get("world", shapeworld.LATEST.version))
   except ValueError as e:
     raise ConfigError(f"config.data.world: {e}") from e
+  if config.data.read_threads < 0 or config.data.read_ahead < 1:
+    raise ConfigError(f"config.data.read_threads must be >= 0 and config.data.read_ahead >= 1, "
+                      f"got {config.data.read_threads} and {config.data.read_ahead}")
   if config.data.size % config.data.grid:
     raise ConfigError(f"config.data.size ({config.data.size}) is not divisible by "
                       f"config.data.grid ({config.data.grid})")

@@ -1,4 +1,4 @@
-r"""The tiny main job the multi-process tests run as 1 process × 8 devices and as 2 processes × 4
+r"""The tiny main job the multi-process tests run as 1 process × 4 devices and as 2 processes × 2
 (`configs/shapeworld.py:tiny`, shortened): SFT then GRPO, with a continuous reward beside
 mini-GenEval so that every GRPO update moves the parameters, and one that is NaN on GRPO steps
 2 and 3 in the last process only (rewards of `tests/e2e/reward_plugins.py`: run with

@@ -1,6 +1,6 @@
 """The same job on several real processes (JAX's multi-controller runtime on this machine's CPU,
-Gloo collectives, `unigrpo_jax.launch_local`'s command lines): 2 processes × 4 devices train
-exactly as 1 process × 8 devices; a SIGTERM to one process stops both at one step with a
+Gloo collectives, `unigrpo_jax.launch_local`'s command lines): 2 processes × 2 devices train
+exactly as 1 process × 4 devices; a SIGTERM to one process stops both at one step with a
 checkpoint; a process killed outright makes the other exit within the heartbeat bound; after
 both, over a damaged newest checkpoint, the run resumes to the uninterrupted result; a NaN
 reward on one process skips the update on all.
@@ -8,7 +8,10 @@ reward on one process skips the update on all.
 The one-process run is a one-process distributed runtime (`launch_local --num_processes=1`): its
 collectives are Gloo's, as in the two-process run, so the two agree bit for bit. XLA's
 in-process all-reduce (a plain one-process run) sums in another order: the last bits of each
-reduction differ, and Adam carries that into the parameters (docs/multihost.md)."""
+reduction differ, and Adam carries that into the parameters (docs/multihost.md).
+
+Four devices in all: every device is a Gloo rank talking over local TCP, so eight would cost
+the tests more than they add."""
 import json
 import os
 import signal
@@ -27,6 +30,7 @@ from unigrpo_jax import launch_local, metric_writer
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost")]
 
 CONFIG = "tests/e2e/multihost_config.py"
+DEVICES = 4
 
 
 def env(devices):
@@ -43,7 +47,7 @@ def flags(workdir, data_dir, variant=""):
 def start_two(workdir, data_dir, variant=""):
   """The two processes `launch_local` would start, as Popen objects the test can signal."""
   cmds = launch_local.commands(flags(workdir, data_dir, variant), 2, launch_local.free_port())
-  return [subprocess.Popen(cmd, cwd=ROOT, env=env(4), text=True, stdout=subprocess.PIPE,
+  return [subprocess.Popen(cmd, cwd=ROOT, env=env(DEVICES // 2), text=True, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE) for cmd in cmds]
 
 
@@ -54,12 +58,12 @@ def finish(procs, timeout=900):
 
 
 def launch(workdir, data_dir, variant="", processes=2):
-  """The launcher itself, to the end: `processes` processes sharing 8 devices."""
+  """The launcher itself, to the end: `processes` processes sharing `DEVICES` devices."""
   return subprocess.run([sys.executable, "-m", "unigrpo_jax.launch_local",
                          f"--num_processes={processes}",
-                         f"--devices_per_process={8 // processes}", "--",
+                         f"--devices_per_process={DEVICES // processes}", "--",
                          *flags(workdir, data_dir, variant)],
-                        cwd=ROOT, env=env(8 // processes), capture_output=True, text=True,
+                        cwd=ROOT, env=env(DEVICES // processes), capture_output=True, text=True,
                         timeout=900, check=False)
 
 

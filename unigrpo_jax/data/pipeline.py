@@ -10,6 +10,11 @@ is an error, never truncated.
 understanding, …), each shuffled, repeated and batched on its own, mixed batch by batch with the
 config's weights. A batch holds one kind only, so each kind keeps one fixed layout and the
 trainer compiles one step per kind.
+
+Both read ahead in background threads as `read_options` say (`reading`: `data.read_threads`,
+`data.read_ahead` batches). Grain's own default (16 threads, 500 elements ahead) would encode
+hundreds of batches per stream before the first step, competing with it for the host's cores;
+how far a pipeline reads ahead never changes what it yields or where it resumes.
 """
 import json
 
@@ -54,6 +59,11 @@ def encode_prompts(texts, tokenizer, prompt_len: int):
   return np.stack([t for t, _ in encoded]), np.stack([m for _, m in encoded])
 
 
+def reading(data) -> grain.ReadOptions:
+  """The `data` config section's read-ahead: `read_threads` threads, `read_ahead` batches."""
+  return grain.ReadOptions(num_threads=data.read_threads, prefetch_buffer_size=data.read_ahead)
+
+
 def as_text(value) -> str:
   """A TFDS text field (bytes from an array_record data source) as str."""
   return value.decode() if isinstance(value, bytes) else str(value)
@@ -79,13 +89,15 @@ class Subset:
 
 def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
                group_size: int, seed: int, grid: int, template: str = PROMPT,
-               families=None, share: slice = slice(None)) -> grain.IterDataset:
+               families=None, share: slice = slice(None),
+               read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
   """Batches of dict(tokens (B, P) int32, mask (B, P) bool, metadata: B dicts with the
   prompt's JSON, its family and the scene grid — what rewards read), B = prompts_per_batch ×
   group_size. `families` keeps only those prompt families; each prompt is written into
   `template` (`as_prompt`). `share`: the prompts of each batch this process draws (every
   process reads the same order; with several processes each keeps its own block, so together
-  they draw what one process would)."""
+  they draw what one process would); `read_options`: see the module docstring (Grain's default
+  if None)."""
   def encode(example):
     text = as_text(example["prompt"])
     tokens, mask = encode_prompt(as_prompt(text, template), tokenizer, prompt_len)
@@ -107,7 +119,7 @@ def rl_prompts(source, *, tokenizer, prompt_len: int, prompts_per_batch: int,
   return (grain.MapDataset.source(Subset(source, families)).shuffle(seed=seed).repeat()
           .batch(prompts_per_batch, drop_remainder=True, batch_fn=lambda b: b[share])
           .map(lambda examples: stack([encode(e) for e in examples])).map(group)
-          .to_iter_dataset())
+          .to_iter_dataset(read_options))
 
 
 def decode_example(example) -> dict:
@@ -116,10 +128,11 @@ def decode_example(example) -> dict:
 
 
 def sft_mix(source, *, encoders: dict, weights: dict, batch_size: int,
-            seed: int, share: slice = slice(None)) -> grain.IterDataset:
+            seed: int, share: slice = slice(None),
+            read_options: grain.ReadOptions | None = None) -> grain.IterDataset:
   """Batches of (kind, encoded batch), kinds drawn by `weights` (name → weight ≥ 0; zero drops
   the kind). `encoders[name]` turns a list of decoded examples into that kind's batch; `share`
-  keeps this process's rows of each batch (as in `rl_prompts`).
+  keeps this process's rows of each batch (as in `rl_prompts`); `read_options` each stream's.
   Checkpointable: the iterator's `get_state()` / `set_state()` restore every stream and the mix."""
   unknown = sorted(set(weights) - set(encoders))
   if unknown:
@@ -135,5 +148,5 @@ def sft_mix(source, *, encoders: dict, weights: dict, batch_size: int,
                        .map(lambda examples: [decode_example(e) for e in examples])
                        .map(lambda examples, name=name, encode=encode:
                             (name, encode(examples)))
-                       .to_iter_dataset())
+                       .to_iter_dataset(read_options))
   return grain.IterDataset.mix(streams, {name: weights[name] for name in streams})

@@ -168,8 +168,10 @@ def build(config) -> Experiment:
   mesh = sharding.make_mesh(config.mesh)
   shapes = jax.eval_shape(lambda: init_params(model_spec, jax.random.key(0)))
   shardings = sharding.param_shardings(param_logical_axes(model_spec), mesh, shapes)
-  data_cfg = dict(config.data)
-  data_dir = data_cfg.pop("data_dir")
+  # What the data is (hashed into its name), less where it lives and how it is read.
+  data_cfg = {k: v for k, v in config.data.items()
+              if k not in ("data_dir", "read_threads", "read_ahead")}
+  data_dir = config.data.data_dir
   builder = distributed.primary_first(lambda: prepare(data_dir, **data_cfg), "prepare data")
   template = task.template(config)
 

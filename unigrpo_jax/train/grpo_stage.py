@@ -41,7 +41,7 @@ from unigrpo_jax import distributed, evaluation, lora as lora_lib, rewards, shar
 from unigrpo_jax.checkpoint import Checkpoints, load_params, save_params
 from unigrpo_jax.ema import EMASpec, ema_update
 from unigrpo_jax.lora import LoRASpec
-from unigrpo_jax.data.pipeline import rl_prompts
+from unigrpo_jax.data.pipeline import reading, rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter, write_json
 from unigrpo_jax.optim import OptimizerSpec, TrainState, make_optimizer
 from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
@@ -260,7 +260,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                             group_size=rl.group_size, seed=cfg.seed, grid=cfg.data.grid,
                             template=exp.template, families=exp.task.train_families(cfg),
                             share=slice(rows.start // rl.group_size,
-                                        rows.stop // rl.group_size)))
+                                        rows.stop // rl.group_size),
+                            read_options=reading(cfg.data)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   ema = EMASpec(**cfg.get("ema", {}))
   trained = exp.abstract_adapters(lora) if lora else None  # None: the parameters themselves

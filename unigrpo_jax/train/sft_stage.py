@@ -16,7 +16,7 @@ import tqdm
 
 from unigrpo_jax import distributed, sharding
 from unigrpo_jax.checkpoint import Checkpoints, save_params
-from unigrpo_jax.data.pipeline import decode_example, sft_mix
+from unigrpo_jax.data.pipeline import decode_example, reading, sft_mix
 from unigrpo_jax.metric_writer import MetricWriter, write_json
 from unigrpo_jax.model import count_params
 from unigrpo_jax.optim import OptimizerSpec, make_optimizer
@@ -63,7 +63,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
            for kind, spec in specs.items() if weights.get(kind, 0) > 0}
   data = iter(sft_mix(exp.data.as_data_source("train"), encoders=encoders, weights=weights,
                       batch_size=batch_size, seed=cfg.seed,
-                      share=sharding.local_rows(exp.mesh, batch_size)))
+                      share=sharding.local_rows(exp.mesh, batch_size),
+                      read_options=reading(cfg.data)))
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), **cfg.checkpoint)
   begin = loop.start(checkpoints, exp.abstract_train_state(optimizer), data,
                      max_skipped_in_a_row=cfg.faults.max_skipped_in_a_row,

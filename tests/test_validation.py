@@ -73,7 +73,8 @@ def test_data_world_and_canvas():
   fails(config(data__world=3), r"config\.data\.world: unknown ShapeWorld version 3")
   fails(config(data__grid=5), r"config\.data\.size \(32\) is not divisible by config\.data\.grid")
   fails(config(data__size=64), r"model\.image_size \(32\) is not data\.size \(64\)")
-  fails(config(data__read_ahead=0), r"config\.data\.read_ahead >= 1, got 1 and 0")
+  fails(config(data__read_ahead=0), r"config\.data\.read_ahead must be >= 1, got 0")
+  fails(config(data__read_threads=-1), r"config\.data\.read_threads must be >= 0, got -1")
   # World 2's words are not in world 1's tokenizer, nor do they fit a 64-word vocabulary.
   fails(config(data__world=2), r"config\.model\.vocab_size \(64\) is smaller than the "
         r"vocabulary of tokenizer .*tokenizer_v2\.json")
@@ -202,6 +203,11 @@ def test_workdir_with_a_run_of_another_config(tmp_path):
   (tmp_path / "grpo" / "checkpoints").mkdir(parents=True)
   # Lengths, cadences, evaluation and placement may change on resume.
   validation.check_workdir(config(rl__steps=10, eval__every=5, mesh=dict(data=2)), str(tmp_path))
+  # How the data is read may change too, and a run saved before those fields existed resumes.
+  saved = json.loads((tmp_path / "config.json").read_text())
+  del saved["data"]["read_threads"], saved["data"]["read_ahead"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  validation.check_workdir(config(data__read_ahead=8), str(tmp_path))
   with pytest.raises(ValueError, match=r"workdir .* holds a run whose config differs .*"
                                        r"config\.model\.width: the run has 32, this command "
                                        r"asks 64.*config\.rl\.group_size: the run has 4, this "

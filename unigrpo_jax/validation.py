@@ -39,7 +39,7 @@ import jax
 from unigrpo_jax import lora, metric_writer, rewards, sharding
 from unigrpo_jax.convert import bagel, qwen2
 from unigrpo_jax.data import prompts, shapeworld, tokenizer as tokenizer_lib
-from unigrpo_jax.data.pipeline import PROMPT
+from unigrpo_jax.data.pipeline import PROMPT, READ_FIELDS
 from unigrpo_jax.ema import EMASpec
 from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax.lora import LoRASpec
@@ -52,14 +52,15 @@ from unigrpo_jax.rl.advantages import AdvantageSpec
 from unigrpo_jax.sampling import RolloutSpec
 from unigrpo_jax.train import tasks
 
-# Fields a resumed run may change: lengths, cadences, evaluation, placement, paths. A
+# Fields a resumed run may change: lengths, cadences, evaluation, placement, paths, how the
+# data is read (and runs saved before those fields existed resume without them). A
 # schedule's total_steps follows its stage's length (configs/shapeworld.py), so it may too:
 # extending a cosine run stretches the rest of its decay.
 RESUMABLE = ("stages", "rl.steps", "rl.log_every", "rl_optim.total_steps", "sft_train.steps",
              "sft_optim.total_steps", "sft_train.log_every",
              "sft_train.eval_before", "eval", "checkpoint", "mesh", "faults", "data.data_dir",
              "reward_modules", "distributed", "reward_servers", "reward_client",
-             "rl.overlap_rewards")
+             "rl.overlap_rewards", *(f"data.{field}" for field in READ_FIELDS))
 
 
 class ConfigError(ValueError):
@@ -232,9 +233,9 @@ def _check_data(config, model: ModelSpec, ae: AutoencoderSpec | None):
     shapeworld.get_world(config.data.get("world", shapeworld.LATEST.version))
   except ValueError as e:
     raise ConfigError(f"config.data.world: {e}") from e
-  if config.data.read_threads < 0 or config.data.read_ahead < 1:
-    raise ConfigError(f"config.data.read_threads must be >= 0 and config.data.read_ahead >= 1, "
-                      f"got {config.data.read_threads} and {config.data.read_ahead}")
+  for field, least in zip(READ_FIELDS, (0, 1)):
+    if config.data[field] < least:
+      raise ConfigError(f"config.data.{field} must be >= {least}, got {config.data[field]}")
   if config.data.size % config.data.grid:
     raise ConfigError(f"config.data.size ({config.data.size}) is not divisible by "
                       f"config.data.grid ({config.data.grid})")

@@ -59,6 +59,10 @@ def encode_prompts(texts, tokenizer, prompt_len: int):
   return np.stack([t for t, _ in encoded]), np.stack([m for _, m in encoded])
 
 
+# The `data` fields that say how the data is read, not what it is.
+READ_FIELDS = ("read_threads", "read_ahead")
+
+
 def reading(data) -> grain.ReadOptions:
   """The `data` config section's read-ahead: `read_threads` threads, `read_ahead` batches."""
   return grain.ReadOptions(num_threads=data.read_threads, prefetch_buffer_size=data.read_ahead)

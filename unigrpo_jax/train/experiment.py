@@ -21,8 +21,8 @@ from unigrpo_jax.evaluation import EvalSpec
 from unigrpo_jax.lora import LoRASpec
 from unigrpo_jax.convert import bagel, qwen2
 from unigrpo_jax.data import tokenizer as tokenizer_lib
-from unigrpo_jax.data.pipeline import (Subset, as_prompt, as_text, check_prompt_lengths,
-                                       encode_prompts)
+from unigrpo_jax.data.pipeline import (READ_FIELDS, Subset, as_prompt, as_text,
+                                       check_prompt_lengths, encode_prompts)
 from unigrpo_jax.data.tfds_shapeworld import ShapeWorld, prepare
 from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params, param_logical_axes
 from unigrpo_jax.model import autoencoder
@@ -169,8 +169,7 @@ def build(config) -> Experiment:
   shapes = jax.eval_shape(lambda: init_params(model_spec, jax.random.key(0)))
   shardings = sharding.param_shardings(param_logical_axes(model_spec), mesh, shapes)
   # What the data is (hashed into its name), less where it lives and how it is read.
-  data_cfg = {k: v for k, v in config.data.items()
-              if k not in ("data_dir", "read_threads", "read_ahead")}
+  data_cfg = {k: v for k, v in config.data.items() if k not in ("data_dir", *READ_FIELDS)}
   data_dir = config.data.data_dir
   builder = distributed.primary_first(lambda: prepare(data_dir, **data_cfg), "prepare data")
   template = task.template(config)

@@ -28,17 +28,17 @@ setuptools.setup(
         "ml_dtypes>=0.5",  # bfloat16 arrays of safetensors files (a JAX dependency)
         "pillow>=10",
         "jinja2>=3",
-        "tensorboardX>=2.6",
         "tqdm>=4.66",
     ],
     extras_require={
         # torch and diffusers only for the golden tests of the conversions (Qwen2 logits, the
-        # FLUX autoencoder); exactly this torch version is a CPU build on PyPI (any other pulls
-        # several GB of CUDA). pytest 9 stores node ids where pytest-xdist 3.8 cannot tag them,
-        # so xdist_group would be ignored and every shared fixture built once per worker.
+        # FLUX autoencoder), tensorboardX for that of the event files; exactly this torch
+        # version is a CPU build on PyPI (any other pulls several GB of CUDA). pytest 9 stores
+        # node ids where pytest-xdist 3.8 cannot tag them, so xdist_group would be ignored and
+        # every shared fixture built once per worker.
         "test": ["pytest>=8,<9", "pytest-xdist>=3.5", "nbmake>=1.5", "ipykernel>=6",
                  "matplotlib>=3.8", "torch==2.13.0", "diffusers>=0.35", "fastapi>=0.110",
-                 "uvicorn>=0.29"],
+                 "uvicorn>=0.29", "tensorboardX>=2.6"],
         # Model-based rewards (PyTorch scorers) and reward servers (docs/rewards.md). The
         # training process itself needs neither to call a served reward.
         "rewards": ["torch>=2.3", "fastapi>=0.110", "uvicorn>=0.29"],

@@ -1,4 +1,4 @@
-"""Where training numbers go: TensorBoard scalars (tensorboardX) and a JSON-lines log, one
+"""Where training numbers go: TensorBoard scalars (`event_file`) and a JSON-lines log, one
 record per logged step, under a stage's folder; and the whole JSON files a run writes (results,
 the config it ran with). The JSON lines are what scripts and tests read back; TensorBoard is
 for people. With several processes only process 0 writes."""
@@ -6,9 +6,9 @@ import json
 import os
 
 import numpy as np
-from tensorboardX import SummaryWriter
 
 from unigrpo_jax import distributed
+from unigrpo_jax.event_file import EventFile
 
 
 class MetricWriter:
@@ -19,15 +19,14 @@ class MetricWriter:
     self.active = distributed.is_primary()
     if self.active:
       os.makedirs(logdir, exist_ok=True)
-      self.summary = SummaryWriter(logdir)
+      self.summary = EventFile(logdir)
       self.lines = open(os.path.join(logdir, "metrics.jsonl"), "a")
 
   def write(self, step: int, scalars: dict):
     if not self.active:
       return
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
-    for name, value in scalars.items():
-      self.summary.add_scalar(name, value, step)
+    self.summary.write(int(step), scalars)
     self.lines.write(json.dumps(dict(step=int(step), **scalars)) + "\n")
     self.lines.flush()
 

@@ -1,0 +1,63 @@
+"""TensorBoard event files written directly: the checksum's known answer, records framed as
+TFRecord and checked on reading, `Event` protos that TensorBoard's own message classes parse
+to the same steps, tags and values tensorboardX writes."""
+import glob
+import os
+
+import numpy as np
+import pytest
+from tensorboardX import SummaryWriter
+from tensorboardX.proto import event_pb2
+
+from unigrpo_jax import event_file, metric_writer
+
+
+def test_crc32c_known_answers():
+  # RFC 3720, appendix B.4, and the classic check value.
+  assert event_file.crc32c(b"123456789") == 0xE3069283
+  assert event_file.crc32c(bytes(32)) == 0x8A9136AA
+  assert event_file.crc32c(bytes([0xFF] * 32)) == 0x62A8AB43
+  assert event_file.crc32c(bytes(range(32))) == 0x46DD794E
+
+
+def scalars_of(path):
+  """[(step, tag, value)] of an event file, parsed by TensorBoard's `Event` message."""
+  out, versions = [], []
+  for data in event_file.read_records(path):
+    e = event_pb2.Event.FromString(data)
+    if e.HasField("file_version"):
+      versions.append(e.file_version)
+    out += [(e.step, v.tag, v.simple_value) for v in e.summary.value]
+  return versions, out
+
+
+def test_scalars_read_back_as_tensorboardx_writes_them(tmp_path):
+  logged = [(1, {"loss": 0.5, "reward/combined": -1.25}), (2, {"loss": np.float32(0.1)}),
+            (2**40, {"x": 3e38, "y": -0.0})]
+  writer = metric_writer.MetricWriter(str(tmp_path / "ours"))
+  reference = SummaryWriter(str(tmp_path / "tbx"))
+  for step, values in logged:
+    writer.write(step, values)
+    for tag, value in values.items():
+      reference.add_scalar(tag, value, step)
+  writer.close()
+  reference.close()
+  (ours,) = glob.glob(str(tmp_path / "ours" / "events.out.tfevents.*"))
+  (theirs,) = glob.glob(str(tmp_path / "tbx" / "events.out.tfevents.*"))
+  assert scalars_of(ours) == scalars_of(theirs)
+  versions, values = scalars_of(ours)
+  assert versions == ["brain.Event:2"] and len(values) == 5
+  assert values[2] == (2, "loss", np.float32(0.1))
+  assert metric_writer.read(str(tmp_path / "ours"))[2] == {"step": 2**40, "x": 3e38, "y": -0.0}
+
+
+def test_a_damaged_record_is_named(tmp_path):
+  writer = event_file.EventFile(str(tmp_path))
+  writer.write(3, {"a": 1.0})
+  writer.close()
+  assert len(event_file.read_records(writer.path)) == 2
+  with open(writer.path, "r+b") as f:
+    f.seek(os.path.getsize(writer.path) - 6)
+    f.write(b"\x00")
+  with pytest.raises(ValueError, match="checksum does not match"):
+    event_file.read_records(writer.path)

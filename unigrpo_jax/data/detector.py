@@ -170,11 +170,19 @@ def as_drawn(obj: shapeworld.Object, cell: int) -> Detection:
   """The detection of `obj` drawn exactly on cells of `cell` pixels: its shape's own box,
   centroid and area as the detector sees them (what a plan promises, and how
   `prompts.target_scene` checks a scene without rendering it)."""
-  ys, xs = np.nonzero(_seen(obj.shape, cell, obj.extent))
+  (mean_x, mean_y), (left, top, right, bottom), area = _seen_extent(obj.shape, cell, obj.extent)
   y0, x0 = obj.row * cell, obj.col * cell
-  return Detection(obj.color, obj.shape, (float(xs.mean() + x0), float(ys.mean() + y0)),
-                   (int(x0 + xs.min()), int(y0 + ys.min()), int(x0 + xs.max()),
-                    int(y0 + ys.max())), len(ys))
+  return Detection(obj.color, obj.shape, (mean_x + x0, mean_y + y0),
+                   (x0 + left, y0 + top, x0 + right, y0 + bottom), area)
+
+
+@functools.lru_cache(maxsize=None)
+def _seen_extent(shape: str, cell: int, extent: int):
+  """The centroid, box and area of `_seen`'s mask (target scenes ask for them thousands of
+  times)."""
+  ys, xs = np.nonzero(_seen(shape, cell, extent))
+  return ((float(xs.mean()), float(ys.mean())),
+          (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), len(ys))
 
 
 @functools.lru_cache(maxsize=None)

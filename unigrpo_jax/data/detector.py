@@ -178,17 +178,12 @@ def as_drawn(obj: shapeworld.Object, cell: int) -> Detection:
 
 @functools.lru_cache(maxsize=None)
 def _seen_extent(shape: str, cell: int, extent: int):
-  """The centroid, box and area of `_seen`'s mask (target scenes ask for them thousands of
-  times)."""
-  ys, xs = np.nonzero(_seen(shape, cell, extent))
+  """The centroid, box and area of a shape's exact mask as step 2 sees it (the median filter
+  trims a pixel off its tips); target scenes ask for them thousands of times."""
+  seen = _denoise(shapeworld.shape_mask(shape, cell * extent).astype(np.float32), cell) >= 0.5
+  ys, xs = np.nonzero(seen)
   return ((float(xs.mean()), float(ys.mean())),
           (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())), len(ys))
-
-
-@functools.lru_cache(maxsize=None)
-def _seen(shape: str, cell: int, extent: int) -> np.ndarray:
-  """A shape's exact mask as step 2 sees it (the median filter trims a pixel off its tips)."""
-  return _denoise(shapeworld.shape_mask(shape, cell * extent).astype(np.float32), cell) >= 0.5
 
 
 _cache: collections.OrderedDict = collections.OrderedDict()

@@ -233,7 +233,7 @@ def _check_data(config, model: ModelSpec, ae: AutoencoderSpec | None):
     shapeworld.get_world(config.data.get("world", shapeworld.LATEST.version))
   except ValueError as e:
     raise ConfigError(f"config.data.world: {e}") from e
-  for field, least in zip(READ_FIELDS, (0, 1)):
+  for field, least in READ_FIELDS.items():
     if config.data[field] < least:
       raise ConfigError(f"config.data.{field} must be >= {least}, got {config.data[field]}")
   if config.data.size % config.data.grid:

@@ -59,8 +59,8 @@ def encode_prompts(texts, tokenizer, prompt_len: int):
   return np.stack([t for t, _ in encoded]), np.stack([m for _, m in encoded])
 
 
-# The `data` fields that say how the data is read, not what it is.
-READ_FIELDS = ("read_threads", "read_ahead")
+# The `data` fields that say how the data is read, not what it is, with their least values.
+READ_FIELDS = {"read_threads": 0, "read_ahead": 1}
 
 
 def reading(data) -> grain.ReadOptions:

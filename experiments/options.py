@@ -7,8 +7,9 @@ and budget, every held-out prompt sampled several times so each score has its in
 
 Without `--sft_params` the warm-up SFT stage runs once first (into `<root>/sft`). Every run is
 a `python -m unigrpo_jax.main` subprocess with its own workdir, sharing one data folder and one
-compilation cache; a run whose `results.json` exists is read, not run again, so a stopped
-sweep resumes where it stopped. `--config.x=y` flags go to every run (the warm-up's too).
+compilation cache (the caller's `JAX_COMPILATION_CACHE_DIR`, else `<root>/jax_cache`); a run
+whose `results.json` exists is read, not run again, so a stopped sweep resumes where it
+stopped. `--config.x=y` flags go to every run (the warm-up's too).
 
 Per option it reports, over seeds: the held-out headline (mini-GenEval strict, ODE sampler,
 greedy plan) after GRPO with each run's 95 % bootstrap interval over prompts and the seeds'
@@ -75,11 +76,13 @@ def run(workdir: str, *flags_: str) -> dict:
   """`main` in `workdir` (skipped when it already finished); its results.json."""
   path = os.path.join(workdir, "results.json")
   if not os.path.exists(path):
-    cache = os.path.join(os.path.abspath(_ROOT.value), "jax_cache")
+    # The caller's compilation cache when it set one, else one of the sweep's own.
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR",
+                   os.path.join(os.path.abspath(_ROOT.value), "jax_cache"))
     subprocess.run([sys.executable, "-m", "unigrpo_jax.main",
                     f"--config={flags.FLAGS['config'].config_filename}",
-                    f"--workdir={workdir}", *flags_],
-                   check=True, env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache))
+                    f"--workdir={workdir}", *flags_], check=True, env=env)
   with open(path) as f:
     return json.load(f)
 

@@ -1,13 +1,15 @@
 """A real training subprocess (`main`, the tiny GRPO run of tests/e2e/fault_config.py) stopped by
 kill -9 or SIGTERM, resumed over a damaged checkpoint, fed NaN rewards: nothing lost, and a
 resumed run equals one that never stopped, bit for bit — its moving average and its refreshed
-reference too."""
+reference too. The two stops (SIGTERM, then kill -9 past a damaged checkpoint) are one run's:
+each test reads its stop, and both the run's end."""
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -139,52 +141,75 @@ def test_moving_average_is_what_the_run_saves_and_the_reference_is_refreshed(uni
   assert sorted(int(p.name) for p in (uninterrupted / "grpo" / "references").iterdir()) == [21]
 
 
-def test_kill_9_then_damaged_latest_checkpoint_resumes_to_the_uninterrupted_result(
-    tmp_path, data_dir, uninterrupted):
-  proc = start_and_signal(tmp_path, data_dir, signal.SIGKILL, at_step=10)
-  assert proc.returncode == -signal.SIGKILL
-  killed_at = max(logged_steps(tmp_path))
-  assert killed_at < STEPS, "the run finished before it was killed"
-  saved = checkpoint_steps(tmp_path)
-  # max_to_keep is 2, but Orbax removes the oldest step only after the newest is committed:
-  # a kill -9 between the two leaves three. Either way there is one to fall back to.
-  assert len(saved) in (2, 3) and saved[-1] <= killed_at
+class Preempted(NamedTuple):
+  """One run stopped twice, then finished (`preempted`): what each stop left behind."""
+  workdir: object
+  sigterm: subprocess.Popen  # the first process, stopped by SIGTERM after step 5
+  stopped_at: int  # its last logged step
+  stop_checkpoints: list  # the checkpoint steps it left
+  trained_before_stop: float  # the training time its checkpoint recorded
+  kill_9: subprocess.Popen  # the second process (resumed), killed by SIGKILL after step 10
+  killed_at: int
+  kill_checkpoints: list  # the checkpoint steps it left (the newest then damaged)
+  resumed: subprocess.CompletedProcess  # the third, run to the end
+
+
+@pytest.fixture(scope="module")
+def preempted(tmp_path_factory, data_dir):
+  """The run stopped by SIGTERM, resumed and stopped by kill -9, its newest checkpoint
+  damaged, and resumed to the end: one sequence serves both stops' tests."""
+  workdir = tmp_path_factory.mktemp("preempted")
+  sigterm = start_and_signal(workdir, data_dir, signal.SIGTERM, at_step=5)
+  stopped_at, stop_checkpoints = max(logged_steps(workdir)), checkpoint_steps(workdir)
+  with open(workdir / "grpo" / "checkpoints" / str(stopped_at) / "host" / "metadata") as f:
+    trained_before_stop = json.load(f)["train_s"]
+  kill_9 = start_and_signal(workdir, data_dir, signal.SIGKILL, at_step=10)
+  killed_at, kill_checkpoints = max(logged_steps(workdir)), checkpoint_steps(workdir)
   # Damage the newest checkpoint: truncate every file of its train state.
-  latest = tmp_path / "grpo" / "checkpoints" / str(saved[-1])
-  for root, _, files in os.walk(latest / "state"):
+  for root, _, files in os.walk(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1])
+                                / "state"):
     for name in files:
       with open(os.path.join(root, name), "r+b") as f:
         f.truncate(0)
+  return Preempted(workdir, sigterm, stopped_at, stop_checkpoints, trained_before_stop, kill_9,
+                   killed_at, kill_checkpoints, run(workdir, data_dir))
 
-  out = run(tmp_path, data_dir)
+
+def test_sigterm_stops_after_the_step_in_flight_with_a_checkpoint_there(preempted,
+                                                                      uninterrupted):
+  proc, stopped_at = preempted.sigterm, preempted.stopped_at
+  assert proc.returncode == 128 + signal.SIGTERM, proc.stderr_text[-3000:]
+  assert stopped_at < 10  # before the kill below
+  assert preempted.stop_checkpoints[-1] == stopped_at, (
+      preempted.stop_checkpoints, proc.stderr_text[-3000:])
+  checkpoints = preempted.workdir / "grpo" / "checkpoints"
+  assert (f"preempted by SIGTERM in stage grpo at step {stopped_at}/{STEPS}: checkpoint saved in "
+          f"{checkpoints}/{stopped_at}") in proc.stderr_text
+  assert "Traceback" not in proc.stderr_text
+  assert preempted.trained_before_stop > 0
+  # Resumed from there (and past the kill below), it ends in the uninterrupted run's state.
+  out = preempted.resumed
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert_same_state(saved_state(preempted.workdir, STEPS), saved_state(uninterrupted, STEPS))
+  assert rewards_by_step(preempted.workdir) == rewards_by_step(uninterrupted)
+  # The stage's training time counts every process.
+  with open(preempted.workdir / "grpo" / "results.json") as f:
+    assert json.load(f)["train_s"] > preempted.trained_before_stop
+
+
+def test_kill_9_then_damaged_latest_checkpoint_resumes_to_the_uninterrupted_result(
+    preempted, uninterrupted):
+  assert preempted.kill_9.returncode == -signal.SIGKILL
+  assert preempted.killed_at < STEPS, "the run finished before it was killed"
+  saved = preempted.kill_checkpoints
+  # max_to_keep is 2, but Orbax removes the oldest step only after the newest is committed:
+  # a kill -9 between the two leaves three. Either way there is one to fall back to.
+  assert len(saved) in (2, 3) and saved[-1] <= preempted.killed_at
+  out = preempted.resumed
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"checkpoint step {saved[-1]} in" in out.stderr and "damaged" in out.stderr
-  assert_same_state(saved_state(tmp_path, STEPS), saved_state(uninterrupted, STEPS))
-  assert rewards_by_step(tmp_path) == rewards_by_step(uninterrupted)
-
-
-def test_sigterm_stops_after_the_step_in_flight_with_a_checkpoint_there(tmp_path, data_dir,
-                                                                      uninterrupted):
-  proc = start_and_signal(tmp_path, data_dir, signal.SIGTERM, at_step=5)
-  assert proc.returncode == 128 + signal.SIGTERM, proc.stderr_text[-3000:]
-  stopped_at = max(logged_steps(tmp_path))
-  assert stopped_at < STEPS
-  assert checkpoint_steps(tmp_path)[-1] == stopped_at, (
-      sorted(os.listdir(tmp_path / "grpo" / "checkpoints")), proc.stderr_text[-3000:])
-  assert (f"preempted by SIGTERM in stage grpo at step {stopped_at}/{STEPS}: checkpoint saved in "
-          f"{tmp_path / 'grpo' / 'checkpoints'}/{stopped_at}") in proc.stderr_text
-  assert "Traceback" not in proc.stderr_text
-  with open(tmp_path / "grpo" / "checkpoints" / str(stopped_at) / "host" / "metadata") as f:
-    trained_before_stop = json.load(f)["train_s"]
-  assert trained_before_stop > 0
-  # The checkpoint at the stop holds exactly the uninterrupted run's state at that step.
-  out = run(tmp_path, data_dir)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert_same_state(saved_state(tmp_path, STEPS), saved_state(uninterrupted, STEPS))
-  assert rewards_by_step(tmp_path) == rewards_by_step(uninterrupted)
-  # The stage's training time counts both processes.
-  with open(tmp_path / "grpo" / "results.json") as f:
-    assert json.load(f)["train_s"] > trained_before_stop
+  assert_same_state(saved_state(preempted.workdir, STEPS), saved_state(uninterrupted, STEPS))
+  assert rewards_by_step(preempted.workdir) == rewards_by_step(uninterrupted)
 
 
 def test_nan_reward_skips_those_updates_counts_them_and_goes_on(tmp_path, data_dir):

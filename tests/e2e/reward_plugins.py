@@ -33,12 +33,14 @@ def always_nan(images, texts, metadata):
 
 @rewards.register("flaky_on_last_process")
 def flaky_on_last_process(images, texts, metadata):
-  """Zero, but NaN on its 2nd and 3rd call in the last process (the only one of a one-process
-  run): a multi-process run must skip those updates on every process, as one process does."""
-  del images, metadata
-  _calls["flaky_on_last_process"] = _calls.get("flaky_on_last_process", 0) + 1
+  """Zero, but NaN in the last process (the only one of a one-process run) when the batch's
+  last prompt — the same row however many processes share the batch — is a counting prompt:
+  on the steps the data picks, whatever the number of processes. A multi-process run must
+  skip those updates on every process, as one process does; a pure function of its inputs,
+  so a resumed run that redoes a step redoes its NaN."""
+  del images
   nan = (jax.process_index() == jax.process_count() - 1
-         and _calls["flaky_on_last_process"] in (2, 3))
+         and metadata[-1]["prompt"]["family"] == "counting")
   return np.full((len(texts),), np.nan if nan else 0.0, np.float32)
 
 

@@ -67,3 +67,17 @@ def _text_logits(spec, params, tokens):
 def text_logits(spec, params, tokens):
   """Our full-sequence text logits (B, T, V): causal mask, positions 0…T−1, text route."""
   return np.asarray(_text_logits(spec, params, tokens))
+
+
+def checkpoint_steps(workdir, stage: str = "grpo") -> list[int]:
+  """The steps of a run's kept checkpoints of `stage`, ascending."""
+  return sorted(int(name) for name in os.listdir(os.path.join(workdir, stage, "checkpoints"))
+                if name.isdigit())
+
+
+def empty_files(folder) -> None:
+  """Damages a checkpoint: every file under `folder` truncated to nothing."""
+  for root, _, files in os.walk(folder):
+    for name in files:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(0)

@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, checkpoint_steps, empty_files
 from unigrpo_jax import launch_local, metric_writer
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost")]
@@ -123,10 +123,6 @@ def signal_at(procs, workdir, step, act):
   return None
 
 
-def checkpoint_steps(workdir):
-  return sorted(int(s) for s in os.listdir(workdir / "grpo" / "checkpoints") if s.isdigit())
-
-
 class Preempted(NamedTuple):
   """The job as two processes × 2 devices, stopped twice and resumed (`preempted`)."""
   workdir: object
@@ -154,13 +150,9 @@ def preempted(tmp_path_factory, data_dir):
   killed_s = None if killed_at is None else time.time() - killed_at
   killed += finish(procs[1:])
   kill_checkpoints = checkpoint_steps(workdir)
-  # Damage the newest checkpoint (truncate every file of its train state): both processes
-  # must fall back to the same older one.
-  for root, _, files in os.walk(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1])
-                                / "state"):
-    for name in files:
-      with open(os.path.join(root, name), "r+b") as f:
-        f.truncate(0)
+  # Damage the newest checkpoint's train state: both processes must fall back to the same
+  # older one.
+  empty_files(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1]) / "state")
   return Preempted(workdir, sigterm, stopped, stop_checkpoints, killed, killed_s,
                    kill_checkpoints, launch(workdir, data_dir))
 

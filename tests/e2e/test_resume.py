@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, checkpoint_steps, empty_files
 from unigrpo_jax import metric_writer
 
 # Real training subprocesses; the module's runs share one data folder and one reference run.
@@ -72,11 +72,6 @@ def rewards_by_step(workdir):
     if "reward/brightness" in r:
       assert out.setdefault(r["step"], r["reward/brightness"]) == r["reward/brightness"], r
   return out
-
-
-def checkpoint_steps(workdir):
-  return sorted(int(p.name) for p in (workdir / "grpo" / "checkpoints").iterdir()
-                if p.name.isdigit())
 
 
 def saved_state(workdir, step):
@@ -165,12 +160,8 @@ def preempted(tmp_path_factory, data_dir):
     trained_before_stop = json.load(f)["train_s"]
   kill_9 = start_and_signal(workdir, data_dir, signal.SIGKILL, at_step=10)
   killed_at, kill_checkpoints = max(logged_steps(workdir)), checkpoint_steps(workdir)
-  # Damage the newest checkpoint: truncate every file of its train state.
-  for root, _, files in os.walk(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1])
-                                / "state"):
-    for name in files:
-      with open(os.path.join(root, name), "r+b") as f:
-        f.truncate(0)
+  # Damage the newest checkpoint's train state.
+  empty_files(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1]) / "state")
   return Preempted(workdir, sigterm, stopped_at, stop_checkpoints, trained_before_stop, kill_9,
                    killed_at, kill_checkpoints, run(workdir, data_dir))
 

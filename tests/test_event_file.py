@@ -61,3 +61,10 @@ def test_a_damaged_record_is_named(tmp_path):
     f.write(b"\x00")
   with pytest.raises(ValueError, match="checksum does not match"):
     event_file.read_records(writer.path)
+  # Cut short (a writer killed mid-record), at any byte of the last record.
+  whole = open(writer.path, "rb").read()
+  for cut in (1, 4, 11, 15, len(whole) - len(whole) // 2):
+    with open(writer.path, "wb") as f:
+      f.write(whole[:len(whole) - cut])
+    with pytest.raises(ValueError, match="cut short"):
+      event_file.read_records(writer.path)

@@ -79,13 +79,20 @@ def record(data: bytes) -> bytes:
 def read_records(path: str) -> list[bytes]:
   """The records of a TFRecord file, each checked against its checksums."""
   out = []
+  cut = f"{path}: the last record is cut short (truncated file)"
+  damaged = f"{path}: a record's checksum does not match (damaged file)"
   with open(path, "rb") as f:
     while header := f.read(12):
+      if len(header) < 12:
+        raise ValueError(cut)
+      if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
+        raise ValueError(damaged)
       length, = struct.unpack("<Q", header[:8])
       data, footer = f.read(length), f.read(4)
-      if (struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8])
-          or struct.unpack("<I", footer)[0] != masked_crc32c(data)):
-        raise ValueError(f"{path}: a record's checksum does not match (damaged file)")
+      if len(data) != length or len(footer) != 4:  # a writer stopped mid-record
+        raise ValueError(cut)
+      if struct.unpack("<I", footer)[0] != masked_crc32c(data):
+        raise ValueError(damaged)
       out.append(data)
   return out
 

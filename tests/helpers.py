@@ -75,9 +75,11 @@ def checkpoint_steps(workdir, stage: str = "grpo") -> list[int]:
                 if name.isdigit())
 
 
-def empty_files(folder) -> None:
-  """Damages a checkpoint: every file under `folder` truncated to nothing."""
+def truncate_files(folder, keep_part: int = 0) -> None:
+  """Damages a checkpoint: every file under `folder` cut to 1/`keep_part` of its length
+  (0: emptied)."""
   for root, _, files in os.walk(folder):
     for name in files:
-      with open(os.path.join(root, name), "r+b") as f:
-        f.truncate(0)
+      path = os.path.join(root, name)
+      with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // keep_part if keep_part else 0)

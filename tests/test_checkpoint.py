@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, truncate_files
 from unigrpo_jax.checkpoint import (CheckpointError, Checkpoints, abstract, load_params,
                                     save_params)
 from unigrpo_jax.optim import init_train_state
@@ -40,15 +40,8 @@ def restore(directory, width=3):
     ckpt.close()
 
 
-def truncate_files(folder):
-  for root, _, files in os.walk(folder):
-    for name in files:
-      with open(os.path.join(root, name), "r+b") as f:
-        f.truncate(max(0, os.path.getsize(os.path.join(root, name)) // 3))
-
-
 DAMAGE = {
-    "truncated array files": lambda step: truncate_files(step / "state"),
+    "truncated array files": lambda step: truncate_files(step / "state", keep_part=3),
     "deleted train state": lambda step: shutil.rmtree(step / "state"),
     "deleted host state": lambda step: shutil.rmtree(step / "host"),
     "corrupt host JSON": lambda step: [p.write_text("{not json") for p in
@@ -71,7 +64,7 @@ def test_damaged_latest_falls_back_to_the_previous_with_a_warning(saved, damage,
 
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(saved):
   for step in ("1", "2", "3"):
-    truncate_files(saved / step / "state")
+    truncate_files(saved / step / "state", keep_part=3)
   with pytest.raises(CheckpointError, match=r"none of the checkpoints \[1, 2, 3\] .* can be "
                                             r"read .*refusing to start fresh"):
     restore(saved)

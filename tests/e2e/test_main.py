@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, checkpoint_steps
 from unigrpo_jax import metric_writer
 
 pytestmark = pytest.mark.slow  # runs of `main` in subprocesses
@@ -26,8 +26,7 @@ def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tiny_main_job):
   assert set(results["sft"]["heldout_teacher_forced"]) == {"t2i", "understanding", "interleaved"}
   for stage, steps in (("sft", 12), ("grpo", 4)):
     stage_dir = tmp_path / stage
-    assert steps in [int(p.name) for p in (stage_dir / "checkpoints").iterdir()
-                     if p.name.isdigit()]
+    assert steps in checkpoint_steps(tmp_path, stage)
     assert any(p.name.startswith("events.out.tfevents") for p in stage_dir.iterdir())
   assert (tmp_path / "sft" / "params").is_dir()
   assert (tmp_path / "grpo" / "samples_4.png").stat().st_size > 0

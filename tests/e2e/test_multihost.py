@@ -15,6 +15,7 @@ Four devices in all: every device is a Gloo rank talking over local TCP, so eigh
 the tests more than they add."""
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import ROOT, checkpoint_steps, empty_files
+from helpers import ROOT, checkpoint_steps, truncate_files
 from unigrpo_jax import launch_local, metric_writer
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost")]
@@ -125,12 +126,12 @@ def signal_at(procs, workdir, step, act):
 
 class Preempted(NamedTuple):
   """The job as two processes × 2 devices, stopped twice and resumed (`preempted`)."""
-  workdir: object
+  workdir: pathlib.Path
   sigterm: list  # [(returncode, stderr)] of the processes stopped by SIGTERM
   stopped: int  # the last step they logged
   stop_checkpoints: list  # the checkpoint steps they left
   killed: list  # [(returncode, stderr)] of the resumed processes, process 1 killed
-  killed_s: object  # seconds from the kill to the survivor's exit (None: no kill)
+  killed_s: float | None  # seconds from the kill to the survivor's exit (None: no kill)
   kill_checkpoints: list  # the checkpoint steps they left (the newest then damaged)
   resumed: subprocess.CompletedProcess  # the launcher, run to the end over the damage
 
@@ -152,7 +153,7 @@ def preempted(tmp_path_factory, data_dir):
   kill_checkpoints = checkpoint_steps(workdir)
   # Damage the newest checkpoint's train state: both processes must fall back to the same
   # older one.
-  empty_files(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1]) / "state")
+  truncate_files(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1]) / "state")
   return Preempted(workdir, sigterm, stopped, stop_checkpoints, killed, killed_s,
                    kill_checkpoints, launch(workdir, data_dir))
 

@@ -5,6 +5,7 @@ reference too. The two stops (SIGTERM, then kill -9 past a damaged checkpoint) a
 each test reads its stop, and both the run's end."""
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import ROOT, checkpoint_steps, empty_files
+from helpers import ROOT, checkpoint_steps, truncate_files
 from unigrpo_jax import metric_writer
 
 # Real training subprocesses; the module's runs share one data folder and one reference run.
@@ -138,7 +139,7 @@ def test_moving_average_is_what_the_run_saves_and_the_reference_is_refreshed(uni
 
 class Preempted(NamedTuple):
   """One run stopped twice, then finished (`preempted`): what each stop left behind."""
-  workdir: object
+  workdir: pathlib.Path
   sigterm: subprocess.Popen  # the first process, stopped by SIGTERM after step 5
   stopped_at: int  # its last logged step
   stop_checkpoints: list  # the checkpoint steps it left
@@ -161,7 +162,7 @@ def preempted(tmp_path_factory, data_dir):
   kill_9 = start_and_signal(workdir, data_dir, signal.SIGKILL, at_step=10)
   killed_at, kill_checkpoints = max(logged_steps(workdir)), checkpoint_steps(workdir)
   # Damage the newest checkpoint's train state.
-  empty_files(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1]) / "state")
+  truncate_files(workdir / "grpo" / "checkpoints" / str(kill_checkpoints[-1]) / "state")
   return Preempted(workdir, sigterm, stopped_at, stop_checkpoints, trained_before_stop, kill_9,
                    killed_at, kill_checkpoints, run(workdir, data_dir))
 

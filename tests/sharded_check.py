@@ -29,7 +29,7 @@ OPTIM = dict(learning_rate=1e-3, schedule="constant", warmup_steps=0, total_step
 def main():
   mesh_configs = json.loads(sys.argv[1])
   assert jax.device_count() == 8, jax.devices()
-  spec = tiny_spec()
+  spec = tiny_spec(depth=1)  # one block: the sharding rules, not depth, are under test
   model = UnifiedTransformer(spec)
   params = lively_params(spec)
   rollout = tiny_rollout()

@@ -26,7 +26,7 @@ OPTIM = dict(learning_rate=1e-2, schedule="constant", warmup_steps=0, total_step
 
 @pytest.fixture(scope="module")
 def setup():
-  model = UnifiedTransformer(tiny_spec())
+  model = UnifiedTransformer(tiny_spec(depth=1))  # one block: adapters are per block
   base = lively_params(model.spec)
   spec = tiny_rollout(rounds=1)
   prompts = jax.random.randint(jax.random.key(0), (4, 6), 4, 48)

@@ -1,4 +1,5 @@
-"""Sharded = unsharded (rollout, GRPO update, LoRA update, SFT step), and the mesh / batch validation rules."""
+"""Sharded = unsharded (rollout, GRPO update, LoRA update, SFT step) on a one-block model, and the
+mesh / batch validation rules."""
 import json
 import os
 import subprocess

@@ -1,12 +1,12 @@
-r"""The tiny GRPO run the resume and fault tests drive in subprocesses: `configs/shapeworld.py:tiny`,
-GRPO only from fresh parameters, a continuous reward from `tests/e2e/reward_plugins.py` (run
-with `PYTHONPATH=tests/e2e`), 24 steps, a checkpoint every 3; the policy's moving average on and
-the reference refreshed every 3 steps (a velocity penalty strong enough that the reference
-shows in every update), so the resume comparisons cover both. Variants: `nan` (a reward that is NaN on
-steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the run), `chunked` (the rollout in
-two parts, each scored after both are sampled), `overlapped` (each part scored while the next
-samples: set `config.reward_servers` to serve the reward) and `lora` (LoRA adapters over a
-bfloat16 base, 6 steps)."""
+r"""The tiny GRPO run the resume and fault tests drive in subprocesses: `configs/shapeworld.py:tiny`
+with one block, GRPO only from fresh parameters, a continuous reward from
+`tests/e2e/reward_plugins.py` (run with `PYTHONPATH=tests/e2e`), 24 steps, a checkpoint every 3; the
+policy's moving average on and the reference refreshed every 3 steps (a velocity penalty strong
+enough that the reference shows in every update), so the resume comparisons cover both. Variants:
+`nan` (a reward that is NaN on steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the
+run), `chunked` (the rollout in two parts, each scored after both are sampled), `overlapped` (each
+part scored while the next samples: set `config.reward_servers` to serve the reward) and `lora`
+(LoRA adapters over a bfloat16 base, 6 steps)."""
 import os
 import sys
 
@@ -18,6 +18,7 @@ import shapeworld  # noqa: E402
 def get_config(arg: str = ""):
   c = shapeworld.get_config("tiny")
   c.stages = ("grpo",)
+  c.model.update(depth=1)  # one block: the run's faults, not the stack, are under test
   c.reward_modules = ("reward_plugins",)
   c.rl.update(steps=24, init_params="none")
   # Constant, from step 1: every update moves the policy (the resume comparison needs it).

@@ -1,6 +1,6 @@
 """A tiny GRPO run with LoRA (`main`, tests/e2e/fault_config.py:lora): its checkpoints hold the
-adapters and the unfrozen layer alone, the saved parameters are the base with the adapters merged in, and a run
-stopped half-way resumes to the uninterrupted run's adapters, bit for bit."""
+adapters and the unfrozen layer alone, the saved parameters are the base with the adapters merged
+in, and a run stopped half-way resumes to the uninterrupted run's adapters, bit for bit."""
 import subprocess
 
 import jax

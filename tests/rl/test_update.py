@@ -19,7 +19,7 @@ OPTIM = dict(learning_rate=1e-3, schedule="constant", warmup_steps=0, total_step
 
 
 def _setup(loss=LossSpec(), update=UpdateSpec(), rollout=None, optim=OPTIM, seed=0):
-  spec = tiny_spec()
+  spec = tiny_spec(depth=1)  # one block: the update, not the stack, is under test
   model = UnifiedTransformer(spec)
   params = lively_params(spec, seed)
   rollout = rollout or tiny_rollout()

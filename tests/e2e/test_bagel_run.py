@@ -1,6 +1,6 @@
-"""UniGRPO on a Bagel-format checkpoint, end to end: `configs/bagel.py:tiny` (with a continuous
-reward added: `bagel_config.py`) run by `main` from a tiny random Bagel folder (written in
-Bagel's names by `convert.bagel.export_folder`, with its tokenizer), think mode then latent
+"""UniGRPO on a Bagel-format checkpoint, end to end: `configs/bagel.py:tiny` (one block, a
+continuous reward added: `bagel_config.py`) run by `main` from a tiny random Bagel folder (written
+in Bagel's names by `convert.bagel.export_folder`, with its tokenizer), think mode then latent
 image, decoded by the autoencoder for the rewards —
 checkpoints, TensorBoard, sample grids and results written; stopped after step 2 and resumed, it
 ends where a run that never stopped ends, bit for bit; a converted folder serves as the
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+import bagel_config  # tests/e2e/bagel_config.py: the run's config
 from helpers import ROOT
 from unigrpo_jax import checkpoint, metric_writer, validation
 from unigrpo_jax.convert import bagel as convert
@@ -23,9 +24,6 @@ from unigrpo_jax.model import ModelSpec, init_params
 from unigrpo_jax.model.autoencoder import AutoencoderSpec, init_autoencoder
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bagel_run")]
-
-sys.path.insert(0, f"{ROOT}/configs")
-import bagel as bagel_config  # noqa: E402  (configs/bagel.py)
 
 
 @pytest.fixture(scope="module")

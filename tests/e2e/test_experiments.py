@@ -18,7 +18,7 @@ def _run(args):
   return out.stdout
 
 
-TINY = ["--config.model.width=32", "--config.model.depth=2", "--config.model.head_dim=8",
+TINY = ["--config.model.width=32", "--config.model.depth=1", "--config.model.head_dim=8",
         "--config.model.mlp_dim=64", "--config.model.vocab_size=64",
         "--config.model.image_size=8", "--config.rollout.prompt_len=4",
         "--config.rollout.max_text_tokens=4", "--config.rollout.num_steps=2",

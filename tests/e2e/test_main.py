@@ -44,7 +44,8 @@ def test_interleaved_grpo_runs_on_the_smallest_variant(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "unigrpo_jax.main", "--config=configs/interleaved.py:tiny",
        f"--workdir={tmp_path}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-       "--config.stages=('grpo',)", "--config.rl.init_params=none"],
+       "--config.stages=('grpo',)", "--config.rl.init_params=none",
+       "--config.model.depth=1"],  # one block: the interleaved run, not the stack, is tested
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-4000:]
   grpo = json.loads((tmp_path / "results.json").read_text())["grpo"]

@@ -270,14 +270,15 @@ def test_main_starts_from_a_hugging_face_checkpoint(tmp_path):
   sys.path.insert(0, os.path.join(ROOT, "configs"))
   import shapeworld
   cfg = shapeworld.get_config("tiny")
+  cfg.model.depth = 1  # one block: the import, not the stack, is under test
   ckpt = str(tmp_path / "qwen2")
   torch.manual_seed(0)
   m = cfg.model
   model = transformers.Qwen2ForCausalLM(qwen2.hf_config_from_spec(ModelSpec(**m)))
   model.save_pretrained(ckpt)
   tokenizer_lib.load(tokenizer_lib.PATHS[1]).save_pretrained(ckpt)
-  common = ["--config=configs/shapeworld.py:tiny", f"--config.data.data_dir={tmp_path / 'tfds'}",
-            f"--config.hf.checkpoint={ckpt}"]
+  common = ["--config=configs/shapeworld.py:tiny", "--config.model.depth=1",
+            f"--config.data.data_dir={tmp_path / 'tfds'}", f"--config.hf.checkpoint={ckpt}"]
   bad = subprocess.run([sys.executable, "-m", "unigrpo_jax.main", *common,
                         f"--workdir={tmp_path / 'bad'}", "--config.model.mlp_dim=32"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -122,8 +122,9 @@ class Scene:
 
 def free_blocks(taken: set, grid: int, extent: int) -> list[tuple[int, int]]:
   """Top-left cells (row, col) where an `extent`×`extent` block misses every `taken` cell."""
-  return [(r, c) for r in range(grid - extent + 1) for c in range(grid - extent + 1)
-          if not taken & {(r + i, c + j) for i in range(extent) for j in range(extent)}]
+  span, block = range(grid - extent + 1), range(extent)
+  return [(r, c) for r in span for c in span
+          if all((r + i, c + j) not in taken for i in block for j in block)]
 
 
 def sample_scene(rng: np.random.Generator, *, num_objects: int, world: World = LATEST,

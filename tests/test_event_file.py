@@ -56,14 +56,16 @@ def test_a_damaged_record_is_named(tmp_path):
   writer.write(3, {"a": 1.0})
   writer.close()
   assert len(event_file.read_records(writer.path)) == 2
+  whole = open(writer.path, "rb").read()
   with open(writer.path, "r+b") as f:
     f.seek(os.path.getsize(writer.path) - 6)
     f.write(b"\x00")
   with pytest.raises(ValueError, match="checksum does not match"):
     event_file.read_records(writer.path)
-  # Cut short (a writer killed mid-record), at any byte of the last record.
-  whole = open(writer.path, "rb").read()
-  for cut in (1, 4, 11, 15, len(whole) - len(whole) // 2):
+  # The intact file cut short (a writer killed mid-record): in the last record's footer (1, 4
+  # bytes off), data (11, 15) and header (30; the record is 12 + 23 + 4 bytes), and half-way
+  # through the file (inside the first record).
+  for cut in (1, 4, 11, 15, 30, len(whole) - len(whole) // 2):
     with open(writer.path, "wb") as f:
       f.write(whole[:len(whole) - cut])
     with pytest.raises(ValueError, match="cut short"):

@@ -277,7 +277,7 @@ def test_main_starts_from_a_hugging_face_checkpoint(tmp_path):
   model = transformers.Qwen2ForCausalLM(qwen2.hf_config_from_spec(ModelSpec(**m)))
   model.save_pretrained(ckpt)
   tokenizer_lib.load(tokenizer_lib.PATHS[1]).save_pretrained(ckpt)
-  common = ["--config=configs/shapeworld.py:tiny", "--config.model.depth=1",
+  common = ["--config=configs/shapeworld.py:tiny", f"--config.model.depth={cfg.model.depth}",
             f"--config.data.data_dir={tmp_path / 'tfds'}", f"--config.hf.checkpoint={ckpt}"]
   bad = subprocess.run([sys.executable, "-m", "unigrpo_jax.main", *common,
                         f"--workdir={tmp_path / 'bad'}", "--config.model.mlp_dim=32"],

@@ -82,6 +82,8 @@ def get_config(arg: str = "7b"):
                     image_lr_scale=30.0, frozen=("embeddings", "norms", "head", "positions"))
   if arg in PODS:
     num_devices, c.mesh = PODS[arg]
+    # Sampling keeps the FSDP split: a whole float32 copy of a 7B model per chip is what FSDP avoids.
+    c.gather_rollout_params = False
     c.pod = dict(num_devices=num_devices)
     c.model = BAGEL_7B
     c.tokens = QWEN_IDS

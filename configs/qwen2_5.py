@@ -38,6 +38,8 @@ def get_config(arg: str = "7b"):
     raise ValueError(f"unknown configs/qwen2_5.py variant {arg!r}; known: {list(BACKBONES)}")
   c = shapeworld.get_config()
   num_devices, c.mesh = PODS[arg]
+  # Sampling keeps the FSDP split: a whole float32 copy of a 7B model per chip is what FSDP avoids.
+  c.gather_rollout_params = False
   c.pod = dict(num_devices=num_devices)
   c.model.update(BACKBONES[arg])
   c.model.update(image_size=32, patch_size=2, image_channels=16, rope_theta=1_000_000.0,

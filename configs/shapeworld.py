@@ -29,6 +29,9 @@ def get_config(arg: str = ""):
   c.seed = 0
   c.stages = ("sft", "grpo")
   c.mesh = dict(data=1, fsdp=-1, tensor=1)
+  # Rollouts sample from the parameters gathered over fsdp once per rollout, not split at every
+  # decode step (`sharding.gathered`): a copy of this small model per device.
+  c.gather_rollout_params = True
   # world: the ShapeWorld version (data/shapeworld.py); `world2` moves to version 2.
   c.data = dict(data_dir="workdir/tfds", num_train=4096, num_heldout=256, seed=0,
                 heldout_fraction=0.2, world=1, size=32, grid=4, large_prob=0.0,

@@ -64,7 +64,8 @@ def compiled_memory(cfg, spec: ModelSpec, rollout: RolloutSpec, optimizer,
                        optimizer, lora=lora)
   return memory.grpo_step_memory(
       make_rollout(model, rollout, cfg.rl.group_size), update, rollout, trained, state,
-      reference, lora, cfg.rl.prompts_per_batch * cfg.rl.group_size, mesh)
+      reference, lora, cfg.rl.prompts_per_batch * cfg.rl.group_size, mesh,
+      gather=cfg.get("gather_rollout_params", False))
 
 
 def abstract_trees(spec: ModelSpec, mesh, lora: LoRASpec | None):
@@ -130,6 +131,10 @@ def main(argv):
                     optimizer=sharding.bytes_per_device(opt_state),
                     reference=0 if lora else sharding.bytes_per_device(reference),
                     rollout_kv_cache=int(kv_bytes))
+  if cfg.get("gather_rollout_params", False):  # the rollout's copy, whole over fsdp
+    policy = params if lora is None else (params, trained)
+    per_device["rollout_params"] = sharding.bytes_per_device(sharding.with_shardings(
+        policy, jax.tree.map(lambda x: sharding.without_axis(x.sharding, "fsdp"), policy)))
   trajectory = dict(transformer=flops.rollout_flops(spec, rollout, 1))
   if "autoencoder" in cfg:
     ae_spec = autoencoder.AutoencoderSpec(**cfg.autoencoder)

@@ -104,7 +104,8 @@ def step_memory(config) -> dict:
                        lora=lora)
   found = memory.grpo_step_memory(make_rollout(exp.model, spec, rl.group_size), update, spec,
                                   trained, state, reference, lora,
-                                  rl.prompts_per_batch * rl.group_size, exp.mesh)
+                                  rl.prompts_per_batch * rl.group_size, exp.mesh,
+                                  gather=config.get("gather_rollout_params", False))
   return {k: v["peak"] for k, v in found.items()}
 
 

@@ -100,6 +100,8 @@ def main():
     params_sharded = jax.device_put(params, shardings)
     prompts_s, mask_s = sharding.shard_batch((prompts, mask), mesh, batch_size)
     traj2, state2, metrics2 = run(params_sharded, prompts_s, mask_s)
+    gathered = sharding.gathered(params_sharded)
+    traj_gathered = sample(gathered, prompts_s, mask_s, key)
     state_shardings = train_state_shardings(optimizer, params, shardings, mesh)
     sft2, sft_metrics2 = sft_run(
         jax.device_put(fresh(), state_shardings), traj2,
@@ -116,6 +118,9 @@ def main():
         metrics=max_diff(metrics1, metrics2),
         param_shards=len(kernel.sharding.device_set),
         param_sharding=str(kernel.sharding.spec),
+        gathered_trajectory=max_diff(traj1, traj_gathered),
+        placed_sharding=str(params_sharded["layers"]["text"]["q"]["kernel"].sharding.spec),
+        gathered_sharding=str(gathered["layers"]["text"]["q"]["kernel"].sharding.spec),
         sft_params=max_diff(sft1.params, sft2.params),
         sft_metrics=max_diff(sft_metrics1, sft_metrics2),
         sft_update_size=max_diff(sft1.params, params),

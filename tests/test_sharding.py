@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from helpers import env_with_devices, tiny_spec
@@ -40,6 +41,10 @@ def test_sharded_rollout_and_update_equal_single_device(sharded_results, index):
   assert result["bytes_mesh"] < result["bytes_one"] / 2
   assert result["update_size"] > 1e-4  # the update moved the parameters
   assert result["trajectory"] < 1e-5
+  # Sampled from the parameters gathered over fsdp (tensor splits kept): the same trajectory.
+  assert result["gathered_trajectory"] < 1e-5
+  assert "'fsdp'" in result["placed_sharding"]
+  assert result["gathered_sharding"] == result["placed_sharding"].replace("'fsdp'", "None")
   # Adam divides each gradient by its running RMS, so float32 reduction-order differences
   # (a sum over 8 devices vs one) reach the parameters at ~0.1–0.3 % of the update (seen:
   # 1.2e-5 of 4e-3); a sharding bug (a reduction over the wrong devices) moves them by
@@ -72,6 +77,21 @@ def test_mesh_that_does_not_fit_fails_clearly(config, devices, message):
 def test_mesh_shape_fills_the_rest():
   assert sharding.mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 8) == (2, 2, 2)
   assert sharding.mesh_shape({"fsdp": -1}, 8) == (1, 8, 1)
+
+
+def test_gathering_over_fsdp_keeps_every_other_split():
+  mesh = jax.sharding.AbstractMesh((2, 2, 2), sharding.MESH_AXES)
+  P = jax.sharding.PartitionSpec
+  for spec, gathered in [(P(None, "fsdp"), P(None, None)),
+                         (P("fsdp", "tensor"), P(None, "tensor")),
+                         (P(("data", "fsdp"), None), P("data", None)),
+                         (P(("fsdp", "tensor")), P("tensor")), (P(), P())]:
+    found = sharding.without_axis(jax.sharding.NamedSharding(mesh, spec), "fsdp")
+    assert found.spec == gathered and found.mesh == mesh, (spec, found.spec)
+  # Nothing to gather on a mesh whose fsdp axis is one device: the same arrays come back.
+  params = {"w": jax.device_put(jnp.ones((4, 2)), jax.sharding.NamedSharding(
+      sharding.make_mesh({"data": 1}), P("fsdp", None)))}
+  assert sharding.gathered(params) is params
 
 
 def test_batch_must_hold_whole_groups_and_split_over_data_axes():

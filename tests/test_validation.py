@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from configs import interleaved, shapeworld
@@ -44,6 +45,9 @@ def test_mesh_that_does_not_fit_the_devices():
   fails(config(mesh=dict(data=1, fsdp=-1, tensor=3)), r"config\.mesh .*fixed axes \(3 devices\)",
         num_devices=8)
   fails(config(mesh=dict(pipeline=2)), r"config\.mesh has unknown axes \['pipeline'\]")
+  # (A config file's own value: the shipped configs' bool already refuses a string override.)
+  fails(ml_collections.ConfigDict(dict(config().to_dict(), gather_rollout_params="yes")),
+        r"config\.gather_rollout_params must be True or False, got 'yes'")
 
 
 def test_rl_batch_that_does_not_split_over_the_data_axes():

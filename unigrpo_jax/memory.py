@@ -10,6 +10,7 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
+from unigrpo_jax import sharding
 from unigrpo_jax.lora import LoRASpec, policy
 from unigrpo_jax.rl import RLBatch
 from unigrpo_jax.sampling import RolloutSpec
@@ -28,7 +29,8 @@ def analysis(compiled) -> dict:
 
 
 def grpo_step_memory(sample: Callable, update: Callable, spec: RolloutSpec, trained, state,
-                     reference, lora: LoRASpec | None, rows: int, mesh) -> dict:
+                     reference, lora: LoRASpec | None, rows: int, mesh,
+                     gather: bool = False) -> dict:
   """Compiles one GRPO step's rollout and update for `mesh` and returns
   {"rollout": analysis, "update": analysis}.
 
@@ -41,6 +43,8 @@ def grpo_step_memory(sample: Callable, update: Callable, spec: RolloutSpec, trai
     reference: abstract frozen reference (with LoRA, the base the adapters sit on).
     lora: the adapters' spec when `trained` is adapters over `reference`, else None.
     rows: the RL batch's rows (prompts × group), split over the mesh's data axes.
+    gather: the rollout samples from the parameters gathered over fsdp
+      (`config.gather_rollout_params`): its arguments are the gathered copies.
   """
   by_rows = NamedSharding(mesh, P(("data", "fsdp")))
   replicated = NamedSharding(mesh, P())
@@ -54,7 +58,12 @@ def grpo_step_memory(sample: Callable, update: Callable, spec: RolloutSpec, trai
   key = jax.eval_shape(lambda: jax.random.key(0))
   start = abstract((), np.int32)
   rollout = jax.jit(lambda t, r, p, m, k, w: sample(policy(t, r, lora), p, m, k, w))
-  lowered = rollout.lower(trained, reference, prompts, mask, key, start)
+  def placed(tree):
+    if not gather:
+      return tree
+    return sharding.with_shardings(
+        tree, jax.tree.map(lambda x: sharding.without_axis(x.sharding, "fsdp"), tree))
+  lowered = rollout.lower(placed(trained), placed(reference), prompts, mask, key, start)
   traj = jax.tree.map(lambda x: abstract(x.shape, x.dtype), lowered.out_info)
   advantages = abstract((rows, spec.rounds), np.float32)
   return dict(rollout=analysis(lowered.compile()),

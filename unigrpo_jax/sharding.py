@@ -113,6 +113,33 @@ def param_shardings(logical_axes, mesh: Mesh, shapes=None, rules=RULES):
   return jax.tree.map(lambda p: NamedSharding(mesh, p), specs, is_leaf=is_spec)
 
 
+def without_axis(s: NamedSharding, axis: str) -> NamedSharding:
+  """`s` with mesh `axis` taken out of its PartitionSpec: what that axis split, each of its
+  devices holds whole; every other axis's split is kept."""
+  def drop(entry):
+    kept = tuple(n for n in ((entry,) if isinstance(entry, str) else entry or ()) if n != axis)
+    return kept[0] if len(kept) == 1 else (kept or None)
+  return NamedSharding(s.mesh, P(*(drop(entry) for entry in s.spec)))
+
+
+def gathered(tree, axis: str = "fsdp"):
+  """`tree`'s arrays placed by `without_axis`: one all-gather per array.
+
+  For sampling: with weights split over fsdp, XLA splits each decode and flow step's
+  activations the same way and reduces them across devices at every matmul — a collective
+  per layer per token; gathered once per rollout, the steps run without any.
+
+  Args:
+    tree: pytree of jax.Arrays with NamedShardings on one mesh.
+  Returns:
+    the same values, resharded (`tree` itself when `axis` has one device).
+  """
+  leaves = jax.tree.leaves(tree)
+  if not leaves or leaves[0].sharding.mesh.shape.get(axis, 1) == 1:
+    return tree
+  return jax.device_put(tree, jax.tree.map(lambda x: without_axis(x.sharding, axis), tree))
+
+
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Leading (batch) axis over the data axes, the rest replicated."""
   return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))

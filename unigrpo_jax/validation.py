@@ -5,7 +5,7 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
     heads, dtypes), `rollout` + `tokens`, and for training `eval`, `loss` (loss and KL names,
     listing the known ones), `advantages`, the optimizers, the update passes; unknown fields
     are named;
-  * `mesh` fits the devices; the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
+  * `mesh` fits the devices (`gather_rollout_params` is a bool); the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
     groups and, like `sft_data.batch_size`, divides over the data axes;
   * `stages`, `data.families`, `rl.task`, `rl.families` (the task's), `advantages.kind`,
     `sft_data.mix` kinds and reward names are known (listed); reward weights (`rewards`, and
@@ -58,7 +58,8 @@ from unigrpo_jax.train import tasks
 # extending a cosine run stretches the rest of its decay.
 RESUMABLE = ("stages", "rl.steps", "rl.log_every", "rl_optim.total_steps", "sft_train.steps",
              "sft_optim.total_steps", "sft_train.log_every",
-             "sft_train.eval_before", "eval", "checkpoint", "mesh", "faults", "data.data_dir",
+             "sft_train.eval_before", "eval", "checkpoint", "mesh",
+             "gather_rollout_params", "faults", "data.data_dir",
              "reward_modules", "distributed", "reward_servers", "reward_client",
              "rl.overlap_rewards", *(f"data.{field}" for field in READ_FIELDS))
 
@@ -141,6 +142,9 @@ def validate(config, num_devices: int | None = None, *,
   num_devices = jax.device_count() if num_devices is None else num_devices
   mesh = jax.sharding.AbstractMesh(sharding.mesh_shape(config.mesh, num_devices),
                                    sharding.MESH_AXES)
+  if not isinstance(config.get("gather_rollout_params", False), bool):
+    raise ConfigError("config.gather_rollout_params must be True or False, got "
+                      f"{config.gather_rollout_params!r}")
   for name in ("sft_optim",) * ("sft" in training) + ("rl_optim",) * ("grpo" in training):
     try:
       OptimizerSpec(**config[name])

@@ -66,14 +66,15 @@ def test_sft_warmup_experiment_runs(tmp_path):
   assert "| **overall** |" in out.with_suffix(".md").read_text()
 
 
-@pytest.mark.parametrize("variant, devices, mesh", [
-    ("7b", 256, {"data": 1, "fsdp": 64, "tensor": 4}),
-    ("0.5b", 8, {"data": 1, "fsdp": 8, "tensor": 1})])
-def test_dry_run_of_the_qwen2_5_configs(variant, devices, mesh):
+@pytest.mark.parametrize("variant, devices, mesh, gather", [
+    ("7b", 256, {"data": 1, "fsdp": 64, "tensor": 4}, False),
+    ("0.5b", 8, {"data": 1, "fsdp": 8, "tensor": 1}, True)])
+def test_dry_run_of_the_qwen2_5_configs(variant, devices, mesh, gather):
   """Built abstractly in seconds; the parameter count agrees with the closed formula and with
-  Qwen2.5's published sizes; per-device bytes follow from it."""
+  Qwen2.5's published sizes; per-device bytes follow from it (with the 0.5b's rollout sampling
+  from parameters gathered over fsdp: a whole copy of the model per chip)."""
   stdout = _run(["experiments/dry_run.py", f"--config=configs/qwen2_5.py:{variant}",
-                 "--num_processes=4"])
+                 "--num_processes=4", f"--config.gather_rollout_params={gather}"])
   result = json.loads(stdout[stdout.index("{"):])
   assert result["devices"] == devices and result["mesh"] == mesh
   # Four hosts: each holds a quarter of the devices, and the pixels of its quarter of the rows.
@@ -102,6 +103,7 @@ def test_dry_run_of_the_qwen2_5_configs(variant, devices, mesh):
   assert 0 <= per_device["params"] - 4 * n / devices < 0.005 * 4 * n / devices
   assert 0 <= per_device["optimizer"] - 2 * per_device["params"] <= 8
   assert per_device["reference"] * 2 == per_device["params"]
+  assert per_device.get("rollout_params") == (4 * n if gather else None)
   assert result["gib_per_device"]["total"] < 16  # well inside one chip's HBM
 
 

@@ -121,12 +121,19 @@ class Experiment:
     return jax.jit(lambda k, p: lora.init_adapters(p, spec, k),
                    out_shardings=shardings)(key, params)
 
+  def sampling_params(self, params):
+    """The parameters a rollout samples from: with `config.gather_rollout_params`, gathered
+    over the mesh's fsdp axis once (`sharding.gathered`); else as they are."""
+    if self.config.get("gather_rollout_params", False):
+      return sharding.gathered(params)
+    return params
+
   def evaluate(self, params, split: str = "heldout") -> dict:
     """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the
     held-out prompts (or, with split="train", on `eval.train_prompts` training prompts)."""
     examples = self.eval_examples if split == "heldout" else self.train_examples
     return evaluation.score_examples(
-        params, examples, model=self.model, spec=self.eval_rollout, tokenizer=self.tokenizer,
+        self.sampling_params(params), examples, model=self.model, spec=self.eval_rollout, tokenizer=self.tokenizer,
         grid=self.config.data.grid, batch_size=self.eval.batch_size,
         sample=self.sample, rewards=self.task.eval_rewards,
         step_rewards=self.task.eval_step_rewards, template=self.template, pixels=self.pixels,
@@ -143,7 +150,8 @@ class Experiment:
     tokens, mask = encode_prompts((texts * batch)[:batch], self.tokenizer,
                                   self.eval_rollout.prompt_len)
     rows = sharding.local_rows(self.mesh, batch)
-    traj = self.sample(params, *sharding.shard_batch((tokens[rows], mask[rows]), self.mesh, batch),
+    traj = self.sample(self.sampling_params(params),
+                       *sharding.shard_batch((tokens[rows], mask[rows]), self.mesh, batch),
                        jax.random.key(0))
     plans = sum(distributed.gather_objects(evaluation.decode_texts(traj, self.tokenizer)), [])
     images = distributed.gather_rows(self.pixels(traj.images))

@@ -157,6 +157,7 @@ class Step:
     token_mask, sampled_s): the whole batch's trajectory, this process's rows' scores and
     sampled-slot mask (B_local, R, T), and the seconds until the last part was sampled."""
     key, mesh = jax.random.fold_in(self.key, i), self.exp.mesh
+    params = self.exp.sampling_params(params)  # once for all parts
     local = len(batch["metadata"]) // self.chunks
     parts = [slice(c * local, (c + 1) * local) for c in range(self.chunks)]
 

@@ -133,8 +133,8 @@ def main(argv):
                     rollout_kv_cache=int(kv_bytes))
   if cfg.get("gather_rollout_params", False):  # the rollout's copy, whole over fsdp
     policy = params if lora is None else (params, trained)
-    per_device["rollout_params"] = sharding.bytes_per_device(sharding.with_shardings(
-        policy, jax.tree.map(lambda x: sharding.without_axis(x.sharding, "fsdp"), policy)))
+    per_device["rollout_params"] = sharding.bytes_per_device(
+        sharding.with_shardings(policy, sharding.gathered_shardings(policy)))
   trajectory = dict(transformer=flops.rollout_flops(spec, rollout, 1))
   if "autoencoder" in cfg:
     ae_spec = autoencoder.AutoencoderSpec(**cfg.autoencoder)

@@ -59,10 +59,7 @@ def grpo_step_memory(sample: Callable, update: Callable, spec: RolloutSpec, trai
   start = abstract((), np.int32)
   rollout = jax.jit(lambda t, r, p, m, k, w: sample(policy(t, r, lora), p, m, k, w))
   def placed(tree):
-    if not gather:
-      return tree
-    return sharding.with_shardings(
-        tree, jax.tree.map(lambda x: sharding.without_axis(x.sharding, "fsdp"), tree))
+    return sharding.with_shardings(tree, sharding.gathered_shardings(tree)) if gather else tree
   lowered = rollout.lower(placed(trained), placed(reference), prompts, mask, key, start)
   traj = jax.tree.map(lambda x: abstract(x.shape, x.dtype), lowered.out_info)
   advantages = abstract((rows, spec.rounds), np.float32)

@@ -122,8 +122,14 @@ def without_axis(s: NamedSharding, axis: str) -> NamedSharding:
   return NamedSharding(s.mesh, P(*(drop(entry) for entry in s.spec)))
 
 
+def gathered_shardings(tree, axis: str = "fsdp"):
+  """The shardings of `tree`'s leaves (arrays, or ShapeDtypeStructs with shardings) with
+  `axis` taken out (`without_axis`)."""
+  return jax.tree.map(lambda x: without_axis(x.sharding, axis), tree)
+
+
 def gathered(tree, axis: str = "fsdp"):
-  """`tree`'s arrays placed by `without_axis`: one all-gather per array.
+  """`tree`'s arrays placed by `gathered_shardings`: one all-gather per array.
 
   For sampling: with weights split over fsdp, XLA splits each decode and flow step's
   activations the same way and reduces them across devices at every matmul — a collective
@@ -137,7 +143,7 @@ def gathered(tree, axis: str = "fsdp"):
   leaves = jax.tree.leaves(tree)
   if not leaves or leaves[0].sharding.mesh.shape.get(axis, 1) == 1:
     return tree
-  return jax.device_put(tree, jax.tree.map(lambda x: without_axis(x.sharding, axis), tree))
+  return jax.device_put(tree, gathered_shardings(tree, axis))
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

@@ -5,8 +5,9 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
     heads, dtypes), `rollout` + `tokens`, and for training `eval`, `loss` (loss and KL names,
     listing the known ones), `advantages`, the optimizers, the update passes; unknown fields
     are named;
-  * `mesh` fits the devices (`gather_rollout_params` is a bool); the RL batch (`rl.prompts_per_batch × rl.group_size`) holds whole
-    groups and, like `sft_data.batch_size`, divides over the data axes;
+  * `mesh` fits the devices (`gather_rollout_params` is a bool); the RL batch
+    (`rl.prompts_per_batch × rl.group_size`) holds whole groups and, like
+    `sft_data.batch_size`, divides over the data axes;
   * `stages`, `data.families`, `rl.task`, `rl.families` (the task's), `advantages.kind`,
     `sft_data.mix` kinds and reward names are known (listed); reward weights (`rewards`, and
     `process_rewards` when the advantages use them) are finite numbers, not all zero;

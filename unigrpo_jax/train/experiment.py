@@ -133,7 +133,8 @@ class Experiment:
     held-out prompts (or, with split="train", on `eval.train_prompts` training prompts)."""
     examples = self.eval_examples if split == "heldout" else self.train_examples
     return evaluation.score_examples(
-        self.sampling_params(params), examples, model=self.model, spec=self.eval_rollout, tokenizer=self.tokenizer,
+        self.sampling_params(params), examples, model=self.model, spec=self.eval_rollout,
+        tokenizer=self.tokenizer,
         grid=self.config.data.grid, batch_size=self.eval.batch_size,
         sample=self.sample, rewards=self.task.eval_rewards,
         step_rewards=self.task.eval_step_rewards, template=self.template, pixels=self.pixels,

@@ -92,6 +92,8 @@ def test_gathering_over_fsdp_keeps_every_other_split():
   params = {"w": jax.device_put(jnp.ones((4, 2)), jax.sharding.NamedSharding(
       sharding.make_mesh({"data": 1}), P("fsdp", None)))}
   assert sharding.gathered(params) is params
+  unplaced = {"w": jnp.ones((4, 2))}  # on one device, not on a mesh
+  assert sharding.gathered(unplaced) is unplaced
 
 
 def test_batch_must_hold_whole_groups_and_split_over_data_axes():

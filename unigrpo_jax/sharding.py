@@ -124,8 +124,9 @@ def without_axis(s: NamedSharding, axis: str) -> NamedSharding:
 
 def gathered_shardings(tree, axis: str = "fsdp"):
   """The shardings of `tree`'s leaves (arrays, or ShapeDtypeStructs with shardings) with
-  `axis` taken out (`without_axis`)."""
-  return jax.tree.map(lambda x: without_axis(x.sharding, axis), tree)
+  `axis` taken out (`without_axis`; a leaf not placed on a mesh keeps its own)."""
+  return jax.tree.map(lambda x: without_axis(x.sharding, axis)
+                      if isinstance(x.sharding, NamedSharding) else x.sharding, tree)
 
 
 def gathered(tree, axis: str = "fsdp"):
@@ -136,12 +137,13 @@ def gathered(tree, axis: str = "fsdp"):
   per layer per token; gathered once per rollout, the steps run without any.
 
   Args:
-    tree: pytree of jax.Arrays with NamedShardings on one mesh.
+    tree: pytree of jax.Arrays (those with NamedShardings are resharded).
   Returns:
-    the same values, resharded (`tree` itself when `axis` has one device).
+    the same values, resharded (`tree` itself when `axis` has one device everywhere).
   """
-  leaves = jax.tree.leaves(tree)
-  if not leaves or leaves[0].sharding.mesh.shape.get(axis, 1) == 1:
+  meshes = {x.sharding.mesh for x in jax.tree.leaves(tree)
+            if isinstance(x.sharding, NamedSharding)}
+  if all(mesh.shape.get(axis, 1) == 1 for mesh in meshes):
     return tree
   return jax.device_put(tree, gathered_shardings(tree, axis))
 

@@ -65,7 +65,7 @@ def compiled_memory(cfg, spec: ModelSpec, rollout: RolloutSpec, optimizer,
   return memory.grpo_step_memory(
       make_rollout(model, rollout, cfg.rl.group_size), update, rollout, trained, state,
       reference, lora, cfg.rl.prompts_per_batch * cfg.rl.group_size, mesh,
-      gather=cfg.get("gather_rollout_params", False))
+      gather=sharding.gathers_for_rollout(cfg))
 
 
 def abstract_trees(spec: ModelSpec, mesh, lora: LoRASpec | None):
@@ -131,7 +131,7 @@ def main(argv):
                     optimizer=sharding.bytes_per_device(opt_state),
                     reference=0 if lora else sharding.bytes_per_device(reference),
                     rollout_kv_cache=int(kv_bytes))
-  if cfg.get("gather_rollout_params", False):  # the rollout's copy, whole over fsdp
+  if sharding.gathers_for_rollout(cfg):  # the rollout's copy, whole over fsdp
     policy = params if lora is None else (params, trained)
     per_device["rollout_params"] = sharding.bytes_per_device(
         sharding.with_shardings(policy, sharding.gathered_shardings(policy)))

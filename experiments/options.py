@@ -29,7 +29,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
-from unigrpo_jax import lora as lora_lib, memory, metric_writer
+from unigrpo_jax import lora as lora_lib, memory, metric_writer, sharding
 from unigrpo_jax.optim import OptimizerSpec, make_optimizer
 from unigrpo_jax.rl import LossSpec, UpdateSpec, make_update
 from unigrpo_jax.sampling import make_rollout
@@ -105,7 +105,7 @@ def step_memory(config) -> dict:
   found = memory.grpo_step_memory(make_rollout(exp.model, spec, rl.group_size), update, spec,
                                   trained, state, reference, lora,
                                   rl.prompts_per_batch * rl.group_size, exp.mesh,
-                                  gather=config.get("gather_rollout_params", False))
+                                  gather=sharding.gathers_for_rollout(config))
   return {k: v["peak"] for k, v in found.items()}
 
 

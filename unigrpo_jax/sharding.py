@@ -129,6 +129,12 @@ def gathered_shardings(tree, axis: str = "fsdp"):
                       if isinstance(x.sharding, NamedSharding) else x.sharding, tree)
 
 
+def gathers_for_rollout(config) -> bool:
+  """Whether rollouts sample from parameters gathered over fsdp (`gathered`):
+  `config.gather_rollout_params`, off where a config does not set it."""
+  return config.get("gather_rollout_params", False)
+
+
 def gathered(tree, axis: str = "fsdp"):
   """`tree`'s arrays placed by `gathered_shardings`: one all-gather per array.
 

@@ -143,7 +143,7 @@ def validate(config, num_devices: int | None = None, *,
   num_devices = jax.device_count() if num_devices is None else num_devices
   mesh = jax.sharding.AbstractMesh(sharding.mesh_shape(config.mesh, num_devices),
                                    sharding.MESH_AXES)
-  if not isinstance(config.get("gather_rollout_params", False), bool):
+  if not isinstance(sharding.gathers_for_rollout(config), bool):
     raise ConfigError("config.gather_rollout_params must be True or False, got "
                       f"{config.gather_rollout_params!r}")
   for name in ("sft_optim",) * ("sft" in training) + ("rl_optim",) * ("grpo" in training):

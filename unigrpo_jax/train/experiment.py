@@ -124,7 +124,7 @@ class Experiment:
   def sampling_params(self, params):
     """The parameters a rollout samples from: with `config.gather_rollout_params`, gathered
     over the mesh's fsdp axis once (`sharding.gathered`); else as they are."""
-    if self.config.get("gather_rollout_params", False):
+    if sharding.gathers_for_rollout(self.config):
       return sharding.gathered(params)
     return params
 
@@ -134,8 +134,7 @@ class Experiment:
     examples = self.eval_examples if split == "heldout" else self.train_examples
     return evaluation.score_examples(
         self.sampling_params(params), examples, model=self.model, spec=self.eval_rollout,
-        tokenizer=self.tokenizer,
-        grid=self.config.data.grid, batch_size=self.eval.batch_size,
+        tokenizer=self.tokenizer, grid=self.config.data.grid, batch_size=self.eval.batch_size,
         sample=self.sample, rewards=self.task.eval_rewards,
         step_rewards=self.task.eval_step_rewards, template=self.template, pixels=self.pixels,
         samples_per_prompt=self.eval.samples_per_prompt, resamples=self.eval.resamples,

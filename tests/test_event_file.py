@@ -70,3 +70,18 @@ def test_a_damaged_record_is_named(tmp_path):
       f.write(whole[:len(whole) - cut])
     with pytest.raises(ValueError, match="cut short"):
       event_file.read_records(writer.path)
+
+
+def test_a_torn_json_line_is_left_out_and_cut_before_a_resumed_writer_appends(tmp_path):
+  writer = metric_writer.MetricWriter(str(tmp_path))
+  writer.write(1, {"a": 1.0})
+  writer.write(2, {"a": 2.0})
+  writer.close()
+  path = tmp_path / "metrics.jsonl"
+  whole = path.read_bytes()
+  path.write_bytes(whole[:-7])  # the second record cut mid-write, as a reader of a live run sees
+  assert metric_writer.read(str(tmp_path)) == [{"step": 1, "a": 1.0}]
+  writer = metric_writer.MetricWriter(str(tmp_path))  # the run resumed after a kill
+  writer.write(2, {"a": 2.5})
+  writer.close()
+  assert metric_writer.read(str(tmp_path)) == [{"step": 1, "a": 1.0}, {"step": 2, "a": 2.5}]

@@ -20,7 +20,9 @@ class MetricWriter:
     if self.active:
       os.makedirs(logdir, exist_ok=True)
       self.summary = EventFile(logdir)
-      self.lines = open(os.path.join(logdir, "metrics.jsonl"), "a")
+      path = os.path.join(logdir, "metrics.jsonl")
+      _drop_torn_line(path)
+      self.lines = open(path, "a")
 
   def write(self, step: int, scalars: dict):
     if not self.active:
@@ -49,6 +51,18 @@ def write_json(path: str, value):
 
 
 def read(logdir: str) -> list[dict]:
-  """The records `MetricWriter` wrote to `logdir`, in order."""
+  """The records `MetricWriter` wrote to `logdir`, in order. A last line without its newline
+  is a record still being written (or cut by a killed writer) and is left out."""
   with open(os.path.join(logdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
+
+
+def _drop_torn_line(path: str) -> None:
+  """Cuts `path` back to its last newline: a writer killed mid-record leaves part of a line,
+  which the resumed run's first record would otherwise be appended to."""
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)

@@ -73,11 +73,13 @@ def get_config(arg: str = ""):
   # families: the prompt families GRPO trains on (() = all of the task's); evaluation always
   # scores all six. The warm-up already solves single_object and colors on the training
   # prompts: their GenEval rewards hardly vary within a group, so the batch goes to the four
-  # it does not (docs/results.md).
+  # it does not (docs/results.md). rollout_chunks, overlap_rewards, update_per_part: sampling in
+  # parts, scoring each while the next samples, and the update part by part (docs/rewards.md).
   c.rl = dict(task="t2i", steps=rl_steps, prompts_per_batch=4, group_size=8, num_updates=1,
               num_minibatches=1, log_every=10, init_params="",
               families=("two_object", "counting", "position", "color_attr"),
-              rollout_chunks=1, overlap_rewards=True, reference_refresh=0)
+              rollout_chunks=1, overlap_rewards=True, update_per_part=False,
+              reference_refresh=0)
   # A moving average of the policy for evaluation and the saved parameters (decay 0: off).
   c.ema = dict(decay=0.0, every=1, start=0)
   # LoRA: train adapters on these projections ("<expert>/<projection>" patterns) over the

@@ -28,7 +28,8 @@ from unigrpo_jax.model import (ModelSpec, UnifiedTransformer, count_params, init
                                param_logical_axes)
 from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
                                train_state_shardings)
-from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
+from unigrpo_jax.rl import (GradientSum, LossSpec, RLBatch, UpdateSpec, make_accumulate,
+                            make_apply, make_update)
 from unigrpo_jax.rl.advantages import group_advantages
 from unigrpo_jax.sampling import RolloutSpec, make_rollout
 from unigrpo_jax.sampling.rollout import concat_trajectories
@@ -49,41 +50,62 @@ def toy_reward(traj) -> np.ndarray:
   return reward.astype(np.float32)
 
 
-def overlap_figures(cfg, model, update, state, ref_params, prompts, mask, spec, rollout_s):
+def overlap_figures(cfg, model, update, state, ref_params, prompts, mask, spec, loss, optimizer,
+                    rollout_s):
   """The step with the batch sampled in `bench.chunks` parts and a reward that sleeps as long
-  as the whole batch's rollout took (in proportion to each part's rows): with each part scored
-  while the next samples, and with every part scored after sampling (`train/overlap.py`)."""
+  as the whole batch's rollout took (in proportion to each part's rows), three ways: every part
+  scored after sampling, then the update (`sequential`); each part scored while the next
+  samples, then the update (`overlap`); and that with each part's gradient taken as soon as its
+  rewards are in, then one optimizer step on their mean (`per_part`: `rl.update_per_part`,
+  `train/overlap.py`, `rl/update.py`)."""
   chunks, group = cfg.bench.chunks, cfg.rl.group_size
   rows = prompts.shape[0] // chunks
   part_sample = make_rollout(model, spec, group)
   concat = jax.jit(concat_trajectories)
+  accumulate = make_accumulate(model, spec, loss, group)
+  apply = make_apply(optimizer)
 
   def slow_reward(traj):
     time.sleep(rollout_s * rows / prompts.shape[0])
     return toy_reward(traj)
 
-  def step(state, key, overlapped):
+  def advantages(scores):
+    return jnp.repeat(group_advantages(scores, group)[:, None], spec.rounds, axis=1)
+
+  def step(state, key, mode):
     t0 = time.perf_counter()
+    total = [GradientSum.zeros(state.params)]
+
+    def consume(c, traj, host, scores):
+      del host
+      total[0], _ = accumulate(total[0], state.params, ref_params,
+                               RLBatch(traj=traj, advantages=advantages(scores)))
+
     trajs, _, scores, _ = overlap.sample_and_score(
         lambda c: part_sample(state.params, prompts[c * rows:(c + 1) * rows],
                               mask[c * rows:(c + 1) * rows], jax.random.fold_in(key, c)),
-        lambda c, traj: jax.device_get(traj), slow_reward, chunks, overlapped)
-    adv = group_advantages(np.concatenate(scores), group)
-    batch_in = RLBatch(traj=concat(trajs),
-                       advantages=jnp.repeat(adv[:, None], spec.rounds, axis=1))
-    state, _ = update(state, ref_params, batch_in)
+        lambda c, traj: jax.device_get(traj), slow_reward, chunks, mode != "sequential",
+        consume if mode == "per_part" else None)
+    if mode == "per_part":
+      state, _ = apply(state, total[0])
+    else:
+      state, _ = update(state, ref_params, RLBatch(traj=concat(trajs),
+                                                   advantages=advantages(np.concatenate(scores))))
     jax.block_until_ready(state)
     return state, time.perf_counter() - t0
 
-  out = {}
-  for overlapped in (True, False, True):  # the first pass warms the part-sized rollout up
+  modes, out = ("sequential", "overlap", "per_part"), {}
+  for mode in modes:  # one step each warms its programs up
+    state, _ = step(state, jax.random.key(99), mode)
+  for mode in modes:
     times = []
-    for i in range(cfg.bench.steps + 1):
-      state, seconds = step(state, jax.random.key(100 + i), overlapped)
+    for i in range(cfg.bench.steps):
+      state, seconds = step(state, jax.random.key(100 + i), mode)
       times.append(seconds)
-    out["overlap_step_s" if overlapped else "sequential_step_s"] = statistics.median(times[1:])
+    out[f"{mode}_step_s"] = statistics.median(times)
   return dict(chunks=chunks, reward_s=rollout_s, **out,
-              overlap_speedup=out["sequential_step_s"] / out["overlap_step_s"])
+              overlap_speedup=out["sequential_step_s"] / out["overlap_step_s"],
+              per_part_speedup=out["sequential_step_s"] / out["per_part_step_s"])
 
 
 def state_bytes(optimizer, params, model_spec: ModelSpec, mesh) -> int:
@@ -142,8 +164,8 @@ def main(argv):
       update_t.append(t2 - t1)
       step_t.append(t2 - t0)
   step_s = statistics.median(step_t)
-  overlap = (overlap_figures(cfg, model, update, state, ref_params, prompts, mask, spec,
-                             statistics.median(rollout_t))
+  overlap = (overlap_figures(cfg, model, update, state, ref_params, prompts, mask, spec, loss,
+                             optimizer, statistics.median(rollout_t))
              if cfg.bench.get("chunks") else {})
 
   updates = update_spec.num_updates

@@ -155,6 +155,16 @@ def test_training_options_are_named():
   fails(config(rl__reference_refresh=5,
                loss=dict(shapeworld.get_config().loss, velocity_weight=0.0)),
         r"config\.rl\.reference_refresh refreshes a reference the loss does not use")
+  rl = config().to_dict()["rl"]
+  fails(ml_collections.ConfigDict(dict(config().to_dict(), rl=dict(rl, update_per_part="yes"))),
+        r"config\.rl\.update_per_part must be True or False, got 'yes'")
+  fails(config(rl__update_per_part=True, rl__num_minibatches=2),
+        r"config\.rl\.update_per_part .* needs rl\.num_updates = rl\.num_minibatches = 1, got 1 "
+        r"and 2")
+  fails(config(rl__update_per_part=True,
+               advantages=dict(shapeworld.get_config().advantages, scale="batch")),
+        r"config\.rl\.update_per_part .* advantages\.scale 'batch' needs the whole batch")
+  validation.validate(config(rl__update_per_part=True, rl__rollout_chunks=2), 1)
   lora = dict(shapeworld.get_config().lora, enabled=True)
   fails(config(lora=dict(lora, rank=0)), r"config\.lora\.rank must be a positive integer")
   fails(config(lora=dict(lora, modules=("image/qkv",))),

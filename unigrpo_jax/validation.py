@@ -201,6 +201,16 @@ def validate(config, num_devices: int | None = None, *,
     if not isinstance(config.rl.get("overlap_rewards", True), bool):
       raise ConfigError("config.rl.overlap_rewards must be True or False, got "
                         f"{config.rl.overlap_rewards!r}")
+    per_part = config.rl.get("update_per_part", False)
+    if not isinstance(per_part, bool):
+      raise ConfigError(f"config.rl.update_per_part must be True or False, got {per_part!r}")
+    if per_part and (config.rl.num_updates, config.rl.num_minibatches) != (1, 1):
+      raise ConfigError("config.rl.update_per_part takes one optimizer step on the mean of the "
+                        "parts' gradients: it needs rl.num_updates = rl.num_minibatches = 1, got "
+                        f"{config.rl.num_updates} and {config.rl.num_minibatches}")
+    if per_part and config.advantages.get("scale", "group") == "batch":
+      raise ConfigError("config.rl.update_per_part computes each part's advantages as its "
+                        "rewards come in: advantages.scale 'batch' needs the whole batch first")
     import_reward_modules(config)
     try:
       known = configured.known_names(config)

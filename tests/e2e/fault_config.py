@@ -5,8 +5,10 @@ policy's moving average on and the reference refreshed every 3 steps (a velocity
 enough that the reference shows in every update), so the resume comparisons cover both. Variants:
 `nan` (a reward that is NaN on steps 2 and 3), `always_nan` (NaN every step; 3 in a row stop the
 run), `chunked` (the rollout in two parts, each scored after both are sampled), `overlapped` (each
-part scored while the next samples: set `config.reward_servers` to serve the reward) and `lora`
-(LoRA adapters over a bfloat16 base, 6 steps)."""
+part scored while the next samples: set `config.reward_servers` to serve the reward), `per_part`
+(two parts, each part's gradient taken as its rewards come in, and a reward that is NaN on its
+2nd and 3rd call: one part of steps 1 and 2) and `lora` (LoRA adapters over a bfloat16 base, 6
+steps)."""
 import os
 import sys
 
@@ -25,7 +27,7 @@ def get_config(arg: str = ""):
   c.rl_optim.update(learning_rate=1e-3, schedule="constant", warmup_steps=0)
   c.eval.update(num_prompts=8, train_prompts=8, every=1000)
   c.checkpoint.update(every=3, max_to_keep=2)
-  c.rewards = {"brightness": 1.0, "flaky": 1.0} if arg == "nan" else {
+  c.rewards = {"brightness": 1.0, "flaky": 1.0} if arg in ("nan", "per_part") else {
       "always_nan" if arg == "always_nan" else "brightness": 1.0}
   if not arg:
     c.ema.update(decay=0.9, every=2, start=3)
@@ -42,4 +44,6 @@ def get_config(arg: str = ""):
   if arg in ("chunked", "overlapped"):
     c.rl.update(rollout_chunks=2, overlap_rewards=arg == "overlapped")
     c.reward_client.update(timeout_s=10.0, retries=1, backoff_s=0.1)
+  if arg == "per_part":
+    c.rl.update(rollout_chunks=2, update_per_part=True)
   return c

@@ -35,13 +35,17 @@ def test_bench_rollout_prints_its_json():
 
 
 def test_bench_update_prints_its_json():
-  stdout = _run(["experiments/bench_update.py", "--config=configs/bench.py:update_joint",
-                 "--config.batch_size=4", "--config.rl.group_size=2",
+  """The joint step in bfloat16 matmuls, and sampled in 2 parts: scored after sampling, while
+  sampling, and with the update part by part."""
+  stdout = _run(["experiments/bench_update.py", "--config=configs/bench.py:update_overlap",
+                 "--config.batch_size=4", "--config.rl.group_size=2", "--config.bench.chunks=2",
                  "--config.model.matmul_dtype=bfloat16"] + TINY)
   result = json.loads(stdout[stdout.index("{"):])
   for key in ("step_s", "compile_s", "tokens_per_s", "mfu", "matmul_peak_gflops_mixed",
-              "mfu_mixed"):
+              "mfu_mixed", "sequential_step_s", "overlap_step_s", "per_part_step_s",
+              "per_part_speedup"):
     assert result[key] > 0, key
+  assert result["chunks"] == 2 and result["variant"] == "joint"
   assert result["matmul_dtype"] == "bfloat16"
   # The 8-way FSDP mesh holds well under a quarter of the parameters and optimizer state.
   assert result["bytes_per_device"]["8"] < result["bytes_per_device"]["1"] / 4

@@ -80,6 +80,27 @@ def test_served_overlapped_run_equals_the_in_process_run_scored_after_sampling(
                      tmp_path / "in_process" / "grpo" / "params")
 
 
+def test_update_per_part_overlapped_equals_scored_after_sampling_and_a_nan_part_skips(
+    tmp_path, data_dir):
+  """Each part's gradient taken as its rewards come in (`rl.update_per_part`): with the parts
+  scored while the next samples, the same run as scoring after sampling; a part whose reward is
+  NaN skips its step's update, although the other part's gradient was already taken."""
+  outs = [subprocess.run(command(tmp_path / name, data_dir, "per_part")
+                         + [f"--config.rl.overlap_rewards={name == 'overlapped'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+                         env=dict(os.environ, PYTHONPATH=PLUGINS))
+          for name in ("overlapped", "after")]
+  for out in outs:
+    assert out.returncode == 0, out.stderr[-3000:]
+  keys = ("step", "reward/brightness", "reward/combined", "faults/skipped")
+  mine, theirs = records(tmp_path / "overlapped"), records(tmp_path / "after")
+  assert [[r.get(k) for k in keys] for r in mine] == [[r.get(k) for k in keys] for r in theirs]
+  assert [r["step"] for r in mine if r["faults/skipped"]] == [1, 2]
+  assert all("update/grad_norm" in r for r in mine if r["step"] in (4, 6, 8))
+  assert_same_params(tmp_path / "overlapped" / "grpo" / "params",
+                     tmp_path / "after" / "grpo" / "params")
+
+
 def test_a_killed_server_skips_and_counts_then_the_run_resumes_with_a_new_one(
     tmp_path, data_dir):
   url, server = start_server()

@@ -9,7 +9,8 @@ from unigrpo_jax import sharding
 from unigrpo_jax.model import UnifiedTransformer, param_logical_axes
 from unigrpo_jax.optim import (OptimizerSpec, init_train_state, make_optimizer,
                                train_state_shardings)
-from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
+from unigrpo_jax.rl import (GradientSum, LossSpec, RLBatch, UpdateSpec, make_accumulate,
+                            make_apply, make_update)
 from unigrpo_jax.rl.advantages import group_advantages
 from unigrpo_jax.sampling import make_rollout
 from unigrpo_jax.sampling.scoring import check_group_prompts
@@ -247,3 +248,53 @@ def test_frozen_parameters_stay_out_of_the_step_and_the_clipping_norm():
   train_state_shardings(optimizer, params, shardings, mesh)
   with pytest.raises(ValueError, match=r"optim\.frozen names \['bias'\]"):
     OptimizerSpec(**dict(OPTIM, frozen=("bias",)))
+
+
+@pytest.mark.slow
+def test_update_per_part_is_one_step_on_the_parts_mean_gradient():
+  """One part: the same step as the one-minibatch update. Two parts of whole groups: every part
+  exactly on-policy (its ratios 1, its reference terms 0), one optimizer step on the mean of
+  their gradients — the sum of each part's gradient taken alone — and none when a part's
+  advantages are NaN."""
+  loss = LossSpec(beta=0.04, velocity_weight=1e-3)
+  model, params, rollout, sample, update, optimizer = _setup(loss=loss,
+                                                             update=UpdateSpec(group_size=4))
+  prompts = jnp.repeat(jax.random.randint(jax.random.key(0), (2, 6), 4, 48), 4, axis=0)
+  traj = sample(params, prompts, jnp.ones(prompts.shape, bool), jax.random.key(1))
+  batch = RLBatch(traj=traj, advantages=_outcome(np.arange(8.0) % 3, 4, rollout.rounds))
+  accumulate = make_accumulate(model, rollout, loss, 4)
+  apply = make_apply(optimizer, donate=False)
+  state = init_train_state(params, optimizer)
+
+  whole, _ = update(state, params, batch)
+  total, _ = accumulate(GradientSum.zeros(params), params, params, batch)
+  one_part, one_metrics = apply(state, total)
+  for a, b in zip(jax.tree.leaves(one_part.params), jax.tree.leaves(whole.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-7)
+  assert float(one_metrics["skipped"]) == 0.0
+
+  parts = [jax.tree.map(lambda x, c=c: x[4 * c:4 * (c + 1)] if x.ndim and x.shape[0] == 8
+                        else x, batch) for c in range(2)]
+  total, alone = GradientSum.zeros(params), []
+  for part in parts:
+    total, metrics = accumulate(total, params, params, part)
+    assert abs(float(metrics["text/ratio_max"]) - 1) < 1e-5
+    assert abs(float(metrics["image/ratio_max"]) - 1) < 1e-5
+    assert float(metrics["text/kl_ref"]) < 1e-6 and float(metrics["image/velocity_mse"]) < 1e-10
+    alone.append(accumulate(GradientSum.zeros(params), params, params, part)[0])
+  assert int(total.parts) == 2
+  for a, b, c in zip(*(jax.tree.leaves(t.grads) for t in (total, *alone))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b) + np.asarray(c), atol=1e-6)
+  mean = optimizer.update(jax.tree.map(lambda g: g / 2, total.grads), state.opt_state, params)[0]
+  stepped, metrics = apply(state, total)
+  for p, new, u in zip(*map(jax.tree.leaves, (params, stepped.params, mean))):
+    np.testing.assert_allclose(np.asarray(new), np.asarray(p) + np.asarray(u), atol=1e-7)
+  assert int(stepped.step) == 1 and float(metrics["skipped"]) == 0.0
+
+  poisoned = parts[1].replace(advantages=parts[1].advantages.at[0].set(jnp.nan))
+  total = accumulate(accumulate(GradientSum.zeros(params), params, params, parts[0])[0],
+                     params, params, poisoned)[0]
+  kept, metrics = apply(state, total)
+  assert float(metrics["skipped"]) == 1.0 and int(kept.step) == 0
+  for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -11,9 +11,16 @@ One jitted function per shape (`make_update`). Given a rollout batch it
      on-policy.
 Minibatch m holds rows m, m + M, m + 2M, …: a strided split keeps every minibatch spread over
 the data-parallel devices.
+
+A batch sampled in parts can also be updated part by part (`make_accumulate`, `make_apply`):
+each part's gradient is taken as soon as its rewards are in — while later parts are still
+being scored — summed, and one optimizer step applies their mean. Every part is scored under
+the parameters it was sampled with (exactly on-policy), as in a one-minibatch update; the
+step's gradient is the mean of the parts' mean-loss gradients (gradient accumulation).
 """
 import dataclasses
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +65,28 @@ def _minibatches(tree, m: int):
   return jax.tree.map(split, tree)
 
 
+def _reference_scores(ref_params, batch: RLBatch, *, model, rollout: RolloutSpec, loss: LossSpec,
+                      group_size: int):
+  """The frozen reference's scores of `batch` (None when the loss does not read them)."""
+  if (loss.image or loss.velocity_weight or loss.latent_kl_weight) and not rollout.trained_steps:
+    raise ValueError("the loss has image terms (loss.image, loss.velocity_weight or "
+                     "loss.latent_kl_weight) but the rollout trains no SDE step "
+                     "(rollout.mode 'ode', rollout.draw_images off, or an empty sde_window)")
+  if not loss.needs_reference:
+    return None
+  return jax.lax.stop_gradient(score_trajectory(ref_params, batch.traj, model=model,
+                                                spec=rollout, group_size=group_size))
+
+
+def _loss(params, batch: RLBatch, ref_scores, *, ref_params, model, rollout: RolloutSpec,
+          loss: LossSpec, group_size: int, lora: LoRASpec | None):
+  """(loss, metrics) of `batch` under the policy `params` (adapters over `ref_params` with
+  `lora`)."""
+  policy = lora_lib.policy(params, ref_params, lora)
+  scores = score_trajectory(policy, batch.traj, model=model, spec=rollout, group_size=group_size)
+  return unigrpo_objective(scores, ref_scores, batch, loss)
+
+
 def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: UnifiedTransformer,
                 rollout: RolloutSpec, loss: LossSpec, update: UpdateSpec,
                 optimizer: optax.GradientTransformation, lora: LoRASpec | None = None):
@@ -75,18 +104,10 @@ def grpo_update(state: TrainState, ref_params, batch: RLBatch, *, model: Unified
   if batch_size % update.group_size:
     raise ValueError(f"rollout batch of {batch_size} rows does not split into groups of "
                      f"rl.group_size = {update.group_size}")
-  score = functools.partial(score_trajectory, model=model, spec=rollout)
-  if (loss.image or loss.velocity_weight or loss.latent_kl_weight) and not rollout.trained_steps:
-    raise ValueError("the loss has image terms (loss.image, loss.velocity_weight or "
-                     "loss.latent_kl_weight) but the rollout trains no SDE step "
-                     "(rollout.mode 'ode', rollout.draw_images off, or an empty sde_window)")
-  ref = (jax.lax.stop_gradient(score(ref_params, batch.traj, group_size=update.group_size))
-         if loss.needs_reference else None)
-
-  def loss_fn(params, minibatch, ref_minibatch):
-    policy = lora_lib.policy(params, ref_params, lora)
-    scores = score(policy, minibatch.traj, group_size=update.minibatch_group_size)
-    return unigrpo_objective(scores, ref_minibatch, minibatch, loss)
+  ref = _reference_scores(ref_params, batch, model=model, rollout=rollout, loss=loss,
+                          group_size=update.group_size)
+  loss_fn = functools.partial(_loss, ref_params=ref_params, model=model, rollout=rollout,
+                              loss=loss, group_size=update.minibatch_group_size, lora=lora)
 
   def step(state, xs):
     minibatch, ref_minibatch = xs
@@ -114,3 +135,56 @@ def make_update(model: UnifiedTransformer, rollout: RolloutSpec, loss: LossSpec,
   fn = functools.partial(grpo_update, model=model, rollout=rollout, loss=loss, update=update,
                          optimizer=optimizer, lora=lora)
   return jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+
+class GradientSum(NamedTuple):
+  """The parts' gradients and losses summed so far, and how many parts they are."""
+  grads: Any  # like the trained parameters
+  loss: jax.Array  # ()
+  parts: jax.Array  # () int32
+
+  @classmethod
+  def zeros(cls, params) -> "GradientSum":
+    return cls(jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32),
+               jnp.zeros((), jnp.int32))
+
+
+def accumulate_part(total: GradientSum, params, ref_params, part: RLBatch, *,
+                    model: UnifiedTransformer, rollout: RolloutSpec, loss: LossSpec,
+                    group_size: int, lora: LoRASpec | None = None):
+  """Adds one part's gradient to `total`. `part`: whole groups of `group_size` rows with their
+  advantages; scored under `params` (the sampling parameters: exactly on-policy) and, when the
+  loss needs it, under the reference. Returns (total, the part's metrics)."""
+  if part.advantages.shape != (part.advantages.shape[0], rollout.rounds):
+    raise ValueError(f"advantages have shape {part.advantages.shape}, expected "
+                     f"(rows, {rollout.rounds}) (rows, rounds)")
+  ref = _reference_scores(ref_params, part, model=model, rollout=rollout, loss=loss,
+                          group_size=group_size)
+  (value, metrics), grads = jax.value_and_grad(functools.partial(
+      _loss, ref_params=ref_params, model=model, rollout=rollout, loss=loss,
+      group_size=group_size, lora=lora), has_aux=True)(params, part, ref)
+  total = GradientSum(jax.tree.map(jnp.add, total.grads, grads), total.loss + value,
+                      total.parts + 1)
+  return total, metrics
+
+
+def apply_mean(state: TrainState, total: GradientSum, optimizer):
+  """One optimizer step on the parts' mean gradient (none if it or the loss is non-finite:
+  `apply_if_finite`). Returns (state, metrics)."""
+  parts = total.parts.astype(jnp.float32)
+  return apply_if_finite(state, jax.tree.map(lambda g: g / parts, total.grads),
+                         total.loss / parts, optimizer)
+
+
+def make_accumulate(model: UnifiedTransformer, rollout: RolloutSpec, loss: LossSpec,
+                    group_size: int, *, lora: LoRASpec | None = None):
+  """The compiled `accumulate_part`: fn(total, params, ref_params, part) → (total, metrics)
+  (`total` donated)."""
+  return jax.jit(functools.partial(accumulate_part, model=model, rollout=rollout, loss=loss,
+                                   group_size=group_size, lora=lora), donate_argnums=0)
+
+
+def make_apply(optimizer, *, donate: bool = True):
+  """The compiled `apply_mean`: fn(state, total) → (state, metrics)."""
+  return jax.jit(functools.partial(apply_mean, optimizer=optimizer),
+                 donate_argnums=(0,) if donate else ())

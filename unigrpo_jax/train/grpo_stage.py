@@ -44,7 +44,8 @@ from unigrpo_jax.lora import LoRASpec
 from unigrpo_jax.data.pipeline import reading, rl_prompts
 from unigrpo_jax.metric_writer import MetricWriter, write_json
 from unigrpo_jax.optim import OptimizerSpec, TrainState, make_optimizer
-from unigrpo_jax.rl import LossSpec, RLBatch, UpdateSpec, make_update
+from unigrpo_jax.rl import (GradientSum, LossSpec, RLBatch, UpdateSpec, make_accumulate,
+                            make_apply, make_update)
 from unigrpo_jax.rl.advantages import AdvantageSpec, trajectory_advantages
 from unigrpo_jax.rewards import configured
 from unigrpo_jax.sampling import make_rollout
@@ -131,6 +132,8 @@ class Step:
   chunks: int = 1
   overlap: bool = True
   lora: LoRASpec | None = None  # the state holds adapters over `ref_params` (`lora.py`)
+  accumulate: Callable | None = None  # with `apply`: the update part by part (`update_per_part`)
+  apply: Callable | None = None
 
   def policy(self, params):
     """The policy's parameter tree from what the state trains (`params`, or adapters)."""
@@ -152,10 +155,9 @@ class Step:
                                          per_step=True, allow_nonfinite=True)
     return scores, step_scores
 
-  def rollout_and_score(self, i: int, params, batch: dict):
-    """Samples step i's batch in parts and scores them. Returns (traj, scores, step_scores,
-    token_mask, sampled_s): the whole batch's trajectory, this process's rows' scores and
-    sampled-slot mask (B_local, R, T), and the seconds until the last part was sampled."""
+  def sample_parts(self, i: int, params, batch: dict, consume: Callable | None = None):
+    """Samples step i's batch in parts and scores them (`overlap.sample_and_score`, with
+    `consume`). Returns (trajs, hosts, scores, sampled_s) per part."""
     key, mesh = jax.random.fold_in(self.key, i), self.exp.mesh
     params = self.exp.sampling_params(params)  # once for all parts
     local = len(batch["metadata"]) // self.chunks
@@ -168,9 +170,15 @@ class Step:
                          key if self.chunks == 1 else jax.random.fold_in(key, c),
                          np.int32(self.window_start(i)))
 
-    trajs, hosts, scored, sampled_s = overlap.sample_and_score(
+    return overlap.sample_and_score(
         dispatch, lambda c, traj: self.on_host(traj, batch["metadata"][parts[c]]), self.score,
-        self.chunks, self.overlap)
+        self.chunks, self.overlap, consume)
+
+  def rollout_and_score(self, i: int, params, batch: dict):
+    """Samples step i's batch in parts and scores them. Returns (traj, scores, step_scores,
+    token_mask, sampled_s): the whole batch's trajectory, this process's rows' scores and
+    sampled-slot mask (B_local, R, T), and the seconds until the last part was sampled."""
+    trajs, hosts, scored, sampled_s = self.sample_parts(i, params, batch)
     traj = trajs[0] if self.chunks == 1 else self.concat(trajs)
     def joined(which):
       return {name: np.concatenate([s[which][name] for s in scored])
@@ -178,47 +186,112 @@ class Step:
     return (traj, joined(0), joined(1), np.concatenate([h.token_mask for h in hosts]),
             sampled_s)
 
+  def advantages_of(self, scores: dict, step_scores: dict, step_mask) -> tuple:
+    """(advantages (B, R), combined rewards (B,)) of gathered rows (whole groups)."""
+    cfg = self.exp.config
+    return trajectory_advantages(
+        scores, step_scores, step_mask, weights=dict(cfg.rewards),
+        process_weights=dict(cfg.process_rewards), group_size=cfg.rl.group_size,
+        spec=self.advantages)
+
   def __call__(self, i: int, state: TrainState, batch: dict, skips: SkipCounter, *,
                log_update: bool) -> tuple[TrainState, dict]:
     """Runs step i on `batch` (tokens, mask, metadata of `rl_prompts`); records a skipped
     update in `skips`. Returns the new state and the step's metrics (with the update's own,
-    averaged over passes × minibatches, when `log_update`)."""
-    cfg, exp, group_size = self.exp.config, self.exp, self.exp.config.rl.group_size
+    averaged over passes × minibatches, or over parts, when `log_update`)."""
+    exp = self.exp
     t0 = time.perf_counter()
-    check_group_prompts(batch["tokens"], batch["mask"], group_size)
+    check_group_prompts(batch["tokens"], batch["mask"], exp.config.rl.group_size)
+    if self.accumulate is not None:
+      return self.update_per_part(i, state, batch, skips, log_update=log_update, t0=t0)
     # Each process scores its own rows (whole groups); the scores, a few numbers a row, are
     # gathered so that every process computes the global batch's advantages and decisions.
     traj, scores, step_scores, token_mask, sampled_s = self.rollout_and_score(
         i, self.policy(state.params), batch)
     t1 = time.perf_counter()
-    scores, step_scores, step_mask, text_tokens = distributed.gather_rows(
+    gathered = distributed.gather_rows(
         (scores, step_scores, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
-    record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
-    record.update({f"reward/{k}": float(v.sum() / step_mask.sum())
-                   for k, v in step_scores.items()})
-    record.update({"time/rollout_s": sampled_s, "text/tokens": float(text_tokens.mean())})
-    nonfinite = sorted(k for k, v in {**scores, **step_scores}.items()
-                       if not np.isfinite(v).all())
+    record, nonfinite = _reward_record(*gathered, sampled_s)
     if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
       skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
       return state, record
-    adv, combined = trajectory_advantages(
-        scores, step_scores, step_mask, weights=dict(cfg.rewards),
-        process_weights=dict(cfg.process_rewards), group_size=group_size, spec=self.advantages)
+    adv, combined = self.advantages_of(*gathered[:3])
     t2 = time.perf_counter()
     rows = sharding.local_rows(exp.mesh, self.batch_size)
     state, metrics = self.update(state, self.ref_params, RLBatch(
         traj=traj, advantages=sharding.shard_batch(adv[rows], exp.mesh, self.batch_size)))
     metrics = jax.tree.map(distributed.to_host, metrics)  # waits for the update
-    t3 = time.perf_counter()
-    skips.record(i + 1, bool(np.any(metrics["skipped"])))
-    record.update({"reward/combined": float(np.mean(combined)),
-                   "advantage/abs_mean": float(np.mean(np.abs(adv))),
-                   "time/reward_s": t1 - t0 - sampled_s, "time/update_s": t3 - t2,
-                   "time/step_s": t3 - t0})
-    if log_update:
-      record.update({f"update/{k}": float(np.mean(v)) for k, v in metrics.items()})
-    return state, record
+    return state, _update_record(record, i, skips, metrics, combined, adv, log_update,
+                                 t0, t1, t2, sampled_s)
+
+  def update_per_part(self, i: int, state: TrainState, batch: dict, skips: SkipCounter, *,
+                      log_update: bool, t0: float) -> tuple[TrainState, dict]:
+    """Step i with the update taken part by part (`rl.update_per_part`): each part's
+    advantages and gradient as soon as its rewards are in (its groups are whole), while the
+    later parts are scored; then one optimizer step on the mean gradient. A part with
+    non-finite rewards skips the step's update, as in `__call__`."""
+    exp, part_rows = self.exp, self.batch_size // self.chunks
+    rows = sharding.local_rows(exp.mesh, part_rows)
+    total = [GradientSum.zeros(state.params)]
+    gathered, advantages, combined, metrics = [], [], [], []
+
+    def consume(c, traj, host, scored):
+      part = distributed.gather_rows(
+          (*scored, host.token_mask.any(axis=2), host.token_mask.sum(axis=(1, 2))))
+      gathered.append(part)
+      if len(advantages) < c or _nonfinite(*part[:2]):  # this part or an earlier one
+        return
+      adv, part_combined = self.advantages_of(*part[:3])
+      advantages.append(adv)
+      combined.append(part_combined)
+      total[0], part_metrics = self.accumulate(total[0], state.params, self.ref_params, RLBatch(
+          traj=traj, advantages=sharding.shard_batch(adv[rows], exp.mesh, part_rows)))
+      metrics.append(part_metrics)
+
+    *_, sampled_s = self.sample_parts(i, self.policy(state.params), batch, consume)
+    t1 = time.perf_counter()
+    record, nonfinite = _reward_record(
+        *({k: np.concatenate([p[j][k] for p in gathered]) for k in gathered[0][j]}
+          for j in (0, 1)),
+        *(np.concatenate([p[j] for p in gathered]) for j in (2, 3)), sampled_s)
+    if nonfinite:
+      skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
+      return state, record
+    t2 = time.perf_counter()
+    state, step_metrics = self.apply(state, total[0])
+    metrics = {**{k: np.stack([distributed.to_host(m[k]) for m in metrics])
+                  for k in metrics[0]},
+               **jax.tree.map(distributed.to_host, step_metrics)}  # waits for the update
+    return state, _update_record(record, i, skips, metrics, np.concatenate(combined),
+                                 np.concatenate(advantages), log_update, t0, t1, t2, sampled_s)
+
+
+def _nonfinite(scores: dict, step_scores: dict) -> list:
+  """The names of the rewards with a non-finite score."""
+  return sorted(k for k, v in {**scores, **step_scores}.items() if not np.isfinite(v).all())
+
+
+def _reward_record(scores, step_scores, step_mask, text_tokens, sampled_s) -> tuple[dict, list]:
+  """A step's reward figures (gathered rows) and the names of non-finite rewards."""
+  record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
+  record.update({f"reward/{k}": float(v.sum() / step_mask.sum())
+                 for k, v in step_scores.items()})
+  record.update({"time/rollout_s": sampled_s, "text/tokens": float(text_tokens.mean())})
+  return record, _nonfinite(scores, step_scores)
+
+
+def _update_record(record, i, skips, metrics, combined, adv, log_update, t0, t1, t2,
+                   sampled_s) -> dict:
+  """`record` with the update's figures (host `metrics`); the skip counted in `skips`."""
+  t3 = time.perf_counter()
+  skips.record(i + 1, bool(np.any(metrics["skipped"])))
+  record.update({"reward/combined": float(np.mean(combined)),
+                 "advantage/abs_mean": float(np.mean(np.abs(adv))),
+                 "time/reward_s": t1 - t0 - sampled_s, "time/update_s": t3 - t2,
+                 "time/step_s": t3 - t0})
+  if log_update:
+    record.update({f"update/{k}": float(np.mean(v)) for k, v in metrics.items()})
+  return record
 
 
 def evaluate_before(exp: Experiment, params, stage_dir: str, resumed: bool,
@@ -289,9 +362,12 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   references = os.path.abspath(os.path.join(stage_dir, "references"))
   concat = jax.jit(functools.partial(concat_trajectories,
                                      order=sharding.chunk_order(batch_size, chunks)))
+  per_part = rl.get("update_per_part", False)
   step = Step(exp, make_rollout(exp.model, spec, rl.group_size), concat, update, ref_params,
               begin.key, AdvantageSpec(**cfg.advantages), batch_size, functions,
-              spec.window_start, chunks, rl.get("overlap_rewards", True), lora)
+              spec.window_start, chunks, rl.get("overlap_rewards", True), lora,
+              make_accumulate(exp.model, spec, LossSpec(**cfg.loss), rl.group_size, lora=lora)
+              if per_part else None, make_apply(optimizer) if per_part else None)
   before = evaluate_before(exp, step.policy(state.params), stage_dir, begin.resumed, writer)
   results = dict(before=before["heldout"], before_train_prompts=before["train"])
   total, skips = rl.steps, begin.skips

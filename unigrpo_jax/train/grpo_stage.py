@@ -118,7 +118,8 @@ class Step:
   worker thread while part c + 1 samples, and the update waits only for the last part's
   rewards; without it, every part is sampled before any is scored. Either way the rewards are
   called on the same parts in the same order: the scores, advantages and update are the
-  same."""
+  same. With `accumulate` and `apply` (`rl.update_per_part`) each part's gradient is taken as
+  its rewards come in, and one optimizer step applies their mean (`update_per_part`)."""
   exp: Experiment
   sample: Callable  # the jitted rollout
   concat: Callable  # the jitted concatenation of the parts' trajectories

@@ -181,11 +181,7 @@ class Step:
     sampled-slot mask (B_local, R, T), and the seconds until the last part was sampled."""
     trajs, hosts, scored, sampled_s = self.sample_parts(i, params, batch)
     traj = trajs[0] if self.chunks == 1 else self.concat(trajs)
-    def joined(which):
-      return {name: np.concatenate([s[which][name] for s in scored])
-              for name in scored[0][which]}
-    return (traj, joined(0), joined(1), np.concatenate([h.token_mask for h in hosts]),
-            sampled_s)
+    return (traj, *_joined(scored), np.concatenate([h.token_mask for h in hosts]), sampled_s)
 
   def advantages_of(self, scores: dict, step_scores: dict, step_mask) -> tuple:
     """(advantages (B, R), combined rewards (B,)) of gathered rows (whole groups)."""
@@ -210,8 +206,7 @@ class Step:
     traj, scores, step_scores, token_mask, sampled_s = self.rollout_and_score(
         i, self.policy(state.params), batch)
     t1 = time.perf_counter()
-    gathered = distributed.gather_rows(
-        (scores, step_scores, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
+    gathered = _gather_rows((scores, step_scores), token_mask)
     record, nonfinite = _reward_record(*gathered, sampled_s)
     if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
       skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
@@ -237,8 +232,7 @@ class Step:
     gathered, advantages, combined, metrics = [], [], [], []
 
     def consume(c, traj, host, scored):
-      part = distributed.gather_rows(
-          (*scored, host.token_mask.any(axis=2), host.token_mask.sum(axis=(1, 2))))
+      part = _gather_rows(scored, host.token_mask)
       gathered.append(part)
       if len(advantages) < c or _nonfinite(*part[:2]):  # this part or an earlier one
         return
@@ -251,10 +245,7 @@ class Step:
 
     *_, sampled_s = self.sample_parts(i, self.policy(state.params), batch, consume)
     t1 = time.perf_counter()
-    record, nonfinite = _reward_record(
-        *({k: np.concatenate([p[j][k] for p in gathered]) for k in gathered[0][j]}
-          for j in (0, 1)),
-        *(np.concatenate([p[j] for p in gathered]) for j in (2, 3)), sampled_s)
+    record, nonfinite = _reward_record(*_joined(gathered), sampled_s)
     if nonfinite:
       skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
       return state, record
@@ -265,6 +256,19 @@ class Step:
                **jax.tree.map(distributed.to_host, step_metrics)}  # waits for the update
     return state, _update_record(record, i, skips, metrics, np.concatenate(combined),
                                  np.concatenate(advantages), log_update, t0, t1, t2, sampled_s)
+
+
+def _gather_rows(scored: tuple, token_mask) -> tuple:
+  """(scores, step_scores, step_mask (B, R), sampled text tokens (B,)) of every process's rows,
+  from this process's (scores, step_scores) and sampled-slot mask (B_local, R, T)."""
+  return distributed.gather_rows((*scored, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
+
+
+def _joined(parts: list) -> tuple:
+  """Per-part tuples (of name → array dicts and arrays) joined along the rows, part by part."""
+  return tuple({k: np.concatenate([p[j][k] for p in parts]) for k in first}
+               if isinstance(first, dict) else np.concatenate([p[j] for p in parts])
+               for j, first in enumerate(parts[0]))
 
 
 def _nonfinite(scores: dict, step_scores: dict) -> list:

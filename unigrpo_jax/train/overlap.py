@@ -25,8 +25,8 @@ def sample_and_score(dispatch: Callable, on_host: Callable, score: Callable, chu
     chunks: the number of parts.
     overlap: score part c while part c + 1 samples (else: score every part after the last
       one is sampled).
-    consume: optional (c, rollout, host, scores) → None, called in part order with each part's scores
-      as soon as they are in (and every part is sampled).
+    consume: optional (c, rollout, host, scores) → None, called in part order with each
+      part's scores as soon as they are in (and every part is sampled).
   Returns:
     (rollouts, hosts, scores, sampled_s): per part, in order; sampled_s the seconds until the
     last part was read back.

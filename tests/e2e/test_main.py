@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from helpers import ROOT, checkpoint_steps
@@ -24,6 +25,10 @@ def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tiny_main_job):
       grpo["after_train_prompts"]["overall"]["geneval_strict"]
       - grpo["before_train_prompts"]["overall"]["geneval_strict"])
   assert set(results["sft"]["heldout_teacher_forced"]) == {"t2i", "understanding", "interleaved"}
+  reliance = results["sft"]["heldout_text_reliance"]
+  assert set(reliance) == {"0.5", "0.8", "0.95"}
+  assert all(np.isfinite(e["matched"]) and np.isfinite(e["mismatched"])
+             for e in reliance.values())
   for stage, steps in (("sft", 12), ("grpo", 4)):
     stage_dir = tmp_path / stage
     assert steps in checkpoint_steps(tmp_path, stage)

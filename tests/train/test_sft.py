@@ -13,7 +13,7 @@ from unigrpo_jax.model import ModelSpec, UnifiedTransformer, init_params
 from unigrpo_jax.optim import OptimizerSpec, init_train_state, make_optimizer
 from unigrpo_jax.sampling import RolloutSpec
 from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sample_times, sft_loss, t2i_batch,
-                                   understanding_batch)
+                                   text_reliance, understanding_batch)
 
 V1 = shapeworld.WORLDS[1]  # the 32×32 canvas and vocabulary of this test-sized model
 SPEC = ModelSpec(vocab_size=64, width=32, depth=2, num_heads=4, num_kv_heads=2, head_dim=8,
@@ -182,6 +182,34 @@ def test_prompt_dropout_hides_the_prompt_and_only_the_prompt_from_the_image():
   assert abs(flow(batch, prompt_dropout=almost) - flow(batch, cfg_dropout=almost)) > 1e-4
   with pytest.raises(ValueError, match=r"sft\.prompt_dropout must be in \[0, 1\)"):
     SFTSpec(prompt_dropout=-0.1)
+
+
+def test_text_reliance_is_the_x0_error_beside_own_and_other_text_and_equal_when_text_is_hidden():
+  model = UnifiedTransformer(SPEC)
+  params = init_params(SPEC, jax.random.key(0))
+  params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(
+      jax.random.key(1), params["image_out"]["proj"]["kernel"].shape)
+  batch = t2i_batch(_examples(4), tokenizer=v1_tokenizer(), rollout=ROLLOUT, model_spec=SPEC)
+  found = text_reliance(params, batch, (0.5, 0.95), model=model, rollout=ROLLOUT)
+  assert set(found) == {"0.5", "0.95"}
+  # The definition, computed apart: x0 error = t² · flow MSE at that t, and beside the text
+  # of the row before.
+  at = lambda b, t: float(jitted_loss(model, ROLLOUT, SFTSpec(  # noqa: E731
+      t_mean=float(np.log(t / (1 - t))), t_std=0.0, shift=1.0))(
+          params, b, jax.random.key(0))[1]["flow_mse"]) * t * t
+  rolled = batch.replace(**{f: np.roll(getattr(batch, f), 1, axis=0) for f in (
+      "prompt_tokens", "prompt_mask", "tokens", "token_mask", "valid")})
+  np.testing.assert_allclose(found["0.95"]["matched"], at(batch, 0.95), rtol=1e-5)
+  np.testing.assert_allclose(found["0.95"]["mismatched"], at(rolled, 0.95), rtol=1e-5)
+  assert abs(found["0.95"]["matched"] - found["0.95"]["mismatched"]) > 1e-6
+  # An image that sees neither prompt nor text cannot tell whose text it is beside.
+  layout = ROLLOUT.layout(SPEC)
+  text = np.zeros(layout.length, bool)
+  text[:layout.image_start(0)] = True
+  blind = batch.replace(valid=np.asarray(batch.valid) & ~text)
+  found = text_reliance(params, blind, (0.5, 0.95), model=model, rollout=ROLLOUT)
+  for t in found:
+    assert found[t]["matched"] == found[t]["mismatched"]
 
 
 def test_interleaved_batches_build_the_scene_one_object_per_round():

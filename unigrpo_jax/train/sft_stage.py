@@ -4,8 +4,9 @@ starts from (`<workdir>/sft/params`).
 
 Everything the stage writes lives in `<workdir>/sft/`: `checkpoints/` (train state + host
 state: data position, key, skip counts; resumed from on restart, exactly), TensorBoard events
-and `metrics.jsonl`, `samples.png`, `results.json` (held-out mini-GenEval before and after; per kind, teacher-forced text
-accuracy — for understanding, the captioning accuracy — and flow MSE).
+and `metrics.jsonl`, `samples.png`, `results.json` (held-out mini-GenEval before and after; per
+kind, teacher-forced text accuracy — for understanding, the captioning accuracy — and flow MSE;
+how much the images rely on their text at mid and high noise, `heldout_text_reliance`).
 """
 import functools
 import os
@@ -24,7 +25,12 @@ from unigrpo_jax.train import experiment, loop, tasks
 from unigrpo_jax.train.experiment import Experiment
 from unigrpo_jax.train.loop import TrainClock
 from unigrpo_jax.train.preemption import Guard
-from unigrpo_jax.train.sft import SFTSpec, make_sft_step, sft_encoders, sft_loss
+from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sft_encoders, sft_loss,
+                                   text_reliance)
+
+# Flow times at which the warm-up's reliance on its text is reported: mid, and the high noise
+# where the sampler (shifted grid) spends most of its steps and settles the layout.
+TEXT_RELIANCE_TIMES = (0.5, 0.8, 0.95)
 
 
 def heldout_metrics(exp: Experiment, params, kind: str, spec, encoder) -> dict:
@@ -43,6 +49,18 @@ def heldout_metrics(exp: Experiment, params, kind: str, spec, encoder) -> dict:
                       jax.random.key(0))
     rows.append({k: float(metrics[k]) for k in ("text_exact", "text_token_acc", "flow_mse")})
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def heldout_text_reliance(exp: Experiment, params, spec, encoder) -> dict:
+  """`sft.text_reliance` on the first batch of held-out text-to-image examples, at
+  `TEXT_RELIANCE_TIMES`: whether the warm-up's images follow their text where the sampler
+  settles the layout."""
+  source = exp.data.as_data_source("heldout")
+  batch_size = exp.eval.batch_size
+  share = sharding.local_rows(exp.mesh, batch_size)
+  batch = encoder([decode_example(source[i]) for i in range(batch_size)][share])
+  return text_reliance(params, batch, TEXT_RELIANCE_TIMES, model=exp.model, rollout=spec,
+                       place=lambda b: sharding.shard_batch(b, exp.mesh, batch_size))
 
 
 def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
@@ -101,6 +119,9 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
   results["heldout_teacher_forced"] = {
       kind: heldout_metrics(exp, state.params, kind, specs[kind], encoders[kind])
       for kind in steps}
+  if "t2i" in steps:
+    results["heldout_text_reliance"] = heldout_text_reliance(exp, state.params, specs["t2i"],
+                                                             encoders["t2i"])
   exp.save_samples(state.params, os.path.join(stage_dir, "samples.png"))
   write_json(os.path.join(stage_dir, "results.json"), results)
   return results

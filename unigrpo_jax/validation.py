@@ -269,11 +269,12 @@ def _check_template(config, training: list[str]):
                       f"prompts bare: use {PROMPT!r} or run only the grpo stage")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+  """A nested config dict (as JSON holds it) as {"section.field": value}."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flatten(value, f"{prefix}{key}."))
+      out.update(flatten(value, f"{prefix}{key}."))
     else:
       out[f"{prefix}{key}"] = value
   return out
@@ -298,7 +299,7 @@ def check_workdir(config, workdir: str):
     except json.JSONDecodeError as e:
       raise ConfigError(f"{path} (the config of the run in this workdir) is not valid JSON: "
                         f"{e}") from e
-    old, new = _flatten(saved), _flatten(requested)
+    old, new = flatten(saved), flatten(requested)
     missing = object()
     changed = [k for k in sorted(set(old) | set(new))
                if old.get(k, missing) != new.get(k, missing) and not _resumable(k)]

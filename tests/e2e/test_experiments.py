@@ -239,3 +239,30 @@ def test_seed_sweep_reads_finished_runs_into_its_table(tmp_path, tiny_main_job):
   assert row["gain_interval"] == grpo["gain_interval"] and result["meets_bar"]
   assert row["after_sft"] == grpo["before"]["overall"]["geneval_strict"]
   assert result["cpu"] and "| 0 | 0 |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.xdist_group("tiny_main_job")
+def test_runs_table_reads_a_finished_run_its_warm_up_and_what_its_config_changes(
+    tmp_path, tiny_main_job):
+  """The tiny main job (its SFT and GRPO in one workdir) against its own config changes
+  nothing, and against the default config every field the tiny variant sets."""
+  main_workdir, main = tiny_main_job
+  assert main.returncode == 0, main.stderr[-4000:]
+  out = tmp_path / "table"
+  _run(["experiments/runs_table.py", "--config=configs/shapeworld.py:tiny",
+        f"--run=tiny={main_workdir}", f"--out={out}"])
+  result = json.loads(out.with_suffix(".json").read_text())
+  results = json.loads((main_workdir / "results.json").read_text())
+  (run,) = result["runs"]
+  assert run["label"] == "tiny" and run["changes"] == {}
+  assert run["gain"] == results["grpo"]["gain"]
+  assert run["after"]["per_family"] == {
+      f: v["geneval_strict"] for f, v in results["grpo"]["after"]["per_family"].items()}
+  (warmup,) = result["warmups"].values()
+  assert warmup["text_reliance"] == results["sft"]["heldout_text_reliance"]
+  assert warmup["geneval_strict"] == results["sft"]["after"]["overall"]["geneval_strict"]
+  assert "| tiny |" in out.with_suffix(".md").read_text()
+  _run(["experiments/runs_table.py", "--config=configs/shapeworld.py",
+        f"--run=tiny={main_workdir}", f"--out={out}"])
+  changed = json.loads(out.with_suffix(".json").read_text())["runs"][0]["changes"]
+  assert changed["model.width"] == 32 and changed["rl.steps"] == 4

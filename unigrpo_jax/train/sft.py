@@ -121,24 +121,26 @@ def text_reliance(params, batch: SFTBatch, times, *, model: UnifiedTransformer,
   object can make the first far smaller at high noise, where x_t no longer shows the layout —
   and high noise is where the sampler settles the layout. No condition dropout.
 
-  batch: a text-to-image SFTBatch on the host (numpy) of ≥ 2 rows with different scenes;
-  `place` puts a batch where the parameters are (e.g. `sharding.shard_batch` on a mesh).
+  batch: text-to-image examples (an SFTBatch of this process's rows, on the host), ≥ 2
+  rows in all with different scenes; `place` makes it the batch the parameters run on (e.g.
+  `sharding.shard_batch`: all processes' rows, on the mesh).
   Returns {f"{t:g}": dict(matched=float, mismatched=float)}."""
-  @jax.jit
-  def x0_error(p, b, logit_t):
+  texts = ("prompt_tokens", "prompt_mask", "tokens", "token_mask", "valid")
+
+  @functools.partial(jax.jit, static_argnums=3)
+  def x0_error(p, b, logit_t, other_text: bool):
+    if other_text:  # rolled over the whole (global) batch: the same pairs on any mesh
+      b = b.replace(**{f: jnp.roll(getattr(b, f), 1, axis=0) for f in texts})
     spec = SFTSpec(t_mean=logit_t, t_std=0.0, shift=1.0)
     _, metrics = sft_loss(p, b, jax.random.key(0), model=model, rollout=rollout, sft=spec)
     t = jax.nn.sigmoid(logit_t)
     return metrics["flow_mse"] * t * t
 
-  texts = ("prompt_tokens", "prompt_mask", "tokens", "token_mask", "valid")
-  other = batch.replace(**{f: np.roll(getattr(batch, f), 1, axis=0) for f in texts})
-  own, other = place(batch), place(other)
-  out = {}
+  placed, out = place(batch), {}
   for t in times:
     logit_t = jnp.float32(np.log(t / (1.0 - t)))
-    out[f"{t:g}"] = dict(matched=float(x0_error(params, own, logit_t)),
-                         mismatched=float(x0_error(params, other, logit_t)))
+    out[f"{t:g}"] = dict(matched=float(x0_error(params, placed, logit_t, False)),
+                         mismatched=float(x0_error(params, placed, logit_t, True)))
   return out
 
 

@@ -145,12 +145,19 @@ def test_understanding_batches_condition_the_caption_on_the_image():
     understanding_batch(data, tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
 
 
-def test_condition_dropout_hides_prompt_and_plan_from_the_image():
-  tok = v1_tokenizer()
+def _model_with_a_random_head():
+  """The test model with a random image head: a fresh one's is zero (it predicts x0 = 0
+  whatever the text), so nothing it reads would show in the flow loss."""
   model = UnifiedTransformer(SPEC)
   params = init_params(SPEC, jax.random.key(0))
   params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(
       jax.random.key(1), params["image_out"]["proj"]["kernel"].shape)
+  return model, params
+
+
+def test_condition_dropout_hides_prompt_and_plan_from_the_image():
+  tok = v1_tokenizer()
+  model, params = _model_with_a_random_head()
   batch = t2i_batch(_examples(4), tokenizer=tok, rollout=ROLLOUT, model_spec=SPEC)
   other = batch.replace(prompt_tokens=(np.asarray(batch.prompt_tokens) + 3) % 40 + 8,
                         tokens=(np.asarray(batch.tokens) + 3) % 40 + 8)
@@ -163,10 +170,7 @@ def test_condition_dropout_hides_prompt_and_plan_from_the_image():
 
 
 def test_prompt_dropout_hides_the_prompt_and_only_the_prompt_from_the_image():
-  model = UnifiedTransformer(SPEC)
-  params = init_params(SPEC, jax.random.key(0))
-  params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(
-      jax.random.key(1), params["image_out"]["proj"]["kernel"].shape)
+  model, params = _model_with_a_random_head()
   batch = t2i_batch(_examples(4), tokenizer=v1_tokenizer(), rollout=ROLLOUT, model_spec=SPEC)
   layout = ROLLOUT.layout(SPEC)
   text = np.zeros(layout.length, bool)
@@ -185,10 +189,7 @@ def test_prompt_dropout_hides_the_prompt_and_only_the_prompt_from_the_image():
 
 
 def test_text_reliance_is_the_x0_error_beside_own_and_other_text_and_equal_when_text_is_hidden():
-  model = UnifiedTransformer(SPEC)
-  params = init_params(SPEC, jax.random.key(0))
-  params["image_out"]["proj"]["kernel"] = 0.1 * jax.random.normal(
-      jax.random.key(1), params["image_out"]["proj"]["kernel"].shape)
+  model, params = _model_with_a_random_head()
   batch = t2i_batch(_examples(4), tokenizer=v1_tokenizer(), rollout=ROLLOUT, model_spec=SPEC)
   found = text_reliance(params, batch, (0.5, 0.95), model=model, rollout=ROLLOUT)
   assert set(found) == {"0.5", "0.95"}

@@ -22,8 +22,7 @@ from ml_collections import config_flags
 from unigrpo_jax import metric_writer, validation
 from unigrpo_jax.checkpoint import load_params
 from unigrpo_jax.timing import cpu_model, matmul_peak_gflops
-from unigrpo_jax.train import experiment, sft_stage, tasks
-from unigrpo_jax.train.sft import sft_encoders
+from unigrpo_jax.train import experiment, sft_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/shapeworld.py:world2",
                                           "The config the runs' changes are read against.")
@@ -67,11 +66,8 @@ def text_reliance(workdir: str, sft: dict, config) -> dict:
   if "heldout_text_reliance" in sft:
     return sft["heldout_text_reliance"]
   exp = experiment.build(config)
-  spec = tasks.sft_layouts(config)["t2i"]
-  encoder = sft_encoders({"t2i": spec}, tokenizer=exp.tokenizer, model_spec=exp.model_spec,
-                         grid=config.data.grid)["t2i"]
   params = load_params(os.path.join(workdir, "sft", "params"), exp.abstract_params)
-  return sft_stage.heldout_text_reliance(exp, params, spec, encoder)
+  return sft_stage.heldout_text_reliance(exp, params)
 
 
 def warmup_row(workdir: str, reference: dict) -> dict:
@@ -160,10 +156,11 @@ def main(argv):
       warmups[name] = warmup_row(r["warmup"], reference)
   summary = dict(config=config_flags.get_config_filename(flags.FLAGS["config"]), warmups=warmups,
                  runs=runs, cpu=cpu_model(), matmul_gflops=matmul_peak_gflops(2048))
+  table = markdown(summary)
   metric_writer.write_json(_OUT.value + ".json", summary)
   with open(_OUT.value + ".md", "w") as f:
-    f.write(markdown(summary))
-  print(markdown(summary))
+    f.write(table)
+  print(table)
 
 
 if __name__ == "__main__":

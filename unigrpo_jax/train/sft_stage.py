@@ -33,32 +33,40 @@ from unigrpo_jax.train.sft import (SFTSpec, make_sft_step, sft_encoders, sft_los
 TEXT_RELIANCE_TIMES = (0.5, 0.8, 0.95)
 
 
+def _heldout_batches(exp: Experiment, encoder, limit: int):
+  """Encoded batches of the first `limit` held-out examples (whole batches of
+  `eval.batch_size`), this process's rows of each."""
+  source = exp.data.as_data_source("heldout")
+  batch_size = exp.eval.batch_size
+  share = sharding.local_rows(exp.mesh, batch_size)
+  for start in range(0, min(limit, len(source)) - batch_size + 1, batch_size):
+    yield encoder([decode_example(source[i]) for i in range(start, start + batch_size)][share])
+
+
 def heldout_metrics(exp: Experiment, params, kind: str, spec, encoder) -> dict:
   """Teacher-forced SFT metrics of one kind on held-out examples: text token accuracy, the
   fraction of rows whose whole text greedy decoding writes exactly (for understanding: the
   captioning accuracy), and the flow MSE of the drawn images."""
-  source = exp.data.as_data_source("heldout")
-  n = min(len(exp.eval_examples), len(source))
   batch_size = exp.eval.batch_size
   loss = jax.jit(functools.partial(sft_loss, model=exp.model, rollout=spec,
                                    sft=SFTSpec(**exp.config.sft)))
-  share, rows = sharding.local_rows(exp.mesh, batch_size), []
-  for start in range(0, n - batch_size + 1, batch_size):
-    batch = encoder([decode_example(source[i]) for i in range(start, start + batch_size)][share])
+  rows = []
+  for batch in _heldout_batches(exp, encoder, len(exp.eval_examples)):
     _, metrics = loss(params, sharding.shard_batch(batch, exp.mesh, batch_size),
                       jax.random.key(0))
     rows.append({k: float(metrics[k]) for k in ("text_exact", "text_token_acc", "flow_mse")})
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
-def heldout_text_reliance(exp: Experiment, params, spec, encoder) -> dict:
+def heldout_text_reliance(exp: Experiment, params) -> dict:
   """`sft.text_reliance` on the first batch of held-out text-to-image examples, at
   `TEXT_RELIANCE_TIMES`: whether the warm-up's images follow their text where the sampler
   settles the layout."""
-  source = exp.data.as_data_source("heldout")
+  spec = tasks.sft_layouts(exp.config)["t2i"]
+  encoder = sft_encoders({"t2i": spec}, tokenizer=exp.tokenizer, model_spec=exp.model_spec,
+                         grid=exp.config.data.grid)["t2i"]
   batch_size = exp.eval.batch_size
-  share = sharding.local_rows(exp.mesh, batch_size)
-  batch = encoder([decode_example(source[i]) for i in range(batch_size)][share])
+  batch = next(_heldout_batches(exp, encoder, batch_size))
   return text_reliance(params, batch, TEXT_RELIANCE_TIMES, model=exp.model, rollout=spec,
                        place=lambda b: sharding.shard_batch(b, exp.mesh, batch_size))
 
@@ -120,8 +128,7 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
       kind: heldout_metrics(exp, state.params, kind, specs[kind], encoders[kind])
       for kind in steps}
   if "t2i" in steps:
-    results["heldout_text_reliance"] = heldout_text_reliance(exp, state.params, specs["t2i"],
-                                                             encoders["t2i"])
+    results["heldout_text_reliance"] = heldout_text_reliance(exp, state.params)
   exp.save_samples(state.params, os.path.join(stage_dir, "samples.png"))
   write_json(os.path.join(stage_dir, "results.json"), results)
   return results

@@ -9,8 +9,8 @@ workdir its `rl.init_params` names (or the run's own SFT stage). Per warm-up: he
 family, visual-text alignment, and how much its images rely on their text at high noise
 (`heldout_text_reliance`, computed from its parameters when its results predate it). Per run:
 held-out before and after with the gain's interval, the training-prompt gain, the families,
-object precision (a gain bought by drawing extra objects shows as a fall), cell diversity, and
-wall time. Where the runs ran is the machine this script runs on only if they ran here.
+object precision (a gain bought by drawing extra objects shows as a fall), cell and colour
+diversity (a collapse to one layout or one colour shows as a fall), and wall time. Where the runs ran is the machine this script runs on only if they ran here.
 """
 import json
 import os
@@ -58,7 +58,7 @@ def read_json(*parts) -> dict:
 def scores(evaluation: dict) -> dict:
   return dict({k: evaluation["overall"][k] for k in _SCORES},
               per_family={f: v["geneval_strict"] for f, v in evaluation["per_family"].items()},
-              cells_diversity=evaluation.get("diversity", {}).get("overall", {}).get("cells"))
+              diversity=evaluation.get("diversity", {}).get("overall", {}))
 
 
 def text_reliance(workdir: str, sft: dict, config) -> dict:
@@ -121,19 +121,20 @@ def markdown(summary: dict) -> str:
         + f" | {'–' if w['wall_min'] is None else format(w['wall_min'], '.1f')} |")
   lines += ["", "## GRPO runs", "",
             "| run | warm-up | changes | held-out | gain [95 %] | training prompts gain | "
-            + " | ".join(families) + " | object precision | cell diversity | wall (min) |",
-            "|" + "---|" * (9 + len(families))]
+            + " | ".join(families) + " | object precision | cell diversity | colour diversity | wall "
+            "(min) |", "|" + "---|" * (10 + len(families))]
   for r in summary["runs"]:
     b, a = r["before"], r["after"]
-    cells = ("–" if b["cells_diversity"] is None
-             else f"{b['cells_diversity']:.2f} → {a['cells_diversity']:.2f}")
+    diversity = " | ".join(
+        f"{b['diversity'][k]:.2f} → {a['diversity'][k]:.2f}" if k in b["diversity"] else "–"
+        for k in ("cells", "colors"))
     lines.append(
         f"| {r['label']} | {os.path.basename(r['warmup'])} | {_changed(r['changes'])} | "
         f"{b['geneval_strict']:.3f} → {a['geneval_strict']:.3f} | "
         f"{r['gain']:+.3f}{_interval(r['gain_interval'])} | "
         f"{r['train_prompts_gain']:+.3f}{_interval(r['train_prompts_gain_interval'])} | "
         + " | ".join(f"{b['per_family'][f]:.2f} → {a['per_family'][f]:.2f}" for f in families)
-        + f" | {b['object_precision']:.2f} → {a['object_precision']:.2f} | {cells} | "
+        + f" | {b['object_precision']:.2f} → {a['object_precision']:.2f} | {diversity} | "
         f"{r['wall_min']:.1f} |")
   return "\n".join(lines) + "\n"
 

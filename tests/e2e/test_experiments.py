@@ -258,6 +258,8 @@ def test_runs_table_reads_a_finished_run_its_warm_up_and_what_its_config_changes
   assert run["gain"] == results["grpo"]["gain"]
   assert run["after"]["per_family"] == {
       f: v["geneval_strict"] for f, v in results["grpo"]["after"]["per_family"].items()}
+  assert run["after"]["diversity"] == results["grpo"]["after"].get("diversity", {}).get(
+      "overall", {})
   (warmup,) = result["warmups"].values()
   assert warmup["text_reliance"] == results["sft"]["heldout_text_reliance"]
   assert warmup["geneval_strict"] == results["sft"]["after"]["overall"]["geneval_strict"]

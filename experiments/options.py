@@ -175,11 +175,17 @@ def memory_of(name: str, config) -> dict:
   return known[name]
 
 
-def main(argv):
-  del argv
+def sweep(variants) -> None:
+  """Runs every variant of `variants(steps)` (name → config overrides, each against the
+  config) with every seed from one warm-up, and writes the table.
+
+  Args:
+    variants: the run's GRPO steps → {name: {dotted config path: value}}; the first is the
+      baseline whose warm-up score the table quotes.
+  """
   t0 = time.time()
   base, steps = _CONFIG.value, _CONFIG.value.rl.steps
-  table = options(steps)
+  table = variants(steps)
   names = _OPTIONS.value or list(table)
   unknown = sorted(set(names) - set(table))
   if unknown:
@@ -215,6 +221,11 @@ def main(argv):
   with open(_OUT.value + ".md", "w") as f:
     f.write(markdown(rows, meta))
   print(markdown(rows, meta))
+
+
+def main(argv):
+  del argv
+  sweep(options)
 
 
 if __name__ == "__main__":

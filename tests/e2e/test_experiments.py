@@ -167,22 +167,27 @@ def test_options_script_writes_its_table(tmp_path, tiny_main_job):
 
 @pytest.mark.xdist_group("tiny_main_job")
 def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
-  """From the tiny main job's SFT checkpoint and data (the script's --sft_params path)."""
+  """Two of the method's variants through the options sweep, from the tiny main job's SFT
+  checkpoint: each run's config holds its variant, both start from one evaluation."""
   main_workdir, main = tiny_main_job
   assert main.returncode == 0, main.stderr[-4000:]
-  out = tmp_path / "ablations"
-  _run(["experiments/ablations.py", "--config=configs/shapeworld.py:tiny",
-        f"--config.data.data_dir={main_workdir / 'tfds'}", f"--workdir={tmp_path / 'runs'}",
-        f"--sft_params={main_workdir / 'sft' / 'params'}", "--variants=joint,latent_kl",
-        f"--out={out}"])
-  result = json.loads(out.with_suffix(".json").read_text())
-  assert set(result["rows"]) == {"joint/0", "latent_kl/0"}
-  rows = result["rows"]
-  # Same SFT start, same deterministic evaluation.
-  assert rows["latent_kl/0"]["before"] == rows["joint/0"]["before"]
+  out, root = tmp_path / "ablations", tmp_path / "runs"
+  _run(["experiments/ablations.py", "--config=configs/shapeworld.py:tiny", f"--root={root}",
+        f"--config.data.data_dir={main_workdir / 'tfds'}",
+        f"--sft_params={main_workdir / 'sft' / 'params'}", "--options=joint,latent_kl",
+        "--seeds=0", "--samples_per_prompt=2", f"--out={out}"])
+  rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+  assert list(rows) == ["joint", "latent_kl"]
+  assert rows["latent_kl"]["overrides"] == {"loss.velocity_weight": 0.0,
+                                            "loss.latent_kl_weight": 0.01}
+  loss = json.loads((root / "latent_kl_seed0" / "config.json").read_text())["loss"]
+  assert loss["velocity_weight"] == 0.0 and loss["latent_kl_weight"] == 0.01
+  assert rows["joint"]["runs"][0]["before"] == rows["latent_kl"]["runs"][0]["before"]
   for row in rows.values():
-    assert row["step_s"] > 0 and "combined" in row["train_reward"]
-  assert out.with_suffix(".md").read_text().count("\n") == 2 + 2
+    (r,) = row["runs"]
+    low, high = r["gain_interval"]
+    assert low <= r["gain"] <= high and r["step_s"] > 0
+  assert out.with_suffix(".md").read_text().count("| latent_kl |") == 1
 
 
 @pytest.mark.xdist_group("tiny_main_job")

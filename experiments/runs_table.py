@@ -10,7 +10,8 @@ family, visual-text alignment, and how much its images rely on their text at hig
 (`heldout_text_reliance`, computed from its parameters when its results predate it). Per run:
 held-out before and after with the gain's interval, the training-prompt gain, the families,
 object precision (a gain bought by drawing extra objects shows as a fall), cell and colour
-diversity (a collapse to one layout or one colour shows as a fall), and wall time. Where the runs ran is the machine this script runs on only if they ran here.
+diversity (a collapse to one layout or one colour shows as a fall), and wall time. Where the
+runs ran is the machine this script runs on only if they ran here.
 """
 import json
 import os
@@ -121,8 +122,9 @@ def markdown(summary: dict) -> str:
         + f" | {'–' if w['wall_min'] is None else format(w['wall_min'], '.1f')} |")
   lines += ["", "## GRPO runs", "",
             "| run | warm-up | changes | held-out | gain [95 %] | training prompts gain | "
-            + " | ".join(families) + " | object precision | cell diversity | colour diversity | wall "
-            "(min) |", "|" + "---|" * (10 + len(families))]
+            + " | ".join(families)
+            + " | object precision | cell diversity | colour diversity | wall (min) |",
+            "|" + "---|" * (10 + len(families))]
   for r in summary["runs"]:
     b, a = r["before"], r["after"]
     diversity = " | ".join(

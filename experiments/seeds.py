@@ -65,7 +65,8 @@ def markdown(rows, summary) -> str:
   def pair(a, b):
     return "–" if a is None else f"{a:.2f} → {b:.2f}"
   lines = ["| warm-up seed | GRPO seed | after SFT | after GRPO | gain [95 %] | training "
-           "prompts gain [95 %] | cell diversity | colour diversity | wall (min) |", "|" + "---|" * 9]
+           "prompts gain [95 %] | cell diversity | colour diversity | wall (min) |",
+           "|" + "---|" * 9]
   for r in rows:
     lines.append(
         f"| {r['warmup_seed']} | {r['grpo_seed']} | {r['after_sft']:.3f} | "

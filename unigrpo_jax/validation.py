@@ -19,8 +19,9 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
     tensors it needs, shaped as it needs (headers only: nothing is read); so does a Bagel
     folder (`bagel.checkpoint`) with `model` and `autoencoder`;
-  * `data.world` is a ShapeWorld version, `data.grid` divides `data.size`, which a pixel
-    model's `image_size` equals; the data is read ahead by at least one batch;
+  * `data.world` is a ShapeWorld version, `data.plan_order` a known order, `data.grid` divides
+    `data.size`, which a pixel model's `image_size` equals; the data is read ahead by at least
+    one batch;
   * a latent model's `autoencoder` builds its spec, has the model's latent channels and
     decodes to the data's image size; `prompt_template` holds `{prompt}` once (and is plain
     when the warm-up SFT runs: it writes prompts bare);
@@ -242,12 +243,16 @@ def _check_autoencoder(config, model: ModelSpec) -> AutoencoderSpec | None:
 
 
 def _check_data(config, model: ModelSpec, ae: AutoencoderSpec | None):
-  """The ShapeWorld version exists, its canvas is the one the model draws, and it is read
-  ahead by at least one batch."""
+  """The ShapeWorld version and plan order exist, its canvas is the one the model draws, and
+  it is read ahead by at least one batch."""
   try:
     shapeworld.get_world(config.data.get("world", shapeworld.LATEST.version))
   except ValueError as e:
     raise ConfigError(f"config.data.world: {e}") from e
+  order = config.data.get("plan_order", "raster")
+  if order not in prompts.PLAN_ORDERS:
+    raise ConfigError(f"config.data.plan_order must be one of {prompts.PLAN_ORDERS}, got "
+                      f"{order!r}")
   for field, least in READ_FIELDS.items():
     if config.data[field] < least:
       raise ConfigError(f"config.data.{field} must be >= {least}, got {config.data[field]}")

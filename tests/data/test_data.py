@@ -50,6 +50,25 @@ def test_build_is_deterministic_and_splits_are_disjoint(builder, tmp_path):
   assert [r["family"].decode() for r in records[:6]] == list(CONFIG_FAMILIES)
 
 
+def test_plans_in_prompt_order_and_the_raster_data_keeps_its_name(builder, tmp_path):
+  ordered = prepare(str(tmp_path / "prompt"), **CONFIG, plan_order="prompt")
+  raster, by_clause = _records(builder, "train"), _records(ordered, "train")
+  # Only the plans change: the same prompts, scenes and images, objects listed clause by clause.
+  assert [(r["prompt"], r["image"]) for r in raster] == [(r["prompt"], r["image"])
+                                                         for r in by_clause]
+  moved = 0
+  for a, b in zip(raster, by_clause):
+    prompt = prompts.Prompt.from_json(json.loads(b["metadata"]))
+    old, new = (prompts.parse_plan(r["plan"].decode(), 4, prompt.domain) for r in (a, b))
+    assert sorted(old, key=lambda o: (o.row, o.col)) == old and set(old) == set(new)
+    assert new == prompts.clause_order(new, prompt)
+    moved += old != new
+  assert moved > 0
+  # A raster plan is the order there was before plans had a choice: the same data set.
+  assert (prepare(str(tmp_path / "raster"), **CONFIG, plan_order="raster").builder_config.name
+          == builder.builder_config.name != ordered.builder_config.name)
+
+
 def test_rl_prompt_batches_and_exact_resume(builder):
   tok = tokenizer.load()
   make = lambda: pipeline.rl_prompts(builder.as_data_source("train"), tokenizer=tok,  # noqa

@@ -91,6 +91,25 @@ def test_target_scenes_satisfy_their_prompts(family):
       assert f"{obj.color} {obj.shape} at {obj.row} {obj.col}" in plan
 
 
+def test_plans_in_prompt_order_list_the_clauses_in_turn():
+  prompt = Prompt("a photo of a blue heart and an orange circle", "color_attr",
+                  (Clause("heart", color="blue"), Clause("circle", color="orange")), world=2)
+  scene = shapeworld.Scene((O("circle", "orange", 0, 1), O("heart", "blue", 2, 3)))
+  assert prompts.plan_text(scene) == "orange circle at 0 1 ; blue heart at 2 3"
+  assert prompts.plan_text(scene, prompt, "prompt") == "blue heart at 2 3 ; orange circle at 0 1"
+  # Within a clause, raster order; what answers no clause comes last.
+  count = Prompt("a photo of two rings", "counting", (Clause("ring", 2),), (Clause("ring", 3),),
+                 world=2)
+  scene = shapeworld.Scene((O("star", "red", 0, 0), O("ring", "red", 3, 3),
+                            O("ring", "blue", 1, 2)))
+  assert (prompts.plan_text(scene, count, "prompt")
+          == "blue ring at 1 2 ; red ring at 3 3 ; red star at 0 0")
+  with pytest.raises(ValueError, match="needs the prompt"):
+    prompts.plan_text(scene, order="prompt")
+  with pytest.raises(ValueError, match="plan order must be one of"):
+    prompts.plan_text(scene, count, "shuffled")
+
+
 def test_prompt_space_and_splits():
   v1, v2 = shapeworld.WORLDS[1], shapeworld.WORLDS[2]
   sizes = {f: len(prompts.all_prompts(f, v1)) for f in prompts.ALL_FAMILIES}

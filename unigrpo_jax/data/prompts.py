@@ -182,24 +182,44 @@ def target_scene(rng: np.random.Generator, prompt: Prompt, *, size: int | None =
   raise ValueError(f"no scene satisfying {prompt.text!r} found in {max_tries} tries")
 
 
-def plan_text(scene: shapeworld.Scene) -> str:
-  """The plan the model writes before drawing: every object, in raster order."""
+# The orders a plan may list its objects in: the canvas's raster order, or the order of the
+# prompt's clauses (raster within a clause), which makes writing the plan a copy of the prompt's
+# bindings (colour to shape) in the order the prompt states them.
+PLAN_ORDERS = ("raster", "prompt")
+
+
+def clause_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
+  """`objects` by the prompt clause each answers (the first whose shape, and colour if it names
+  one, it has), raster order within a clause; objects that answer no clause come last."""
+  def clause(o):
+    return next((i for i, c in enumerate(prompt.include)
+                 if c.shape == o.shape and c.color in (None, o.color)), len(prompt.include))
+  return sorted(objects, key=lambda o: (clause(o), o.row, o.col))
+
+
+def plan_text(scene: shapeworld.Scene, prompt: Prompt | None = None,
+              order: str = "raster") -> str:
+  """The plan the model writes before drawing: every object, in `order` (PLAN_ORDERS; "prompt"
+  needs the `prompt` the scene answers)."""
+  if order not in PLAN_ORDERS:
+    raise ValueError(f"plan order must be one of {PLAN_ORDERS}, got {order!r}")
+  if order == "prompt" and prompt is None:
+    raise ValueError("a plan in prompt order needs the prompt")
+  objects = (clause_order(scene.objects, prompt) if order == "prompt"
+             else sorted(scene.objects, key=lambda o: (o.row, o.col)))
   parts = []
-  for o in sorted(scene.objects, key=lambda o: (o.row, o.col)):
+  for o in objects:
     size = "large " if o.extent > 1 else ""
     parts.append(f"{size}{o.color} {o.shape} at {o.row} {o.col}")
   return " ; ".join(parts)
 
 
 def story_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
-  """The order a story adds `objects` in: a how-to prompt's recipe order (the part each
-  object's shape makes, raster order within a part), every other prompt's raster order."""
-  def part(o):
-    if prompt.family != HOWTO:
-      return 0
-    return next((i for i, c in enumerate(prompt.include) if c.shape == o.shape),
-                len(prompt.include))
-  return sorted(objects, key=lambda o: (part(o), o.row, o.col))
+  """The order a story adds `objects` in: a how-to prompt's recipe order (`clause_order`),
+  every other prompt's raster order."""
+  if prompt.family == HOWTO:
+    return clause_order(objects, prompt)
+  return sorted(objects, key=lambda o: (o.row, o.col))
 
 
 def interleaved_rounds(scene: shapeworld.Scene, prompt: Prompt):

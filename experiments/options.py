@@ -109,6 +109,12 @@ def step_memory(config) -> dict:
   return {k: v["peak"] for k, v in found.items()}
 
 
+def diversity(evaluation: dict) -> dict:
+  """An evaluation's overall diversity over each prompt's samples: {"cells": x, "colors": x}
+  (empty for an evaluation that drew one sample a prompt)."""
+  return evaluation.get("diversity", {}).get("overall", {})
+
+
 def figures(grpo: dict, records: list, headline: str) -> dict:
   """One run's figures from its GRPO results and metrics."""
   rewarded = [r for r in records if "reward/combined" in r]
@@ -126,18 +132,20 @@ def figures(grpo: dict, records: list, headline: str) -> dict:
       gap_start=reward(rewarded[:tenth], headline) - before,
       gap_end=reward(rewarded[-tenth:], headline) - after,
       step_s=float(np.median([r["time/step_s"] for r in rewarded[1:]])),
-      diversity=grpo["after"].get("diversity", {}).get("overall", {}).get("cells"))
+      diversity_before=diversity(grpo["before"]), diversity_after=diversity(grpo["after"]))
 
 
 def summary(runs: list) -> dict:
   """The seeds' mean and standard deviation of each figure."""
-  out = {}
-  for key in ("after", "gain", "train_prompts_after", "train_reward", "train_reward_combined",
-              "gap_start", "gap_end", "step_s"):
-    values = [r[key] for r in runs]
-    out[key] = dict(mean=float(np.mean(values)), std=float(np.std(values, ddof=1))
-                    if len(values) > 1 else 0.0)
-  return out
+  columns = {key: [r[key] for r in runs] for key in (
+      "after", "gain", "train_prompts_after", "train_reward", "train_reward_combined",
+      "gap_start", "gap_end", "step_s")}
+  for kind in ("cells", "colors"):
+    if all(kind in r["diversity_after"] for r in runs):
+      columns[f"{kind}_diversity_after"] = [r["diversity_after"][kind] for r in runs]
+  return {key: dict(mean=float(np.mean(values)),
+                    std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+          for key, values in columns.items()}
 
 
 def markdown(rows: dict, meta: dict) -> str:
@@ -145,18 +153,24 @@ def markdown(rows: dict, meta: dict) -> str:
     return f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if len(meta["seeds"]) > 1 else "")
   lines = [
       "| option | held-out after | gain, each seed [95 %] | training prompts after | "
-      "training reward (last 10 %) | gap start → end | step s | peak MiB (rollout / update) |",
-      "|" + "---|" * 8]
+      "training reward (last 10 %) | gap start → end | diversity after, cells / colours | "
+      "step s | peak MiB (rollout / update) |",
+      "|" + "---|" * 9]
   for name, row in rows.items():
     gains = " ".join(f"{r['gain']:+.3f} [{r['gain_interval'][0]:+.3f}, "
                      f"{r['gain_interval'][1]:+.3f}]" for r in row["runs"])
     s, mib = row["summary"], row["peak_bytes"]
+    spread = " / ".join(f"{s[k]['mean']:.2f}" if k in s else "–"
+                        for k in ("cells_diversity_after", "colors_diversity_after"))
     lines.append(
         f"| {name} | {ms(s['after'])} | {gains} | {ms(s['train_prompts_after'])} | "
         f"{ms(s['train_reward'])} | {s['gap_start']['mean']:+.3f} → "
-        f"{s['gap_end']['mean']:+.3f} | {s['step_s']['mean']:.2f} | "
+        f"{s['gap_end']['mean']:+.3f} | {spread} | {s['step_s']['mean']:.2f} | "
         f"{mib['rollout'] / 2**20:.1f} / {mib['update'] / 2**20:.1f} |")
-  return ("\n".join(lines) + f"\n\nWarm-up {meta['warmup_before']:.3f} held-out; "
+  before = " / ".join(f"{meta['warmup_diversity'][k]:.2f}" if k in meta["warmup_diversity"]
+                      else "–" for k in ("cells", "colors"))
+  return ("\n".join(lines) + f"\n\nWarm-up {meta['warmup_before']:.3f} held-out, diversity "
+          f"(cells / colours) {before}; "
           f"{meta['steps']} GRPO steps per run, seeds {meta['seeds']}, "
           f"{meta['samples_per_prompt']} samples per held-out prompt; {meta['cpu']} "
           f"({meta['matmul_gflops']:.0f} GFLOP/s float32 2048² matmul).\n")
@@ -215,7 +229,8 @@ def sweep(variants) -> None:
     print(f"{name}: held-out {rows[name]['summary']['after']}", flush=True)
   meta = dict(steps=steps, seeds=[int(s) for s in _SEEDS.value],
               samples_per_prompt=_SAMPLES.value, sft_params=os.path.abspath(sft),
-              warmup_before=rows[names[0]]["runs"][0]["before"], overrides=given,
+              warmup_before=rows[names[0]]["runs"][0]["before"],
+              warmup_diversity=rows[names[0]]["runs"][0]["diversity_before"], overrides=given,
               cpu=cpu_model(), matmul_gflops=matmul_peak_gflops(2048), wall_s=time.time() - t0)
   metric_writer.write_json(_OUT.value + ".json", dict(meta, rows=rows))
   with open(_OUT.value + ".md", "w") as f:

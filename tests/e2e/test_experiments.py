@@ -151,11 +151,17 @@ def test_options_script_writes_its_table(tmp_path, tiny_main_job):
   rows = result["rows"]
   befores = {r["before"] for row in rows.values() for r in row["runs"]}
   assert len(befores) == 1  # one warm-up, one deterministic evaluation before
-  for row in rows.values():
+  for name, row in rows.items():
     assert [r["seed"] for r in row["runs"]] == [1]
     for r in row["runs"]:
       low, high = r["after_interval"]
       assert low <= r["after"] <= high and r["step_s"] > 0
+      # Two samples a prompt: the diversity of cells and colours, as the run's results say.
+      grpo = json.loads((root / f"{name}_seed1" / "results.json").read_text())["grpo"]
+      assert r["diversity_after"] == grpo["after"]["diversity"]["overall"]
+      assert set(r["diversity_after"]) == {"cells", "colors"}
+    assert row["summary"]["colors_diversity_after"]["mean"] == row["runs"][0][
+        "diversity_after"]["colors"]
     assert row["peak_bytes"]["rollout"] > 0 and row["peak_bytes"]["update"] > 0
   assert out.with_suffix(".md").read_text().count("| lora |") == 1
   # A second call reads the finished runs back instead of running them again.

@@ -42,13 +42,14 @@ _SCORES = ("geneval_strict", "visual_text_alignment", "object_precision")
 
 def changes(config: dict, reference: dict) -> dict:
   """The fields whose value differs from the reference's, less places and the sections of a
-  stage the workdir did not run."""
+  stage the workdir did not run; a field the run's config lacks (it ran before the field
+  existed, with what was then the only behaviour) is "<absent>"."""
   unread = (() if "grpo" in config["stages"] else _GRPO_ONLY) + (
       () if "sft" in config["stages"] else _SFT_ONLY)
-  ref = validation.flatten(reference)
-  return {k: v for k, v in validation.flatten(config).items()
+  ref, run = validation.flatten(reference), validation.flatten(config)
+  return {k: run.get(k, "<absent>") for k in [*run, *(k for k in ref if k not in run)]
           if k not in _PLACES and k not in unread and k.split(".")[0] not in unread
-          and ref.get(k, "<absent>") != v}
+          and ref.get(k, "<absent>") != run.get(k, "<absent>")}
 
 
 def read_json(*parts) -> dict:

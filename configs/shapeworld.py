@@ -33,10 +33,11 @@ def get_config(arg: str = ""):
   # decode step (`sharding.gathered`): a copy of this small model per device.
   c.gather_rollout_params = True
   # world: the ShapeWorld version (data/shapeworld.py); `world2` moves to version 2.
-  # plan_order: the order a plan lists its objects in ("raster" or "prompt": the prompt's).
+  # plan_order: the order a plan lists its objects in ("raster" or "prompt": the prompt's);
+  # plan_words: an object's words, "color_shape" ("blue heart") or "shape_color".
   c.data = dict(data_dir="workdir/tfds", num_train=4096, num_heldout=256, seed=0,
                 heldout_fraction=0.2, world=1, size=32, grid=4, large_prob=0.0,
-                plan_order="raster",
+                plan_order="raster", plan_words="color_shape",
                 families=("single_object", "two_object", "counting", "colors", "position",
                           "color_attr"),
                 read_threads=1, read_ahead=2)
@@ -140,10 +141,10 @@ def get_config(arg: str = ""):
     # 8 shapes, 8 colours, counts to five on 16-pixel cells (one image token a cell); every
     # held-out prompt listed once: the first 168 cover each family's (single_object: every
     # shape), each drawn 4 times.
-    # Plans in the prompt's order: in raster order, a plan of "a blue heart and an orange
-    # circle" writes a colour before the shape it belongs to, and the warm-up then binds the
-    # wrong colour in nearly every two-colour plan (docs/results.md).
-    c.data.update(world=2, size=64, num_heldout=168, plan_order="prompt")
+    # Each colour written after its shape: colour first, the warm-up binds the wrong colour in
+    # nearly every two-colour plan; in the prompt's order the images stop following the plan's
+    # cells (docs/results.md).
+    c.data.update(world=2, size=64, num_heldout=168, plan_words="shape_color")
     c.model.update(vocab_size=72, image_size=64, patch_size=16)
     c.rollout.update(max_text_tokens=36)
     c.sft_data.update(caption_tokens=40, interleaved_rounds=5)

@@ -82,6 +82,16 @@ def warmup_row(workdir: str, reference: dict) -> dict:
               wall_min=None if wall is None or "grpo" in config["stages"] else wall / 60)
 
 
+def warmup_names(workdirs: list) -> dict:
+  """Warm-up workdir → its name in the table: the folder's name, with its parent's when two
+  warm-ups share a folder name (`seeds_a/sft0`, `seeds_b/sft0`)."""
+  paths = set(map(os.path.normpath, workdirs))
+  short = [os.path.basename(p) for p in paths]
+  return {w: (os.path.basename(os.path.normpath(w)) if short.count(
+      os.path.basename(os.path.normpath(w))) == 1 else os.path.join(
+          *os.path.normpath(w).split(os.sep)[-2:])) for w in workdirs}
+
+
 def run_row(label: str, workdir: str, reference: dict) -> dict:
   config = read_json(workdir, "config.json")
   results = read_json(workdir, "results.json")
@@ -132,7 +142,7 @@ def markdown(summary: dict) -> str:
         f"{b['diversity'][k]:.2f} → {a['diversity'][k]:.2f}" if k in b["diversity"] else "–"
         for k in ("cells", "colors"))
     lines.append(
-        f"| {r['label']} | {os.path.basename(r['warmup'])} | {_changed(r['changes'])} | "
+        f"| {r['label']} | {r['warmup_name']} | {_changed(r['changes'])} | "
         f"{b['geneval_strict']:.3f} → {a['geneval_strict']:.3f} | "
         f"{r['gain']:+.3f}{_interval(r['gain_interval'])} | "
         f"{r['train_prompts_gain']:+.3f}{_interval(r['train_prompts_gain_interval'])} | "
@@ -153,11 +163,12 @@ def main(argv):
     if not sep or not os.path.isfile(os.path.join(workdir, "grpo", "results.json")):
       raise app.UsageError(f"--run={entry}: expected label=workdir of a finished GRPO run")
     runs.append(run_row(label, workdir, reference))
+  names = warmup_names([r["warmup"] for r in runs])
   warmups = {}
   for r in runs:
-    name = os.path.basename(r["warmup"])
-    if name not in warmups:
-      warmups[name] = warmup_row(r["warmup"], reference)
+    r["warmup_name"] = names[r["warmup"]]
+    if r["warmup_name"] not in warmups:
+      warmups[r["warmup_name"]] = warmup_row(r["warmup"], reference)
   summary = dict(config=config_flags.get_config_filename(flags.FLAGS["config"]), warmups=warmups,
                  runs=runs, cpu=cpu_model(), matmul_gflops=matmul_peak_gflops(2048))
   table = markdown(summary)

@@ -79,7 +79,8 @@ def markdown(rows, summary) -> str:
   return ("\n".join(lines) + f"\n\nMean gain {summary['mean_gain']:+.3f}, lowest "
           f"{summary['min_gain']:+.3f}; the bar (mean ≥ {_BAR_MEAN.value:+.2f}, each ≥ "
           f"{_BAR_EACH.value:+.2f}) is {'met' if summary['meets_bar'] else 'not met'}. "
-          f"{summary['config']}, {summary['cpu']} ({summary['matmul_gflops']:.0f} GFLOP/s "
+          f"{' '.join([summary['config'], *summary['overrides']])}, {summary['cpu']} "
+          f"({summary['matmul_gflops']:.0f} GFLOP/s "
           "float32 2048² matmul).\n")
 
 

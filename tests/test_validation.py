@@ -77,6 +77,8 @@ def test_data_world_and_canvas():
   fails(config(data__world=3), r"config\.data\.world: unknown ShapeWorld version 3")
   fails(config(data__plan_order="shuffled"), r"config\.data\.plan_order must be one of "
         r"\('raster', 'prompt'\), got 'shuffled'")
+  fails(config(data__plan_words="shape"), r"config\.data\.plan_words must be one of "
+        r"\('color_shape', 'shape_color'\), got 'shape'")
   fails(config(data__grid=5), r"config\.data\.size \(32\) is not divisible by config\.data\.grid")
   fails(config(data__size=64), r"model\.image_size \(32\) is not data\.size \(64\)")
   fails(config(data__read_ahead=0), r"config\.data\.read_ahead must be >= 1, got 0")

@@ -19,7 +19,7 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
     tensors it needs, shaped as it needs (headers only: nothing is read); so does a Bagel
     folder (`bagel.checkpoint`) with `model` and `autoencoder`;
-  * `data.world` is a ShapeWorld version, `data.plan_order` a known order, `data.grid` divides
+  * `data.world` is a ShapeWorld version, `data.plan_order` and `plan_words` known, `data.grid` divides
     `data.size`, which a pixel model's `image_size` equals; the data is read ahead by at least
     one batch;
   * a latent model's `autoencoder` builds its spec, has the model's latent channels and
@@ -243,16 +243,17 @@ def _check_autoencoder(config, model: ModelSpec) -> AutoencoderSpec | None:
 
 
 def _check_data(config, model: ModelSpec, ae: AutoencoderSpec | None):
-  """The ShapeWorld version and plan order exist, its canvas is the one the model draws, and
+  """The ShapeWorld version and plan form exist, its canvas is the one the model draws, and
   it is read ahead by at least one batch."""
   try:
     shapeworld.get_world(config.data.get("world", shapeworld.LATEST.version))
   except ValueError as e:
     raise ConfigError(f"config.data.world: {e}") from e
-  order = config.data.get("plan_order", "raster")
-  if order not in prompts.PLAN_ORDERS:
-    raise ConfigError(f"config.data.plan_order must be one of {prompts.PLAN_ORDERS}, got "
-                      f"{order!r}")
+  for field, known, default in (("plan_order", prompts.PLAN_ORDERS, "raster"),
+                                ("plan_words", prompts.PLAN_WORDS, "color_shape")):
+    if config.data.get(field, default) not in known:
+      raise ConfigError(f"config.data.{field} must be one of {known}, got "
+                        f"{config.data.get(field)!r}")
   for field, least in READ_FIELDS.items():
     if config.data[field] < least:
       raise ConfigError(f"config.data.{field} must be >= {least}, got {config.data[field]}")

@@ -65,7 +65,8 @@ def test_plans_in_prompt_order_and_the_raster_data_keeps_its_name(builder, tmp_p
     moved += old != new
   assert moved > 0
   # A raster plan is the order there was before plans had a choice: the same data set.
-  assert (prepare(str(tmp_path / "raster"), **CONFIG, plan_order="raster").builder_config.name
+  assert (prepare(str(tmp_path / "raster"), **CONFIG, plan_order="raster",
+                 plan_words="color_shape").builder_config.name
           == builder.builder_config.name != ordered.builder_config.name)
 
 

@@ -279,3 +279,13 @@ def test_runs_table_reads_a_finished_run_its_warm_up_and_what_its_config_changes
         f"--run=tiny={main_workdir}", f"--out={out}"])
   changed = json.loads(out.with_suffix(".json").read_text())["runs"][0]["changes"]
   assert changed["model.width"] == 32 and changed["rl.steps"] == 4
+  # Two warm-ups in folders of one name are told apart by their parents.
+  for parent in ("a", "b"):
+    (tmp_path / parent).mkdir()
+    (tmp_path / parent / "job").symlink_to(main_workdir)
+  _run(["experiments/runs_table.py", "--config=configs/shapeworld.py:tiny",
+        f"--run=a={tmp_path / 'a' / 'job'}", f"--run=b={tmp_path / 'b' / 'job'}",
+        f"--out={out}"])
+  result = json.loads(out.with_suffix(".json").read_text())
+  assert sorted(result["warmups"]) == ["a/job", "b/job"]
+  assert [r["warmup_name"] for r in result["runs"]] == ["a/job", "b/job"]

@@ -110,6 +110,21 @@ def test_plans_in_prompt_order_list_the_clauses_in_turn():
     prompts.plan_text(scene, count, "shuffled")
 
 
+def test_plans_with_the_shape_first_parse_to_the_same_objects():
+  world = shapeworld.WORLDS[2]
+  scene = shapeworld.Scene((O("heart", "blue", 2, 3), O("circle", "orange", 0, 1, 2)))
+  text = prompts.plan_text(scene, words="shape_color")
+  assert text == "large circle orange at 0 1 ; heart blue at 2 3"
+  assert prompts.parse_plan(text, 4, world) == prompts.parse_plan(prompts.plan_text(scene), 4,
+                                                                   world)
+  assert set(prompts.parse_plan(text, 4, world)) == set(scene.objects)
+  # Two colours or two shapes are no object.
+  assert prompts.parse_plan("blue orange at 0 0", 4, world) is None
+  assert prompts.parse_plan("heart circle at 0 0", 4, world) is None
+  with pytest.raises(ValueError, match="plan words must be one of"):
+    prompts.plan_text(scene, words="shape_first")
+
+
 def test_prompt_space_and_splits():
   v1, v2 = shapeworld.WORLDS[1], shapeworld.WORLDS[2]
   sizes = {f: len(prompts.all_prompts(f, v1)) for f in prompts.ALL_FAMILIES}

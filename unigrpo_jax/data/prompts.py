@@ -186,6 +186,9 @@ def target_scene(rng: np.random.Generator, prompt: Prompt, *, size: int | None =
 # prompt's clauses (raster within a clause), which makes writing the plan a copy of the prompt's
 # bindings (colour to shape) in the order the prompt states them.
 PLAN_ORDERS = ("raster", "prompt")
+# The order of an object's two words: colour first ("blue heart"), or shape first ("heart
+# blue"), which writes each colour after the shape it is bound to.
+PLAN_WORDS = ("color_shape", "shape_color")
 
 
 def clause_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
@@ -197,12 +200,14 @@ def clause_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
   return sorted(objects, key=lambda o: (clause(o), o.row, o.col))
 
 
-def plan_text(scene: shapeworld.Scene, prompt: Prompt | None = None,
-              order: str = "raster") -> str:
+def plan_text(scene: shapeworld.Scene, prompt: Prompt | None = None, order: str = "raster",
+              words: str = "color_shape") -> str:
   """The plan the model writes before drawing: every object, in `order` (PLAN_ORDERS; "prompt"
-  needs the `prompt` the scene answers)."""
+  needs the `prompt` the scene answers), each object's words in `words` order (PLAN_WORDS)."""
   if order not in PLAN_ORDERS:
     raise ValueError(f"plan order must be one of {PLAN_ORDERS}, got {order!r}")
+  if words not in PLAN_WORDS:
+    raise ValueError(f"plan words must be one of {PLAN_WORDS}, got {words!r}")
   if order == "prompt" and prompt is None:
     raise ValueError("a plan in prompt order needs the prompt")
   objects = (clause_order(scene.objects, prompt) if order == "prompt"
@@ -210,7 +215,8 @@ def plan_text(scene: shapeworld.Scene, prompt: Prompt | None = None,
   parts = []
   for o in objects:
     size = "large " if o.extent > 1 else ""
-    parts.append(f"{size}{o.color} {o.shape} at {o.row} {o.col}")
+    pair = f"{o.color} {o.shape}" if words == "color_shape" else f"{o.shape} {o.color}"
+    parts.append(f"{size}{pair} at {o.row} {o.col}")
   return " ; ".join(parts)
 
 
@@ -245,14 +251,16 @@ _PLAN_OBJECT = re.compile(r"^(large )?(\w+) (\w+) at (\d+) (\d+)$")
 
 def parse_plan(text: str, grid: int = 4,
                world: shapeworld.World = shapeworld.LATEST) -> list[shapeworld.Object] | None:
-  """Objects of a plan written as `plan_text` writes them, or None if any part is malformed
-  (a word not of `world`, cell off the grid, overlapping objects)."""
+  """Objects of a plan written as `plan_text` writes them (either `PLAN_WORDS` order), or None
+  if any part is malformed (a word not of `world`, cell off the grid, overlapping objects)."""
   objects = []
   for part in text.split(";"):
     m = _PLAN_OBJECT.match(part.strip())
     if not m:
       return None
     large, color, shape, row, col = m.groups()
+    if color in world.shapes and shape in world.colors:  # shape first
+      color, shape = shape, color
     obj = shapeworld.Object(shape, color, int(row), int(col), 2 if large else 1)
     objects.append(obj)
   try:

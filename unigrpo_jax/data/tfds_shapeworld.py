@@ -20,12 +20,13 @@ class ShapeWorldConfig(tfds.core.BuilderConfig):
   """Generation knobs (from `config.data`): examples per split, seed, held-out fraction of
   prompt space, the ShapeWorld version, canvas size and grid (default: the version's),
   probability of a large (2×2-cell) object, the order plans list their objects in
-  (`prompts.PLAN_ORDERS`)."""
+  (`prompts.PLAN_ORDERS`) and the order of an object's words (`prompts.PLAN_WORDS`)."""
 
   def __init__(self, *, num_train: int, num_heldout: int, seed: int = 0,
                heldout_fraction: float = 0.2, world: int = shapeworld.LATEST.version,
                size: int | None = None, grid: int | None = None, large_prob: float = 0.0,
-               families=prompts.FAMILIES, plan_order: str = "raster", **kwargs):
+               families=prompts.FAMILIES, plan_order: str = "raster", plan_words: str = "color_shape",
+               **kwargs):
     super().__init__(**kwargs)
     self.num_train, self.num_heldout, self.seed = num_train, num_heldout, seed
     self.heldout_fraction, self.world = heldout_fraction, shapeworld.get_world(world)
@@ -33,7 +34,9 @@ class ShapeWorldConfig(tfds.core.BuilderConfig):
     self.large_prob, self.families = large_prob, tuple(families)
     if plan_order not in prompts.PLAN_ORDERS:
       raise ValueError(f"plan_order must be one of {prompts.PLAN_ORDERS}, got {plan_order!r}")
-    self.plan_order = plan_order
+    if plan_words not in prompts.PLAN_WORDS:
+      raise ValueError(f"plan_words must be one of {prompts.PLAN_WORDS}, got {plan_words!r}")
+    self.plan_order, self.plan_words = plan_order, plan_words
 
 
 class ShapeWorld(tfds.core.GeneratorBasedBuilder):
@@ -79,7 +82,8 @@ class ShapeWorld(tfds.core.GeneratorBasedBuilder):
                                    large_prob=cfg.large_prob)
       image = np.round((shapeworld.render(scene) + 1.0) * 127.5).astype(np.uint8)
       yield index, dict(prompt=prompt.text, family=prompt.family,
-                        metadata=json.dumps(prompt.to_json()), plan=prompts.plan_text(scene, prompt, cfg.plan_order),
+                        metadata=json.dumps(prompt.to_json()), plan=prompts.plan_text(scene, prompt, cfg.plan_order,
+                                                            cfg.plan_words),
                         caption=prompts.caption(scene), image=image)
 
 
@@ -99,11 +103,12 @@ def listed_prompts(rng: np.random.Generator, cfg: ShapeWorldConfig) -> list[prom
 def prepare(data_dir: str, **config) -> ShapeWorld:
   """Builds (once; later calls reuse the files) and returns the builder. `config`: the
   ShapeWorldConfig knobs; the config name is a hash of them (with the default version
-  written in), so settings never collide. Raster plans, the order there was before plans
-  had a choice, stay out of the name, so data sets built before keep theirs."""
+  written in), so settings never collide. Raster, colour-first plans, the form there was
+  before plans had a choice, stay out of the name, so data sets built before keep theirs."""
   config = {"world": shapeworld.LATEST.version, **config}
-  if config.get("plan_order") == "raster":
-    del config["plan_order"]
+  for knob, old in (("plan_order", "raster"), ("plan_words", "color_shape")):
+    if config.get(knob) == old:
+      del config[knob]
   digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode())
   name = "c" + digest.hexdigest()[:12]
   builder = ShapeWorld(data_dir=data_dir, config=ShapeWorldConfig(name=name, **config))

@@ -85,11 +85,10 @@ def warmup_row(workdir: str, reference: dict) -> dict:
 def warmup_names(workdirs: list) -> dict:
   """Warm-up workdir → its name in the table: the folder's name, with its parent's when two
   warm-ups share a folder name (`seeds_a/sft0`, `seeds_b/sft0`)."""
-  paths = set(map(os.path.normpath, workdirs))
-  short = [os.path.basename(p) for p in paths]
-  return {w: (os.path.basename(os.path.normpath(w)) if short.count(
-      os.path.basename(os.path.normpath(w))) == 1 else os.path.join(
-          *os.path.normpath(w).split(os.sep)[-2:])) for w in workdirs}
+  def tail(w, n):
+    return os.path.join(*os.path.normpath(w).split(os.sep)[-n:])
+  folders = [tail(p, 1) for p in set(map(os.path.normpath, workdirs))]
+  return {w: tail(w, 1 if folders.count(tail(w, 1)) == 1 else 2) for w in workdirs}
 
 
 def run_row(label: str, workdir: str, reference: dict) -> dict:

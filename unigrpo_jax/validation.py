@@ -19,9 +19,9 @@ compiles. Every failure is a ConfigError (a ValueError) whose message names the 
   * a Hugging Face checkpoint (`hf.checkpoint`) agrees with `model` and holds exactly the
     tensors it needs, shaped as it needs (headers only: nothing is read); so does a Bagel
     folder (`bagel.checkpoint`) with `model` and `autoencoder`;
-  * `data.world` is a ShapeWorld version, `data.plan_order` and `plan_words` known, `data.grid` divides
-    `data.size`, which a pixel model's `image_size` equals; the data is read ahead by at least
-    one batch;
+  * `data.world` is a ShapeWorld version, `data.plan_order` and `plan_words` are known,
+    `data.grid` divides `data.size`, which a pixel model's `image_size` equals; the data is
+    read ahead by at least one batch;
   * a latent model's `autoencoder` builds its spec, has the model's latent channels and
     decodes to the data's image size; `prompt_template` holds `{prompt}` once (and is plain
     when the warm-up SFT runs: it writes prompts bare);
@@ -249,9 +249,8 @@ def _check_data(config, model: ModelSpec, ae: AutoencoderSpec | None):
     shapeworld.get_world(config.data.get("world", shapeworld.LATEST.version))
   except ValueError as e:
     raise ConfigError(f"config.data.world: {e}") from e
-  for field, known, default in (("plan_order", prompts.PLAN_ORDERS, "raster"),
-                                ("plan_words", prompts.PLAN_WORDS, "color_shape")):
-    if config.data.get(field, default) not in known:
+  for field, known in prompts.PLAN_FORMS.items():
+    if config.data.get(field, known[0]) not in known:
       raise ConfigError(f"config.data.{field} must be one of {known}, got "
                         f"{config.data.get(field)!r}")
   for field, least in READ_FIELDS.items():

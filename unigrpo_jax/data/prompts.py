@@ -189,6 +189,14 @@ PLAN_ORDERS = ("raster", "prompt")
 # The order of an object's two words: colour first ("blue heart"), or shape first ("heart
 # blue"), which writes each colour after the shape it is bound to.
 PLAN_WORDS = ("color_shape", "shape_color")
+# The data knob of each choice → its values; the first is the default, the form plans had
+# before there was a choice.
+PLAN_FORMS = {"plan_order": PLAN_ORDERS, "plan_words": PLAN_WORDS}
+
+
+def raster_order(objects) -> list[shapeworld.Object]:
+  """`objects` by their top-left cell, row by row."""
+  return sorted(objects, key=lambda o: (o.row, o.col))
 
 
 def clause_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
@@ -211,7 +219,7 @@ def plan_text(scene: shapeworld.Scene, prompt: Prompt | None = None, order: str 
   if order == "prompt" and prompt is None:
     raise ValueError("a plan in prompt order needs the prompt")
   objects = (clause_order(scene.objects, prompt) if order == "prompt"
-             else sorted(scene.objects, key=lambda o: (o.row, o.col)))
+             else raster_order(scene.objects))
   parts = []
   for o in objects:
     size = "large " if o.extent > 1 else ""
@@ -225,7 +233,7 @@ def story_order(objects, prompt: Prompt) -> list[shapeworld.Object]:
   every other prompt's raster order."""
   if prompt.family == HOWTO:
     return clause_order(objects, prompt)
-  return sorted(objects, key=lambda o: (o.row, o.col))
+  return raster_order(objects)
 
 
 def interleaved_rounds(scene: shapeworld.Scene, prompt: Prompt):
@@ -240,7 +248,7 @@ def interleaved_rounds(scene: shapeworld.Scene, prompt: Prompt):
 def caption(scene: shapeworld.Scene) -> str:
   """What an image shows, for understanding data (image → text): every object, raster order."""
   parts = []
-  for o in sorted(scene.objects, key=lambda o: (o.row, o.col)):
+  for o in raster_order(scene.objects):
     size = "large " if o.extent > 1 else ""
     parts.append(f"{an(size or o.color)} {size}{o.color} {o.shape} at {o.row} {o.col}")
   return "there is " + " and ".join(parts) if parts else "there is nothing"

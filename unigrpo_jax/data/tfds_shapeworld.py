@@ -25,18 +25,17 @@ class ShapeWorldConfig(tfds.core.BuilderConfig):
   def __init__(self, *, num_train: int, num_heldout: int, seed: int = 0,
                heldout_fraction: float = 0.2, world: int = shapeworld.LATEST.version,
                size: int | None = None, grid: int | None = None, large_prob: float = 0.0,
-               families=prompts.FAMILIES, plan_order: str = "raster", plan_words: str = "color_shape",
-               **kwargs):
+               families=prompts.FAMILIES, plan_order: str = prompts.PLAN_ORDERS[0],
+               plan_words: str = prompts.PLAN_WORDS[0], **kwargs):
     super().__init__(**kwargs)
     self.num_train, self.num_heldout, self.seed = num_train, num_heldout, seed
     self.heldout_fraction, self.world = heldout_fraction, shapeworld.get_world(world)
     self.size, self.grid = size or self.world.size, grid or self.world.grid
     self.large_prob, self.families = large_prob, tuple(families)
-    if plan_order not in prompts.PLAN_ORDERS:
-      raise ValueError(f"plan_order must be one of {prompts.PLAN_ORDERS}, got {plan_order!r}")
-    if plan_words not in prompts.PLAN_WORDS:
-      raise ValueError(f"plan_words must be one of {prompts.PLAN_WORDS}, got {plan_words!r}")
     self.plan_order, self.plan_words = plan_order, plan_words
+    for knob, known in prompts.PLAN_FORMS.items():
+      if getattr(self, knob) not in known:
+        raise ValueError(f"{knob} must be one of {known}, got {getattr(self, knob)!r}")
 
 
 class ShapeWorld(tfds.core.GeneratorBasedBuilder):
@@ -82,8 +81,8 @@ class ShapeWorld(tfds.core.GeneratorBasedBuilder):
                                    large_prob=cfg.large_prob)
       image = np.round((shapeworld.render(scene) + 1.0) * 127.5).astype(np.uint8)
       yield index, dict(prompt=prompt.text, family=prompt.family,
-                        metadata=json.dumps(prompt.to_json()), plan=prompts.plan_text(scene, prompt, cfg.plan_order,
-                                                            cfg.plan_words),
+                        metadata=json.dumps(prompt.to_json()),
+                        plan=prompts.plan_text(scene, prompt, cfg.plan_order, cfg.plan_words),
                         caption=prompts.caption(scene), image=image)
 
 
@@ -106,8 +105,8 @@ def prepare(data_dir: str, **config) -> ShapeWorld:
   written in), so settings never collide. Raster, colour-first plans, the form there was
   before plans had a choice, stay out of the name, so data sets built before keep theirs."""
   config = {"world": shapeworld.LATEST.version, **config}
-  for knob, old in (("plan_order", "raster"), ("plan_words", "color_shape")):
-    if config.get(knob) == old:
+  for knob, known in prompts.PLAN_FORMS.items():
+    if config.get(knob) == known[0]:
       del config[knob]
   digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode())
   name = "c" + digest.hexdigest()[:12]

@@ -9,7 +9,8 @@ Without `--sft_params` the warm-up SFT stage runs once first (into `<root>/sft`)
 a `python -m unigrpo_jax.main` subprocess with its own workdir, sharing one data folder and one
 compilation cache (the caller's `JAX_COMPILATION_CACHE_DIR`, else `<root>/jax_cache`); a run
 whose `results.json` exists is read, not run again, so a stopped sweep resumes where it
-stopped. `--config.x=y` flags go to every run (the warm-up's too).
+stopped, and an option without overrides runs in `<root>/default_seed<n>` whatever its name
+(`ablations.py`'s "joint" reads the options' "default"). `--config.x=y` flags go to every run (the warm-up's too).
 
 Per option it reports, over seeds: the held-out headline (mini-GenEval strict, ODE sampler,
 greedy plan) after GRPO with each run's 95 % bootstrap interval over prompts and the seeds'
@@ -219,7 +220,9 @@ def sweep(variants) -> None:
   for name in names:
     runs = []
     for seed in map(int, _SEEDS.value):
-      workdir = os.path.join(_ROOT.value, f"{name}_seed{seed}")
+      # Variants without overrides are the configured method: one run a seed, whatever their
+      # name, so the options and the ablations given one root share it.
+      workdir = os.path.join(_ROOT.value, f"{name if table[name] else 'default'}_seed{seed}")
       results = run(workdir, *common, f"--config.seed={seed}",
                     *[flag(k, v) for k, v in table[name].items()])
       runs.append(figures(results["grpo"], metric_writer.read(os.path.join(workdir, "grpo")),

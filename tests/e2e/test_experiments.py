@@ -174,7 +174,8 @@ def test_options_script_writes_its_table(tmp_path, tiny_main_job):
 @pytest.mark.xdist_group("tiny_main_job")
 def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
   """Two of the method's variants through the options sweep, from the tiny main job's SFT
-  checkpoint: each run's config holds its variant, both start from one evaluation."""
+  checkpoint: each run's config holds its variant, both start from one evaluation, and the
+  method as configured runs in the options' default folder."""
   main_workdir, main = tiny_main_job
   assert main.returncode == 0, main.stderr[-4000:]
   out, root = tmp_path / "ablations", tmp_path / "runs"
@@ -189,6 +190,8 @@ def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
   loss = json.loads((root / "latent_kl_seed0" / "config.json").read_text())["loss"]
   assert loss["velocity_weight"] == 0.0 and loss["latent_kl_weight"] == 0.01
   assert rows["joint"]["runs"][0]["before"] == rows["latent_kl"]["runs"][0]["before"]
+  # "joint" has no overrides: its run is the options' "default" run, which a shared root reuses.
+  assert (root / "default_seed0" / "results.json").exists() and not (root / "joint_seed0").exists()
   for row in rows.values():
     (r,) = row["runs"]
     low, high = r["gain_interval"]

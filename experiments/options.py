@@ -10,7 +10,8 @@ a `python -m unigrpo_jax.main` subprocess with its own workdir, sharing one data
 compilation cache (the caller's `JAX_COMPILATION_CACHE_DIR`, else `<root>/jax_cache`); a run
 whose `results.json` exists is read, not run again, so a stopped sweep resumes where it
 stopped, and an option without overrides runs in `<root>/default_seed<n>` whatever its name
-(`ablations.py`'s "joint" reads the options' "default"). `--config.x=y` flags go to every run (the warm-up's too).
+(`ablations.py`'s "joint" reads the options' "default"). `--config.x=y` flags go to every run
+(the warm-up's too).
 
 Per option it reports, over seeds: the held-out headline (mini-GenEval strict, ODE sampler,
 greedy plan) after GRPO with each run's 95 % bootstrap interval over prompts and the seeds'

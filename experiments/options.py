@@ -49,15 +49,17 @@ _SAMPLES = flags.DEFINE_integer("samples_per_prompt", 4, "Samples of every evalu
 _OUT = flags.DEFINE_string("out", "experiments/results/options", "Output path prefix.")
 
 
-def options(steps: int) -> dict:
-  """Option name → config overrides (dotted path → value) against the default; each changes
-  one thing. Schedules are set in fractions of the run's `steps`."""
+def options(config) -> dict:
+  """Option name → config overrides (dotted path → value) against `config`; each changes one
+  thing. Schedules are set in fractions of the run's steps, rates in multiples of its rate."""
+  steps = config.rl.steps
   return {
       "default": {},
       # Both experts adapted (the default trains both); adapters learn at 10× the full
-      # fine-tune's rate, as is usual for LoRA.
+      # fine-tune's rate (the image side keeps its scale), as is usual for LoRA.
       "lora": {"lora.enabled": True, "lora.rank": 32, "lora.alpha": 32.0,
-               "lora.modules": ("text/*", "image/*"), "rl_optim.learning_rate": 1e-4},
+               "lora.modules": ("text/*", "image/*"),
+               "rl_optim.learning_rate": 10 * config.rl_optim.learning_rate},
       # Flow-GRPO's EMA: decay 0.9 every 8 steps.
       "ema": {"ema.decay": 0.9, "ema.every": 8},
       "cps": {"rollout.sde_type": "cps"},
@@ -192,24 +194,23 @@ def memory_of(name: str, config) -> dict:
 
 
 def sweep(variants) -> None:
-  """Runs every variant of `variants(steps)` (name → config overrides, each against the
+  """Runs every variant of `variants(config)` (name → config overrides, each against the
   config) with every seed from one warm-up, and writes the table.
 
   Args:
-    variants: the run's GRPO steps → {name: {dotted config path: value}}; the first is the
-      baseline whose warm-up score the table quotes.
+    variants: the run's config (with the command line's overrides) → {name: {dotted config
+      path: value}}; the first is the baseline whose warm-up score the table quotes.
   """
   t0 = time.time()
-  base, steps = _CONFIG.value, _CONFIG.value.rl.steps
-  table = variants(steps)
+  # The runs share one data folder: the one given, or <root>/tfds.
+  given = dict(flags.FLAGS["config"].override_values)
+  given.setdefault("data.data_dir", os.path.join(os.path.abspath(_ROOT.value), "tfds"))
+  base = experiment.with_overrides(_CONFIG.value, given)
+  steps, table = base.rl.steps, variants(base)
   names = _OPTIONS.value or list(table)
   unknown = sorted(set(names) - set(table))
   if unknown:
     raise ValueError(f"--options names unknown options {unknown}; known: {list(table)}")
-  # The runs share one data folder: the one given, or <root>/tfds.
-  given = dict(flags.FLAGS["config"].override_values)
-  given.setdefault("data.data_dir", os.path.join(os.path.abspath(_ROOT.value), "tfds"))
-  base = experiment.with_overrides(base, given)
   given = [flag(k, v) for k, v in given.items()]
   sft = _SFT.value
   if not sft:

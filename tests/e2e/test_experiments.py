@@ -164,6 +164,11 @@ def test_options_script_writes_its_table(tmp_path, tiny_main_job):
         "diversity_after"]["colors"]
     assert row["peak_bytes"]["rollout"] > 0 and row["peak_bytes"]["update"] > 0
   assert out.with_suffix(".md").read_text().count("| lora |") == 1
+  # LoRA's rates are 10× the configured ones, the image side keeping its scale.
+  optim = {name: json.loads((root / f"{name}_seed1" / "config.json").read_text())["rl_optim"]
+           for name in rows}
+  assert optim["lora"]["learning_rate"] == pytest.approx(10 * optim["default"]["learning_rate"])
+  assert optim["lora"]["image_lr_scale"] == optim["default"]["image_lr_scale"]
   # A second call reads the finished runs back instead of running them again.
   finished = (root / "lora_seed1" / "results.json").stat().st_mtime_ns
   _run(args)

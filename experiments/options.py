@@ -9,9 +9,10 @@ Without `--sft_params` the warm-up SFT stage runs once first (into `<root>/sft`)
 a `python -m unigrpo_jax.main` subprocess with its own workdir, sharing one data folder and one
 compilation cache (the caller's `JAX_COMPILATION_CACHE_DIR`, else `<root>/jax_cache`); a run
 whose `results.json` exists is read, not run again, so a stopped sweep resumes where it
-stopped, and an option without overrides runs in `<root>/default_seed<n>` whatever its name
-(`ablations.py`'s "joint" reads the options' "default"). `--config.x=y` flags go to every run
-(the warm-up's too).
+stopped; an option without overrides runs in `<root>/default_seed<n>` whatever its name
+(`ablations.py`'s "joint" reads the options' "default"); `--extend` adds options to an earlier
+sweep's table (from the same warm-up, with the same budget). `--config.x=y` flags go to every
+run (the warm-up's too).
 
 Per option it reports, over seeds: the held-out headline (mini-GenEval strict, ODE sampler,
 greedy plan) after GRPO with each run's 95 % bootstrap interval over prompts and the seeds'
@@ -47,6 +48,9 @@ _OPTIONS = flags.DEFINE_list("options", None, "Subset of the options to run (def
 _SAMPLES = flags.DEFINE_integer("samples_per_prompt", 4, "Samples of every evaluated prompt.",
                                 lower_bound=1)
 _OUT = flags.DEFINE_string("out", "experiments/results/options", "Output path prefix.")
+_EXTEND = flags.DEFINE_bool("extend", False, "Keep the rows of an existing <out>.json for the "
+                            "options not run now (its warm-up, steps, seeds and samples must "
+                            "be this sweep's).")
 
 
 def options(config) -> dict:
@@ -193,6 +197,26 @@ def memory_of(name: str, config) -> dict:
   return known[name]
 
 
+def extended(rows: dict, meta: dict, order: list) -> dict:
+  """`rows` joined by the rows of `<out>.json` for the options not run now, in `order`.
+
+  Raises:
+    ValueError: when the earlier sweep started from another warm-up score or ran another
+      budget, so its rows would not compare with these.
+  """
+  path = _OUT.value + ".json"
+  if not os.path.exists(path):
+    return rows
+  with open(path) as f:
+    earlier = json.load(f)
+  for key in ("warmup_before", "steps", "seeds", "samples_per_prompt"):
+    if earlier[key] != meta[key]:
+      raise ValueError(f"--extend: {path} has {key}={earlier[key]!r} but this sweep has "
+                       f"{meta[key]!r}; its rows do not compare with this sweep's")
+  merged = earlier["rows"] | rows
+  return {name: merged[name] for name in order if name in merged}
+
+
 def sweep(variants) -> None:
   """Runs every variant of `variants(config)` (name → config overrides, each against the
   config) with every seed from one warm-up, and writes the table.
@@ -237,6 +261,8 @@ def sweep(variants) -> None:
               warmup_before=rows[names[0]]["runs"][0]["before"],
               warmup_diversity=rows[names[0]]["runs"][0]["diversity_before"], overrides=given,
               cpu=cpu_model(), matmul_gflops=matmul_peak_gflops(2048), wall_s=time.time() - t0)
+  if _EXTEND.value:
+    rows = extended(rows, meta, list(table))
   metric_writer.write_json(_OUT.value + ".json", dict(meta, rows=rows))
   with open(_OUT.value + ".md", "w") as f:
     f.write(markdown(rows, meta))

@@ -174,6 +174,17 @@ def test_options_script_writes_its_table(tmp_path, tiny_main_job):
   _run(args)
   assert (root / "lora_seed1" / "results.json").stat().st_mtime_ns == finished
   assert json.loads(out.with_suffix(".json").read_text())["rows"] == rows
+  # `--extend` with one option keeps the other's row from the table, in the options' order...
+  only_default = [a for a in args if not a.startswith("--options")] + ["--options=default"]
+  _run(only_default + ["--extend"])
+  assert json.loads(out.with_suffix(".json").read_text())["rows"] == rows
+  assert out.with_suffix(".md").read_text().count("| lora |") == 1
+  # ...and refuses a table from another warm-up, naming the field that differs.
+  earlier = json.loads(out.with_suffix(".json").read_text())
+  out.with_suffix(".json").write_text(json.dumps(earlier | {"warmup_before": -1.0}))
+  refused = subprocess.run([sys.executable] + only_default + ["--extend"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600, check=False)
+  assert refused.returncode != 0 and "warmup_before=-1.0" in refused.stderr
 
 
 @pytest.mark.xdist_group("tiny_main_job")

@@ -11,8 +11,8 @@ compilation cache (the caller's `JAX_COMPILATION_CACHE_DIR`, else `<root>/jax_ca
 whose `results.json` exists is read, not run again, so a stopped sweep resumes where it
 stopped; an option without overrides runs in `<root>/default_seed<n>` whatever its name
 (`ablations.py`'s "joint" reads the options' "default"); `--extend` adds options to an earlier
-sweep's table (from the same warm-up, with the same budget). `--config.x=y` flags go to every
-run (the warm-up's too).
+sweep's table (same warm-up, budget and CPU model). `--config.x=y` flags go to every run (the
+warm-up's too).
 
 Per option it reports, over seeds: the held-out headline (mini-GenEval strict, ODE sampler,
 greedy plan) after GRPO with each run's 95 % bootstrap interval over prompts and the seeds'
@@ -49,8 +49,8 @@ _SAMPLES = flags.DEFINE_integer("samples_per_prompt", 4, "Samples of every evalu
                                 lower_bound=1)
 _OUT = flags.DEFINE_string("out", "experiments/results/options", "Output path prefix.")
 _EXTEND = flags.DEFINE_bool("extend", False, "Keep the rows of an existing <out>.json for the "
-                            "options not run now (its warm-up, steps, seeds and samples must "
-                            "be this sweep's).")
+                            "options not run now (its warm-up, steps, seeds, samples and CPU "
+                            "must be this sweep's).")
 
 
 def options(config) -> dict:
@@ -201,15 +201,16 @@ def extended(rows: dict, meta: dict, order: list) -> dict:
   """`rows` joined by the rows of `<out>.json` for the options not run now, in `order`.
 
   Raises:
-    ValueError: when the earlier sweep started from another warm-up score or ran another
-      budget, so its rows would not compare with these.
+    ValueError: when the earlier sweep started from another warm-up score, ran another budget
+      or another CPU model (step times, and bfloat16 rounding), so its rows would not compare
+      with these.
   """
   path = _OUT.value + ".json"
   if not os.path.exists(path):
     return rows
   with open(path) as f:
     earlier = json.load(f)
-  for key in ("warmup_before", "steps", "seeds", "samples_per_prompt"):
+  for key in ("warmup_before", "steps", "seeds", "samples_per_prompt", "cpu"):
     if earlier[key] != meta[key]:
       raise ValueError(f"--extend: {path} has {key}={earlier[key]!r} but this sweep has "
                        f"{meta[key]!r}; its rows do not compare with this sweep's")

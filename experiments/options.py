@@ -197,25 +197,23 @@ def memory_of(name: str, config) -> dict:
   return known[name]
 
 
-def extended(rows: dict, meta: dict, order: list) -> dict:
-  """`rows` joined by the rows of `<out>.json` for the options not run now, in `order`.
-
-  Raises:
-    ValueError: when the earlier sweep started from another warm-up score, ran another budget
-      or another CPU model (step times, and bfloat16 rounding), so its rows would not compare
-      with these.
-  """
+def earlier_sweep() -> dict:
+  """The table in `<out>.json` that `--extend` adds to ({} when there is none or no --extend)."""
   path = _OUT.value + ".json"
-  if not os.path.exists(path):
-    return rows
+  if not _EXTEND.value or not os.path.exists(path):
+    return {}
   with open(path) as f:
-    earlier = json.load(f)
-  for key in ("warmup_before", "steps", "seeds", "samples_per_prompt", "cpu"):
-    if earlier[key] != meta[key]:
-      raise ValueError(f"--extend: {path} has {key}={earlier[key]!r} but this sweep has "
-                       f"{meta[key]!r}; its rows do not compare with this sweep's")
-  merged = earlier["rows"] | rows
-  return {name: merged[name] for name in order if name in merged}
+    return json.load(f)
+
+
+def check_comparable(earlier: dict, **ours) -> None:
+  """Raises ValueError when the earlier table (`earlier_sweep`) differs from this sweep in one
+  of `ours` (warm-up score, budget, CPU model: step times and bfloat16 rounding), so its rows
+  would not compare with these."""
+  for key, value in ours.items():
+    if earlier and earlier[key] != value:
+      raise ValueError(f"--extend: {_OUT.value}.json has {key}={earlier[key]!r} but this sweep "
+                       f"has {value!r}; its rows do not compare with this sweep's")
 
 
 def sweep(variants) -> None:
@@ -237,6 +235,9 @@ def sweep(variants) -> None:
   if unknown:
     raise ValueError(f"--options names unknown options {unknown}; known: {list(table)}")
   given = [flag(k, v) for k, v in given.items()]
+  # What `--extend` needs to match is checked before the first run, the warm-up after it.
+  seeds, cpu, earlier = [int(s) for s in _SEEDS.value], cpu_model(), earlier_sweep()
+  check_comparable(earlier, steps=steps, seeds=seeds, samples_per_prompt=_SAMPLES.value, cpu=cpu)
   sft = _SFT.value
   if not sft:
     run(os.path.join(_ROOT.value, "sft"), *given, "--config.stages=('sft',)")
@@ -246,7 +247,7 @@ def sweep(variants) -> None:
   headline, rows = "geneval_strict", {}
   for name in names:
     runs = []
-    for seed in map(int, _SEEDS.value):
+    for seed in seeds:
       # Variants without overrides are the configured method: one run a seed, whatever their
       # name, so the options and the ablations given one root share it.
       workdir = os.path.join(_ROOT.value, f"{name if table[name] else 'default'}_seed{seed}")
@@ -254,16 +255,19 @@ def sweep(variants) -> None:
                     *[flag(k, v) for k, v in table[name].items()])
       runs.append(figures(results["grpo"], metric_writer.read(os.path.join(workdir, "grpo")),
                           headline) | dict(seed=seed))
+      if not rows and len(runs) == 1:
+        check_comparable(earlier, warmup_before=runs[0]["before"])
     rows[name] = dict(overrides=table[name], runs=runs, summary=summary(runs),
                       peak_bytes=memory_of(name, experiment.with_overrides(base, table[name])))
     print(f"{name}: held-out {rows[name]['summary']['after']}", flush=True)
-  meta = dict(steps=steps, seeds=[int(s) for s in _SEEDS.value],
+  meta = dict(steps=steps, seeds=seeds,
               samples_per_prompt=_SAMPLES.value, sft_params=os.path.abspath(sft),
               warmup_before=rows[names[0]]["runs"][0]["before"],
               warmup_diversity=rows[names[0]]["runs"][0]["diversity_before"], overrides=given,
-              cpu=cpu_model(), matmul_gflops=matmul_peak_gflops(2048), wall_s=time.time() - t0)
-  if _EXTEND.value:
-    rows = extended(rows, meta, list(table))
+              cpu=cpu, matmul_gflops=matmul_peak_gflops(2048), wall_s=time.time() - t0)
+  if earlier:  # the earlier table's other options join these, in the options' order
+    merged = earlier["rows"] | rows
+    rows = {name: merged[name] for name in table if name in merged}
   metric_writer.write_json(_OUT.value + ".json", dict(meta, rows=rows))
   with open(_OUT.value + ".md", "w") as f:
     f.write(markdown(rows, meta))

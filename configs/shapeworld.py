@@ -148,7 +148,7 @@ def get_config(arg: str = ""):
     c.model.update(vocab_size=72, image_size=64, patch_size=16)
     c.rollout.update(max_text_tokens=36)
     c.sft_data.update(caption_tokens=40, interleaved_rounds=5)
-    # Evaluated before and after GRPO only: the whole job stays within 30 minutes.
+    # Evaluated before and after GRPO only: a mid-run evaluation costs wall time the job lacks.
     c.eval.update(num_prompts=168, train_prompts=168, samples_per_prompt=4, every=800)
     # Warm-up times shifted like the sampling grid and centred higher: on unshifted times the
     # images hardly read their plan at high noise, where the sampler settles the layout

@@ -50,11 +50,12 @@ def get_config(arg: str = ""):
                  dtype="float32", param_dtype="float32", matmul_dtype="bfloat16")
   c.tokens = dict(pad_id=0, bos_id=1, eos_id=2, image_start_id=3, image_end_id=4)
   # The sampler's variants (docs/design.md §2): the SDE step ("sde" or "cps"), one initial
-  # noise per group, a fraction of the noisy steps trained, a window sliding every k steps.
+  # noise per group, a fraction of the noisy steps trained, a window sliding every k steps;
+  # image_reads_prompt False: images read the plan, not the prompt.
   c.rollout = dict(prompt_len=12, max_text_tokens=28, rounds=1, num_steps=20, shift=3.0,
                    sde_type="sde", noise_level=0.7, group_noise=False, sde_window=(0, 6),
                    timestep_fraction=1.0, slide_every=0, slide_stride=1, slide_roll_back=False,
-                   mode="sde", temperature=1.0, top_k=0, cfg_scale=1.0)
+                   mode="sde", temperature=1.0, top_k=0, cfg_scale=1.0, image_reads_prompt=True)
 
   # Warm-up SFT. x0 prediction weights the velocity loss by 1/t²: train on unshifted t.
   # Condition dropout 0.1 trains the unconditional velocity that the CFG ablation uses; prompt

@@ -20,7 +20,7 @@ def _prompts(b=4, p=5, vocab=48, seed=2):
 @pytest.mark.parametrize("overrides,model_overrides", [
     (dict(), {}), (dict(rounds=1, sde_window=None, top_k=5), {}), (dict(cfg_scale=3.0), {}),
     (dict(), dict(matmul_dtype="bfloat16")), (dict(rounds=1), dict(vocab_limit=6)),
-    (dict(sde_type="cps"), {})])
+    (dict(sde_type="cps"), {}), (dict(image_reads_prompt=False), {})])
 def test_recomputed_log_probs_equal_the_rollout(tiny, overrides, model_overrides):
   """Ratio = 1 on-policy: teacher-forced scoring reproduces every recorded log-prob (with
   bfloat16 matmuls too: rollout and rescoring run the same products; with a vocabulary limit,
@@ -300,6 +300,25 @@ def test_cfg_unconditional_branch_ignores_prompt_and_text(tiny):
   assert np.abs(velocity(traj, 1.0) - velocity(other, 1.0)).max() > 1e-3
   v_c, v_u = velocity(traj, 1.0), velocity(traj, 1.0, uncond=True)
   np.testing.assert_allclose(velocity(traj, 3.0), v_u + 3.0 * (v_c - v_u), atol=1e-5)
+
+
+def test_images_that_do_not_read_the_prompt_read_the_text(tiny):
+  """With `image_reads_prompt` off, rescored velocities ignore the prompt once the text is
+  hidden (nothing else carries it) and read the text when it is in view; on, they read the
+  prompt."""
+  model, params = tiny
+  off, on = tiny_rollout(rounds=1, image_reads_prompt=False), tiny_rollout(rounds=1)
+  layout = off.layout(model.spec)
+  text = np.zeros(layout.length, bool)
+  text[layout.text_start(0):layout.image_start(0)] = True
+  tokens, mask = _prompts()
+  traj = make_rollout(model, off)(params, tokens, mask, jax.random.key(7))
+  no_text = traj.replace(valid=traj.valid & ~text)
+  other = no_text.replace(prompt_tokens=(no_text.prompt_tokens + 5) % 48)
+  velocity = lambda spec, t: np.asarray(scorer(model, spec)(params, t)["velocity"])  # noqa: E731
+  np.testing.assert_allclose(velocity(off, no_text), velocity(off, other), atol=1e-6)
+  assert np.abs(velocity(on, no_text) - velocity(on, other)).max() > 1e-3
+  assert np.abs(velocity(off, traj) - velocity(off, no_text)).max() > 1e-3
 
 
 @pytest.mark.slow

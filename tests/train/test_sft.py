@@ -1,4 +1,5 @@
 """Warm-up SFT: the loss is what it says, a short run lowers both losses; the evaluator runs."""
+import dataclasses
 import functools
 import json
 
@@ -184,6 +185,11 @@ def test_prompt_dropout_hides_the_prompt_and_only_the_prompt_from_the_image():
   assert abs(flow(no_text, prompt_dropout=almost) - flow(no_text)) > 1e-4
   # With the plan in view, the image still reads it.
   assert abs(flow(batch, prompt_dropout=almost) - flow(batch, cfg_dropout=almost)) > 1e-4
+  # A sampler whose images never read the prompt trains every image that way.
+  plan_only = dataclasses.replace(ROLLOUT, image_reads_prompt=False)
+  hidden = float(jitted_loss(model, plan_only, SFTSpec())(params, batch, jax.random.key(2))[1][
+      "flow_mse"])
+  assert abs(hidden - flow(batch, prompt_dropout=almost)) < 1e-6
   with pytest.raises(ValueError, match=r"sft\.prompt_dropout must be in \[0, 1\)"):
     SFTSpec(prompt_dropout=-0.1)
 

@@ -70,6 +70,19 @@ def image_velocity(model, params: StackParams, x, t, start, valid, block_ids, pr
   return model.apply({"params": params.tree}, h, x, t, method=model.velocity)
 
 
+def image_context(valid, spec):
+  """valid (B, L) as an image block of `spec` (a RolloutSpec) reads it: without the prompt's
+  slots when `spec.image_reads_prompt` is off."""
+  if spec.image_reads_prompt:
+    return valid
+  return hide_prompt(valid, spec.prompt_len)
+
+
+def hide_prompt(valid, prompt_len: int):
+  """valid (B, L) with the first `prompt_len` slots (the prompt's) hidden."""
+  return valid & (jnp.arange(valid.shape[1]) >= prompt_len)[None]
+
+
 def unconditional(valid, block_ids):
   """valid with every prompt and text slot hidden: only image blocks stay visible."""
   return valid & (block_ids >= 0)[None]

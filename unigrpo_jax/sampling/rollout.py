@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from unigrpo_jax.model import TEXT, UnifiedTransformer, for_decoding
 from unigrpo_jax.sampling import sde
-from unigrpo_jax.sampling.forward import guided_velocity, run_slots
+from unigrpo_jax.sampling.forward import guided_velocity, image_context, run_slots
 from unigrpo_jax.sampling.spec import RolloutSpec
 from unigrpo_jax.sampling.text import sample_tokens
 
@@ -210,7 +210,7 @@ class Phases:
     Returns (image (B, S, S, C), visited x_{t_0..t_{N−1}} (N, B, S, S, C), log-probs (N, B),
     SDE means (N, B, S, S, C)).
     """
-    cache, valid = state.cache, state.valid
+    cache, valid = state.cache, image_context(state.valid, self.spec)
     start = self.layout.image_start(r)
     times = self.times
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from unigrpo_jax.model import SequenceLayout, StackParams, UnifiedTransformer, for_training
 from unigrpo_jax.sampling import sde
-from unigrpo_jax.sampling.forward import guided_velocity, run_slots
+from unigrpo_jax.sampling.forward import guided_velocity, image_context, run_slots
 from unigrpo_jax.sampling.rollout import Trajectory
 from unigrpo_jax.sampling.spec import RolloutSpec
 from unigrpo_jax.sampling.text import token_entropy, token_log_probs
@@ -149,6 +149,7 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
   blocks = jnp.asarray(layout.block_ids())
   encoded = encode(params, traj, model=model, spec=spec, group_size=group_size)
   context = encoded.context
+  image_valid = image_context(traj.valid, spec)
 
   times = traj.timesteps
   rows = jnp.arange(b)
@@ -160,7 +161,7 @@ def score_trajectory(params, traj: Trajectory, *, model: UnifiedTransformer, spe
 
     def one_step(j, start=start, latents=latents):  # j: (B,) each row's step
       x = latents[rows, j]
-      v = guided_velocity(model, context.params, x, times[j], start, traj.valid, blocks,
+      v = guided_velocity(model, context.params, x, times[j], start, image_valid, blocks,
                           traj.prompt_mask, context.cache, spec.cfg_scale, spec.markers)
       _, logp, mean, std = sde.step(spec.sde_type, x, v, times[j], times[j + 1],
                                     spec.noise_level, prev_sample=latents[rows, j + 1],

@@ -35,7 +35,10 @@ class RolloutSpec:
   image_block: "plain" (the image's tokens alone, each at its own position, through the image
   weights) or "bagel" (Bagel's generation step: `block_start_id`, the image's tokens,
   `block_end_id`, all at the position after the last visible token, the two markers through
-  the text weights; one round, no CFG).
+  the text weights; one round, no CFG). image_reads_prompt: False hides the prompt's slots
+  from every image block, which then reads only the text written before it (the plan) and
+  earlier images; SFT then hides the prompt from every image too (`sft.prompt_dropout`
+  trains that view for a share of them).
   """
   prompt_len: int
   max_text_tokens: int
@@ -63,6 +66,7 @@ class RolloutSpec:
   image_block: str = "plain"
   block_start_id: int = -1
   block_end_id: int = -1
+  image_reads_prompt: bool = True
 
   def __post_init__(self):
     for name in ("prompt_len", "max_text_tokens", "rounds", "num_steps"):

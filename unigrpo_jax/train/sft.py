@@ -23,7 +23,8 @@ from unigrpo_jax.data import prompts, shapeworld
 from unigrpo_jax.data.pipeline import PROMPT, as_prompt, encode_prompt
 from unigrpo_jax.model import UnifiedTransformer
 from unigrpo_jax.optim import TrainState, apply_if_finite
-from unigrpo_jax.sampling.forward import hide_prompt, image_velocity, unconditional
+from unigrpo_jax.sampling.forward import (hide_prompt, image_context, image_velocity,
+                                          unconditional)
 from unigrpo_jax.sampling.scoring import encode
 from unigrpo_jax.sampling.spec import RolloutSpec
 
@@ -96,11 +97,11 @@ def sft_loss(params, batch: SFTBatch, key, *, model: UnifiedTransformer, rollout
     tt = t[:, None, None, None]
     # Condition dropout: these rows' images see no prompt or text (what CFG's v_u needs).
     drop = jax.random.bernoulli(drop_key, sft.cfg_dropout, (b,))
-    # Prompt dropout: these rows' images see the text but not the prompt (all rows' images,
-    # where the sampler's never read it).
+    # Prompt dropout: these rows' images see the text but not the prompt; the others see
+    # what the sampler's images see.
     hide = jax.random.bernoulli(jax.random.fold_in(drop_key, 1), sft.prompt_dropout, (b,))
-    hide = hide | (not rollout.image_reads_prompt)
-    valid = jnp.where(hide[:, None], hide_prompt(batch.valid, layout.prompt_len), batch.valid)
+    valid = jnp.where(hide[:, None], hide_prompt(batch.valid, layout.prompt_len),
+                      image_context(batch.valid, rollout))
     valid = jnp.where(drop[:, None], unconditional(batch.valid, block_ids), valid)
     v = image_velocity(model, encoded.context.params, (1.0 - tt) * x0 + tt * x1, t,
                        layout.image_start(r), valid, block_ids, batch.prompt_mask,

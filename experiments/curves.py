@@ -22,7 +22,9 @@ _RUNS = flags.DEFINE_string("runs", None, "label=workdir pairs separated by semi
 _OUT = flags.DEFINE_string("out", "experiments/results/grpo_tuning", "Output path prefix.")
 _WINDOW = flags.DEFINE_integer("window", 50, "Steps averaged per point of the training curve.")
 _SCORE = flags.DEFINE_string("score", "geneval_strict", "Held-out evaluation score (eval/<score>).")
-_REWARD = flags.DEFINE_string("reward", "geneval_strict", "Training reward (reward/<reward>).")
+_REWARD = flags.DEFINE_string(
+    "reward", "geneval_strict",
+    "Training reward (reward/<reward>; counting/geneval_strict: one prompt family's).")
 
 
 def summarise(workdir: str, window: int, score: str, reward: str) -> dict:
@@ -30,9 +32,10 @@ def summarise(workdir: str, window: int, score: str, reward: str) -> dict:
   train = [r for r in records if "reward/combined" in r]
   evals = [r for r in records if f"eval/{score}" in r]
   values = np.array([r.get(f"reward/{reward}", np.nan) for r in train])
-  # Runs that did not train on this reward have no training curve.
-  points = ([(train[i]["step"], float(np.mean(values[i:i + window])))
-             for i in range(0, len(train), window)] if not np.isnan(values).all() else [])
+  # A window without the reward (a run that did not train on it, or a family's reward in
+  # steps that drew none of its prompts) has no point.
+  windows = [(train[i]["step"], values[i:i + window]) for i in range(0, len(train), window)]
+  points = [(step, float(np.nanmean(v))) for step, v in windows if not np.isnan(v).all()]
   return dict(train=points,
               eval=[(r["step"], {k[len("eval/"):]: v for k, v in r.items()
                                  if k.startswith("eval/")}) for r in evals],

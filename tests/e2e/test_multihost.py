@@ -179,9 +179,12 @@ def test_two_processes_train_exactly_as_one_and_skip_a_nan_on_one_alike(one, pre
   assert skipped[one] == skipped[two] and 0 < sum(skipped[one]) < 8, skipped
   errors = "".join(err for _, err in preempted.sigterm + preempted.killed) + out.stderr
   assert "update skipped (non-finite rewards ['flaky_on_last_process'])" in errors
-  rewards_of = lambda w: {r["step"]: r["reward/combined"]  # noqa: E731
-                          for r in logged(w) if "reward/combined" in r}
+  # Every reward figure, per prompt family too: the families are gathered in the rows' order.
+  def rewards_of(workdir):
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith("reward/")}
+            for r in logged(workdir) if "reward/combined" in r}
   assert rewards_of(one) == rewards_of(two)
+  assert all(any(k.count("/") == 2 for k in r) for r in rewards_of(two).values())
   assert len(rewards_of(two)) == 8 - sum(skipped[two])
   # GRPO moved the parameters (the brightness reward), so the equality above covers it too.
   sft, grpo = load_params(two / "sft" / "params"), load_params(two / "grpo" / "params")

@@ -207,7 +207,7 @@ class Step:
         i, self.policy(state.params), batch)
     t1 = time.perf_counter()
     gathered = _gather_rows((scores, step_scores), token_mask)
-    record, nonfinite = _reward_record(*gathered, sampled_s)
+    record, nonfinite = _reward_record(*gathered, sampled_s, _gather_families(batch))
     if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
       skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
       return state, record
@@ -245,7 +245,7 @@ class Step:
 
     *_, sampled_s = self.sample_parts(i, self.policy(state.params), batch, consume)
     t1 = time.perf_counter()
-    record, nonfinite = _reward_record(*_joined(gathered), sampled_s)
+    record, nonfinite = _reward_record(*_joined(gathered), sampled_s, _gather_families(batch))
     if nonfinite:
       skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
       return state, record
@@ -264,6 +264,12 @@ def _gather_rows(scored: tuple, token_mask) -> tuple:
   return distributed.gather_rows((*scored, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
 
 
+def _gather_families(batch: dict) -> list:
+  """The prompt family of every process's rows (None where a row's metadata names none)."""
+  families = [m.get("family") for m in batch["metadata"]]
+  return [f for part in distributed.gather_objects(families) for f in part]
+
+
 def _joined(parts: list) -> tuple:
   """Per-part tuples (of name → array dicts and arrays) joined along the rows, part by part."""
   return tuple({k: np.concatenate([p[j][k] for p in parts]) for k in first}
@@ -276,9 +282,16 @@ def _nonfinite(scores: dict, step_scores: dict) -> list:
   return sorted(k for k, v in {**scores, **step_scores}.items() if not np.isfinite(v).all())
 
 
-def _reward_record(scores, step_scores, step_mask, text_tokens, sampled_s) -> tuple[dict, list]:
-  """A step's reward figures (gathered rows) and the names of non-finite rewards."""
+def _reward_record(scores, step_scores, step_mask, text_tokens, sampled_s,
+                   families) -> tuple[dict, list]:
+  """A step's reward figures (gathered rows; each outcome reward also per prompt family of
+  the step, `reward/<family>/<name>`, so that a family's rise or fall along the run shows) and
+  the names of non-finite rewards."""
   record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
+  families = np.asarray(families, dtype=object)
+  for family in sorted({f for f in families if f is not None}):
+    rows = families == family
+    record.update({f"reward/{family}/{k}": float(np.mean(v[rows])) for k, v in scores.items()})
   record.update({f"reward/{k}": float(v.sum() / step_mask.sum())
                  for k, v in step_scores.items()})
   record.update({"time/rollout_s": sampled_s, "text/tokens": float(text_tokens.mean())})

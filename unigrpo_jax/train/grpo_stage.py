@@ -206,8 +206,8 @@ class Step:
     traj, scores, step_scores, token_mask, sampled_s = self.rollout_and_score(
         i, self.policy(state.params), batch)
     t1 = time.perf_counter()
-    gathered = _gather_rows((scores, step_scores), token_mask)
-    record, nonfinite = _reward_record(*gathered, sampled_s, _gather_families(batch))
+    gathered = _gather_rows((scores, step_scores), token_mask, batch["metadata"])
+    record, nonfinite = _reward_record(*gathered, sampled_s)
     if nonfinite:  # no advantages from NaN: this batch's update is skipped, the state kept
       skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
       return state, record
@@ -232,7 +232,7 @@ class Step:
     gathered, advantages, combined, metrics = [], [], [], []
 
     def consume(c, traj, host, scored):
-      part = _gather_rows(scored, host.token_mask)
+      part = _gather_rows(scored, host.token_mask, host.metadata)
       gathered.append(part)
       if len(advantages) < c or _nonfinite(*part[:2]):  # this part or an earlier one
         return
@@ -245,7 +245,7 @@ class Step:
 
     *_, sampled_s = self.sample_parts(i, self.policy(state.params), batch, consume)
     t1 = time.perf_counter()
-    record, nonfinite = _reward_record(*_joined(gathered), sampled_s, _gather_families(batch))
+    record, nonfinite = _reward_record(*_joined(gathered), sampled_s)
     if nonfinite:
       skips.record(i + 1, True, f"non-finite rewards {nonfinite}")
       return state, record
@@ -258,16 +258,13 @@ class Step:
                                  np.concatenate(advantages), log_update, t0, t1, t2, sampled_s)
 
 
-def _gather_rows(scored: tuple, token_mask) -> tuple:
-  """(scores, step_scores, step_mask (B, R), sampled text tokens (B,)) of every process's rows,
-  from this process's (scores, step_scores) and sampled-slot mask (B_local, R, T)."""
-  return distributed.gather_rows((*scored, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
-
-
-def _gather_families(batch: dict) -> list:
-  """The prompt family of every process's rows (None where a row's metadata names none)."""
-  families = [m.get("family") for m in batch["metadata"]]
-  return [f for part in distributed.gather_objects(families) for f in part]
+def _gather_rows(scored: tuple, token_mask, metadata: list) -> tuple:
+  """(scores, step_scores, step_mask (B, R), sampled text tokens (B,), prompt families (B,),
+  None where a row's metadata names none) of every process's rows, in one order, from this
+  process's (scores, step_scores), sampled-slot mask (B_local, R, T) and rows' metadata."""
+  rows = distributed.gather_rows((*scored, token_mask.any(axis=2), token_mask.sum(axis=(1, 2))))
+  families = distributed.gather_objects([m.get("family") for m in metadata])
+  return (*rows, np.array([f for part in families for f in part], dtype=object))
 
 
 def _joined(parts: list) -> tuple:
@@ -282,13 +279,12 @@ def _nonfinite(scores: dict, step_scores: dict) -> list:
   return sorted(k for k, v in {**scores, **step_scores}.items() if not np.isfinite(v).all())
 
 
-def _reward_record(scores, step_scores, step_mask, text_tokens, sampled_s,
-                   families) -> tuple[dict, list]:
+def _reward_record(scores, step_scores, step_mask, text_tokens, families,
+                   sampled_s) -> tuple[dict, list]:
   """A step's reward figures (gathered rows; each outcome reward also per prompt family of
   the step, `reward/<family>/<name>`, so that a family's rise or fall along the run shows) and
   the names of non-finite rewards."""
   record = {f"reward/{k}": float(np.mean(v)) for k, v in scores.items()}
-  families = np.asarray(families, dtype=object)
   for family in sorted({f for f in families if f is not None}):
     rows = families == family
     record.update({f"reward/{family}/{k}": float(np.mean(v[rows])) for k, v in scores.items()})

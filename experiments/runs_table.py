@@ -91,12 +91,18 @@ def warmup_names(workdirs: list) -> dict:
   return {w: tail(w, 1 if folders.count(tail(w, 1)) == 1 else 2) for w in workdirs}
 
 
+def resolved(path: str) -> str:
+  """The path with its links resolved, relative to the working directory: a warm-up reached
+  through a link (a seed sweep's root linking another's warm-ups) is the warm-up it links to."""
+  return os.path.relpath(os.path.realpath(path))
+
+
 def run_row(label: str, workdir: str, reference: dict) -> dict:
   config = read_json(workdir, "config.json")
   results = read_json(workdir, "results.json")
   grpo = results["grpo"]
   init = config["rl"]["init_params"]
-  warmup = os.path.dirname(os.path.dirname(init)) if init else workdir
+  warmup = resolved(os.path.dirname(os.path.dirname(init)) if init else workdir)
   return dict(label=label, workdir=workdir, warmup=warmup,
               changes=changes(config, reference), steps=grpo["steps"],
               before=scores(grpo["before"]), after=scores(grpo["after"]), gain=grpo["gain"],

@@ -1,5 +1,6 @@
 """Benchmarks and the entry point keep running (tiny overrides; no timing is asserted)."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -298,13 +299,15 @@ def test_runs_table_reads_a_finished_run_its_warm_up_and_what_its_config_changes
         f"--run=tiny={main_workdir}", f"--out={out}"])
   changed = json.loads(out.with_suffix(".json").read_text())["runs"][0]["changes"]
   assert changed["model.width"] == 32 and changed["rl.steps"] == 4
-  # Two warm-ups in folders of one name are told apart by their parents.
+  # Two warm-ups in folders of one name are told apart by their parents; one reached through
+  # a link is the warm-up it links to, listed once.
   for parent in ("a", "b"):
-    (tmp_path / parent).mkdir()
-    (tmp_path / parent / "job").symlink_to(main_workdir)
+    shutil.copytree(main_workdir, tmp_path / parent / "job", symlinks=True)
+  (tmp_path / "c").mkdir()
+  (tmp_path / "c" / "job").symlink_to(tmp_path / "a" / "job")
   _run(["experiments/runs_table.py", "--config=configs/shapeworld.py:tiny",
         f"--run=a={tmp_path / 'a' / 'job'}", f"--run=b={tmp_path / 'b' / 'job'}",
-        f"--out={out}"])
+        f"--run=c={tmp_path / 'c' / 'job'}", f"--out={out}"])
   result = json.loads(out.with_suffix(".json").read_text())
   assert sorted(result["warmups"]) == ["a/job", "b/job"]
-  assert [r["warmup_name"] for r in result["runs"]] == ["a/job", "b/job"]
+  assert [r["warmup_name"] for r in result["runs"]] == ["a/job", "b/job", "a/job"]

@@ -5,7 +5,8 @@ changes against a reference config, written as markdown and JSON:
       --run=g1=workdir/w2/g1 --run=g2=workdir/w2/g2 --out=experiments/results/world2_tuning
 
 A run is a `python -m unigrpo_jax.main` workdir holding a GRPO stage; its warm-up is the SFT
-workdir its `rl.init_params` names (or the run's own SFT stage). Per warm-up: held-out score per
+workdir its `rl.init_params` names (or the run's own SFT stage), links resolved, so runs whose
+paths reach one warm-up through different links share its row. Per warm-up: held-out score per
 family, visual-text alignment, and how much its images rely on their text at high noise
 (`heldout_text_reliance`, computed from its parameters when its results predate it). Per run:
 held-out before and after with the gain's interval, the training-prompt gain, the families,

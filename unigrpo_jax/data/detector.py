@@ -93,13 +93,28 @@ def _denoise(coverage: np.ndarray, cell: int) -> np.ndarray:
 def objects_mask(coverage: np.ndarray, cell: int) -> np.ndarray:
   """(S, S) coverage → (S, S) int labels of its objects, 0 = background (step 2)."""
   coverage = _denoise(coverage, cell)
-  coarse, _ = ndimage.label(coverage >= COARSE_COVERAGE)
-  fine = np.zeros(coverage.shape, bool)
-  for index, region in enumerate(ndimage.find_objects(coarse), start=1):
-    inside = coarse[region] == index
-    peak = np.percentile(coverage[region][inside], 90)
-    fine[region] |= inside & (coverage[region] >= 0.5 * peak)
+  coarse, count = ndimage.label(coverage >= COARSE_COVERAGE)
+  peaks = np.concatenate([np.zeros(1, coverage.dtype), _peaks(coverage, coarse, count)])
+  fine = (coarse > 0) & (coverage >= 0.5 * peaks[coarse])
   return _split_necks(fine) if cell >= 12 else ndimage.label(fine)[0]
+
+
+def _peaks(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+  """(count,) the 90th percentile of `values` over each of labels 1..count, exactly as
+  `np.percentile`'s linear method computes it, from one sort (a noisy image has hundreds of
+  components, and a call per component dominated its detection)."""
+  inside = labels > 0
+  label, value = labels[inside], values[inside]
+  value = value[np.lexsort((value, label))]
+  sizes = np.bincount(label, minlength=count + 1)[1:]
+  starts = np.cumsum(sizes) - sizes
+  virtual = (sizes - 1) * 0.9
+  gamma = virtual - np.floor(virtual)
+  below = starts + np.floor(virtual).astype(np.intp)
+  lower, upper = value[below], value[np.minimum(below + 1, starts + sizes - 1)]
+  diff = upper - lower
+  return np.where(gamma >= 0.5, upper - diff * (1.0 - gamma).astype(value.dtype),
+                  lower + diff * gamma.astype(value.dtype))
 
 
 def _split_necks(mask: np.ndarray) -> np.ndarray:
@@ -119,7 +134,8 @@ def _split_necks(mask: np.ndarray) -> np.ndarray:
 class _Templates:
   """Every (shape, extent) template of a world at one cell size, seen through steps 1–2 sharp
   and under each of BLURS, cropped to its box, centred in a C×C canvas (C = 2·cell + 4) and
-  shifted by −1, 0, 1 pixels in x and y, flattened into one (N, C·C) 0/1 bank."""
+  shifted by −1, 0, 1 pixels in x and y, flattened into one (C·C, N) 0/1 bank: a column per
+  template, so that an object's overlap with each is a sum of the rows of its pixels."""
 
   def __init__(self, world: World, cell: int):
     self.size = 2 * cell + 4
@@ -135,8 +151,8 @@ class _Templates:
               names.append(shape)
               bank.append(_centre(mask, self.size, dy, dx).reshape(-1))
     self.names = tuple(names)
-    self.bank = np.stack(bank).astype(np.float32)
-    self.areas = self.bank.sum(1)
+    self.bank = np.stack(bank, axis=1).astype(np.float32)
+    self.areas = self.bank.sum(0)
     self.min_area = min(int(shapeworld.shape_mask(s, cell).sum()) for s in world.shapes) / 2
 
   def match(self, mask: np.ndarray) -> tuple[str | None, float]:
@@ -144,9 +160,11 @@ class _Templates:
     an object larger than a two-cell block matches nothing."""
     if max(mask.shape) > self.size - 2:
       return None, 0.0
-    placed = _centre(mask, self.size).reshape(-1).astype(np.float32)
-    inter = self.bank @ placed
-    iou = inter / (self.areas + placed.sum() - inter)
+    pixels = np.flatnonzero(_centre(mask, self.size))
+    # A sum of rows, not a BLAS product: scoring runs beside the model's threads, and a
+    # threaded matrix-vector product then waits on busy cores (~100× slower).
+    inter = self.bank[pixels].sum(0)
+    iou = inter / (self.areas + pixels.size - inter)
     best = int(iou.argmax())
     return self.names[best], float(iou[best])
 

@@ -1,6 +1,7 @@
 r"""The main job over seeds: each warm-up seed's SFT once, then GRPO from its checkpoint with each
 GRPO seed, every run a `python -m unigrpo_jax.main` subprocess sharing one data folder; then the
-table of every pair with its held-out gain and 95 % interval, the training-prompt gain, cell
+table of every pair with its held-out gain and 95 % interval, the training-prompt gain, object
+precision (extra objects pass GenEval's rules, so a gain bought with clutter shows here), cell
 and colour diversity before and after, and wall time, written as markdown and JSON:
 
   python experiments/seeds.py --config=configs/shapeworld.py:world2 --root=workdir/seeds \
@@ -56,6 +57,8 @@ def row(warmup: int, seed: int, sft: dict, grpo: dict) -> dict:
       gain=grpo["geneval_gain"], gain_interval=grpo["gain_interval"],
       train_prompts_gain=grpo["geneval_gain_train_prompts"],
       train_prompts_gain_interval=grpo["gain_train_prompts_interval"],
+      object_precision=tuple(grpo[k]["overall"].get("object_precision")
+                             for k in ("before", "after")),
       cells_diversity=(heldout.get("cells"), after.get("cells")),
       colors_diversity=(heldout.get("colors"), after.get("colors")),
       wall_min=(sft["wall_s"] + grpo["wall_s"]) / 60)
@@ -65,15 +68,17 @@ def markdown(rows, summary) -> str:
   def pair(a, b):
     return "–" if a is None else f"{a:.2f} → {b:.2f}"
   lines = ["| warm-up seed | GRPO seed | after SFT | after GRPO | gain [95 %] | training "
-           "prompts gain [95 %] | cell diversity | colour diversity | wall (min) |",
-           "|" + "---|" * 9]
+           "prompts gain [95 %] | object precision | cell diversity | colour diversity | "
+           "wall (min) |",
+           "|" + "---|" * 10]
   for r in rows:
     lines.append(
         f"| {r['warmup_seed']} | {r['grpo_seed']} | {r['after_sft']:.3f} | "
         f"{r['after_grpo']:.3f} | {r['gain']:+.3f} [{r['gain_interval'][0]:+.3f}, "
         f"{r['gain_interval'][1]:+.3f}] | {r['train_prompts_gain']:+.3f} "
         f"[{r['train_prompts_gain_interval'][0]:+.3f}, "
-        f"{r['train_prompts_gain_interval'][1]:+.3f}] | {pair(*r['cells_diversity'])} | "
+        f"{r['train_prompts_gain_interval'][1]:+.3f}] | {pair(*r['object_precision'])} | "
+        f"{pair(*r['cells_diversity'])} | "
         f"{pair(*r['colors_diversity'])} | "
         f"{r['wall_min']:.1f} |")
   return ("\n".join(lines) + f"\n\nMean gain {summary['mean_gain']:+.3f}, lowest "

@@ -269,6 +269,8 @@ def test_seed_sweep_reads_finished_runs_into_its_table(tmp_path, tiny_main_job):
   assert row["gain"] == grpo["geneval_gain"] == result["mean_gain"]
   assert row["gain_interval"] == grpo["gain_interval"] and result["meets_bar"]
   assert row["after_sft"] == grpo["before"]["overall"]["geneval_strict"]
+  assert row["object_precision"] == [grpo[k]["overall"]["object_precision"]
+                                     for k in ("before", "after")]
   assert result["cpu"] and "| 0 | 0 |" in out.with_suffix(".md").read_text()
 
 

@@ -109,8 +109,9 @@ def _peaks(values: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
   sizes = np.bincount(label, minlength=count + 1)[1:]
   starts = np.cumsum(sizes) - sizes
   virtual = (sizes - 1) * 0.9
-  gamma = virtual - np.floor(virtual)
-  below = starts + np.floor(virtual).astype(np.intp)
+  floor = np.floor(virtual)
+  gamma = virtual - floor
+  below = starts + floor.astype(np.intp)
   lower, upper = value[below], value[np.minimum(below + 1, starts + sizes - 1)]
   diff = upper - lower
   return np.where(gamma >= 0.5, upper - diff * (1.0 - gamma).astype(value.dtype),

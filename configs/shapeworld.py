@@ -158,7 +158,7 @@ def get_config(arg: str = ""):
     # Colours and counts are not solved after the warm-up: GRPO trains every family.
     c.sft.update(shift=3.0, t_mean=0.5, prompt_dropout=0.5)
     # Text-to-image examples only, 2500 steps: the understanding and interleaved steps cost
-    # ~40 % of a hybrid warm-up's time, which goes to GRPO instead (docs/results.md).
+    # ~38 % of a hybrid warm-up's time, which goes to GRPO instead (docs/results.md).
     c.sft_data.mix.update(understanding=0.0, interleaved=0.0)
     sft_steps.set(2500)
     # 10 flow steps, SDE on the first 3: half the step time, spent on 2× the GRPO steps.

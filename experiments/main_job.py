@@ -2,7 +2,7 @@ r"""The main result: the table of a finished default job (warm-up SFT, then UniG
 as markdown and JSON under experiments/results/ (`geneval_gain`, seed, wall time). The job is
 the README's first command; this script only reads its `results.json`:
 
-  python -m unigrpo_jax.main --config=configs/shapeworld.py --workdir=workdir/main
+  python -m unigrpo_jax.main --config=configs/shapeworld.py:world2 --workdir=workdir/main
   python experiments/main_job.py --workdir=workdir/main
 
 A job run as two commands (the SFT stage in one workdir, GRPO from its `sft/params` in another)

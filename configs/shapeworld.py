@@ -111,9 +111,10 @@ def get_config(arg: str = ""):
                     image_lr_scale=10.0)
 
   # num_prompts held-out examples (48 distinct prompts); train_prompts training examples
-  # scored the same way before and after GRPO.
+  # scored the same way before and after GRPO; sampled_plans: the held-out ones also drawn with
+  # plans sampled as in training, for the policy's own diversity.
   c.eval = dict(num_prompts=256, train_prompts=256, batch_size=64, every=300, grid_prompts=16,
-                samples_per_prompt=1)
+                samples_per_prompt=1, sampled_plans=False)
   c.checkpoint = dict(every=100, max_to_keep=2)
   # An update with a non-finite loss, gradient or reward is skipped; this many in a row stop.
   c.faults = dict(max_skipped_in_a_row=5)
@@ -150,7 +151,10 @@ def get_config(arg: str = ""):
     c.rollout.update(max_text_tokens=36)
     c.sft_data.update(caption_tokens=40, interleaved_rounds=5)
     # Evaluated before and after GRPO only: a mid-run evaluation costs wall time the job lacks.
-    c.eval.update(num_prompts=168, train_prompts=168, samples_per_prompt=4, every=1600)
+    # The greedy plan fixes a prompt's colours and cells, so its samples vary only where the
+    # images stray from it: the sampled plans measure the policy's diversity.
+    c.eval.update(num_prompts=168, train_prompts=168, samples_per_prompt=4, every=1600,
+                  sampled_plans=True)
     # Warm-up times shifted like the sampling grid and centred higher: on unshifted times the
     # images hardly read their plan at high noise, where the sampler settles the layout
     # (`heldout_text_reliance`; docs/results.md). Half the images see the plan but not the

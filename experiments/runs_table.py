@@ -11,8 +11,12 @@ family, visual-text alignment, and how much its images rely on their text at hig
 (`heldout_text_reliance`, computed from its parameters when its results predate it). Per run:
 held-out before and after with the gain's interval, the training-prompt gain, the families,
 object precision (a gain bought by drawing extra objects shows as a fall), cell and colour
-diversity (a collapse to one layout or one colour shows as a fall), and wall time. Where the
-runs ran is the machine this script runs on only if they ran here.
+diversity (a collapse to one layout or one colour shows as a fall), and wall time. With
+`--sampled_plans`, also the held-out score and diversity with plans sampled as in training
+(`eval.sampled_plans`; computed from the run's parameters before and after when its results
+predate them): a greedy plan fixes a prompt's cells and colours, so only these show how
+varied the policy itself is. Where the runs ran is the machine this script runs on only if
+they ran here.
 """
 import json
 import os
@@ -21,7 +25,7 @@ from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
 
-from unigrpo_jax import metric_writer, validation
+from unigrpo_jax import evaluation, metric_writer, validation
 from unigrpo_jax.checkpoint import load_params
 from unigrpo_jax.timing import cpu_model, matmul_peak_gflops
 from unigrpo_jax.train import experiment, sft_stage
@@ -30,6 +34,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/shapeworld.py:world
                                           "The config the runs' changes are read against.")
 _RUNS = flags.DEFINE_multi_string("run", [], "label=workdir of a finished GRPO run.")
 _OUT = flags.DEFINE_string("out", "experiments/results/runs", "Output path prefix.")
+_SAMPLED = flags.DEFINE_bool("sampled_plans", False, "Add each run's held-out evaluation with "
+                             "sampled plans, computed where its results lack it.")
 
 # Where a run lives and what it starts from, not what it trains: left out of its changes.
 _PLACES = ("data.data_dir", "rl.init_params", "stages")
@@ -98,18 +104,38 @@ def resolved(path: str) -> str:
   return os.path.relpath(os.path.realpath(path))
 
 
+def sampled_plans(workdir: str, grpo: dict, config: dict) -> dict:
+  """The run's held-out evaluation with sampled plans before and after, and the gain with its
+  interval: as its results recorded them, or computed from its starting and final
+  parameters."""
+  if "before_sampled_plans" in grpo:
+    before, after = grpo["before_sampled_plans"], grpo["after_sampled_plans"]
+  else:
+    exp = experiment.build(ml_collections.ConfigDict(config))
+    init = config["rl"]["init_params"] or os.path.join(workdir, "sft", "params")
+    before, after = (exp.evaluate(load_params(path, exp.abstract_params), sampled_plans=True)
+                     for path in (init, os.path.join(workdir, "grpo", "params")))
+  headline = grpo["headline"]
+  return dict(before=scores(before), after=scores(after),
+              gain=after["overall"][headline] - before["overall"][headline],
+              gain_interval=evaluation.gain_interval(before, after, headline))
+
+
 def run_row(label: str, workdir: str, reference: dict) -> dict:
   config = read_json(workdir, "config.json")
   results = read_json(workdir, "results.json")
   grpo = results["grpo"]
   init = config["rl"]["init_params"]
   warmup = resolved(os.path.dirname(os.path.dirname(init)) if init else workdir)
-  return dict(label=label, workdir=workdir, warmup=warmup,
-              changes=changes(config, reference), steps=grpo["steps"],
-              before=scores(grpo["before"]), after=scores(grpo["after"]), gain=grpo["gain"],
-              gain_interval=grpo["gain_interval"], train_prompts_gain=grpo["gain_train_prompts"],
-              train_prompts_gain_interval=grpo["gain_train_prompts_interval"],
-              wall_min=results["wall_s"] / 60)
+  row = dict(label=label, workdir=workdir, warmup=warmup,
+             changes=changes(config, reference), steps=grpo["steps"],
+             before=scores(grpo["before"]), after=scores(grpo["after"]), gain=grpo["gain"],
+             gain_interval=grpo["gain_interval"], train_prompts_gain=grpo["gain_train_prompts"],
+             train_prompts_gain_interval=grpo["gain_train_prompts_interval"],
+             wall_min=results["wall_s"] / 60)
+  if _SAMPLED.value:
+    row["sampled_plans"] = sampled_plans(workdir, grpo, config)
+  return row
 
 
 def _changed(c: dict) -> str:
@@ -118,6 +144,13 @@ def _changed(c: dict) -> str:
 
 def _interval(i) -> str:
   return "" if i is None else f" [{i[0]:+.3f}, {i[1]:+.3f}]"
+
+
+def _diversity(before: dict, after: dict) -> str:
+  """The cell and colour diversity columns, before → after ("–" where not measured)."""
+  return " | ".join(
+      f"{before['diversity'][k]:.2f} → {after['diversity'][k]:.2f}"
+      if k in before["diversity"] else "–" for k in ("cells", "colors"))
 
 
 def markdown(summary: dict) -> str:
@@ -144,9 +177,7 @@ def markdown(summary: dict) -> str:
             "|" + "---|" * (10 + len(families))]
   for r in summary["runs"]:
     b, a = r["before"], r["after"]
-    diversity = " | ".join(
-        f"{b['diversity'][k]:.2f} → {a['diversity'][k]:.2f}" if k in b["diversity"] else "–"
-        for k in ("cells", "colors"))
+    diversity = _diversity(b, a)
     lines.append(
         f"| {r['label']} | {r['warmup_name']} | {_changed(r['changes'])} | "
         f"{b['geneval_strict']:.3f} → {a['geneval_strict']:.3f} | "
@@ -155,6 +186,21 @@ def markdown(summary: dict) -> str:
         + " | ".join(f"{b['per_family'][f]:.2f} → {a['per_family'][f]:.2f}" for f in families)
         + f" | {b['object_precision']:.2f} → {a['object_precision']:.2f} | {diversity} | "
         f"{r['wall_min']:.1f} |")
+  sampled = [r for r in summary["runs"] if "sampled_plans" in r]
+  if sampled:
+    lines += ["", "## With sampled plans", "",
+              "Held-out prompts drawn with plans sampled as in training (ODE images).", "",
+              "| run | held-out | gain [95 %] | object precision | alignment | cell diversity | "
+              "colour diversity |", "|" + "---|" * 7]
+    for r in sampled:
+      p = r["sampled_plans"]
+      b, a = p["before"], p["after"]
+      lines.append(
+          f"| {r['label']} | {b['geneval_strict']:.3f} → {a['geneval_strict']:.3f} | "
+          f"{p['gain']:+.3f}{_interval(p['gain_interval'])} | "
+          f"{b['object_precision']:.2f} → {a['object_precision']:.2f} | "
+          f"{b['visual_text_alignment']:.2f} → {a['visual_text_alignment']:.2f} | "
+          f"{_diversity(b, a)} |")
   return "\n".join(lines) + "\n"
 
 

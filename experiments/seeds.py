@@ -2,7 +2,9 @@ r"""The main job over seeds: each warm-up seed's SFT once, then GRPO from its ch
 GRPO seed, every run a `python -m unigrpo_jax.main` subprocess sharing one data folder; then the
 table of every pair with its held-out gain and 95 % interval, the training-prompt gain, object
 precision (extra objects pass GenEval's rules, so a gain bought with clutter shows here), cell
-and colour diversity before and after, and wall time, written as markdown and JSON:
+and colour diversity before and after (with greedy plans, and with plans sampled as in
+training where the runs measured them: `eval.sampled_plans`), and wall time, written as
+markdown and JSON:
 
   python experiments/seeds.py --config=configs/shapeworld.py:world2 --root=workdir/seeds \
       --warmup_seeds=0,1,2 --grpo_seeds=0,1 --out=experiments/results/seeds_world2
@@ -46,10 +48,16 @@ def run(workdir: str, *flags_: str) -> dict:
     return json.load(f)
 
 
+def diversity(grpo: dict, before: str, after: str, kind: str) -> tuple:
+  """(before, after) of one diversity measure of the run's evaluations `before` and `after`
+  (None where not measured)."""
+  return tuple(grpo.get(k, {}).get("diversity", {}).get("overall", {}).get(kind)
+               for k in (before, after))
+
+
 def row(warmup: int, seed: int, sft: dict, grpo: dict) -> dict:
   """One (warm-up, GRPO) pair's figures."""
-  heldout = grpo["before"]["diversity"]["overall"] if "diversity" in grpo["before"] else {}
-  after = grpo["after"]["diversity"]["overall"] if "diversity" in grpo["after"] else {}
+  sampled = ("before_sampled_plans", "after_sampled_plans")
   return dict(
       warmup_seed=warmup, grpo_seed=seed,
       after_sft=grpo["before"]["overall"]["geneval_strict"],
@@ -59,18 +67,26 @@ def row(warmup: int, seed: int, sft: dict, grpo: dict) -> dict:
       train_prompts_gain_interval=grpo["gain_train_prompts_interval"],
       object_precision=tuple(grpo[k]["overall"].get("object_precision")
                              for k in ("before", "after")),
-      cells_diversity=(heldout.get("cells"), after.get("cells")),
-      colors_diversity=(heldout.get("colors"), after.get("colors")),
+      cells_diversity=diversity(grpo, "before", "after", "cells"),
+      colors_diversity=diversity(grpo, "before", "after", "colors"),
+      sampled_plans_gain=grpo.get("gain_sampled_plans"),
+      sampled_plans_cells_diversity=diversity(grpo, *sampled, "cells"),
+      sampled_plans_colors_diversity=diversity(grpo, *sampled, "colors"),
       wall_min=(sft["wall_s"] + grpo["wall_s"]) / 60)
 
 
 def markdown(rows, summary) -> str:
   def pair(a, b):
     return "–" if a is None else f"{a:.2f} → {b:.2f}"
+  def sampled(r):
+    if r["sampled_plans_gain"] is None:
+      return "–"
+    return (f"{r['sampled_plans_gain']:+.3f}, {pair(*r['sampled_plans_cells_diversity'])} / "
+            f"{pair(*r['sampled_plans_colors_diversity'])}")
   lines = ["| warm-up seed | GRPO seed | after SFT | after GRPO | gain [95 %] | training "
            "prompts gain [95 %] | object precision | cell diversity | colour diversity | "
-           "wall (min) |",
-           "|" + "---|" * 10]
+           "sampled plans: gain, cell / colour diversity | wall (min) |",
+           "|" + "---|" * 11]
   for r in rows:
     lines.append(
         f"| {r['warmup_seed']} | {r['grpo_seed']} | {r['after_sft']:.3f} | "
@@ -79,7 +95,7 @@ def markdown(rows, summary) -> str:
         f"[{r['train_prompts_gain_interval'][0]:+.3f}, "
         f"{r['train_prompts_gain_interval'][1]:+.3f}] | {pair(*r['object_precision'])} | "
         f"{pair(*r['cells_diversity'])} | "
-        f"{pair(*r['colors_diversity'])} | "
+        f"{pair(*r['colors_diversity'])} | {sampled(r)} | "
         f"{r['wall_min']:.1f} |")
   return ("\n".join(lines) + f"\n\nMean gain {summary['mean_gain']:+.3f}, lowest "
           f"{summary['min_gain']:+.3f}; the bar (mean ≥ {_BAR_MEAN.value:+.2f}, each ≥ "

@@ -51,3 +51,11 @@ def test_layout_diversity_is_the_entropy_of_cells_and_open_colours():
   np.testing.assert_allclose(out["cells"], np.log(4) / np.log(16))  # 4 of 16 cells, evenly
   assert 0 < out["colors"] < 1
   assert evaluation.layout_diversity(spread, named, 4)["colors"] is None
+
+
+def test_eval_spec_names_a_field_that_is_not_a_flag():
+  settings = dict(num_prompts=8, train_prompts=8, batch_size=8, every=2, grid_prompts=8)
+  assert evaluation.EvalSpec(**settings, sampled_plans=True).sampled_plans
+  with pytest.raises(ValueError, match=r"config\.eval\.sampled_plans must be True or False, "
+                     r"got 1"):
+    evaluation.EvalSpec(**settings, sampled_plans=1)

@@ -32,7 +32,10 @@ REWARDS = ("geneval_strict", "geneval_partial", "object_precision", "structure",
 class EvalSpec:
   """`config.eval`: `num_prompts` held-out examples and `train_prompts` training examples
   scored before and after training, in batches of `batch_size`; an evaluation `every` that
-  many GRPO steps; `grid_prompts` examples in each sample grid."""
+  many GRPO steps; `grid_prompts` examples in each sample grid. With `sampled_plans`, GRPO
+  also draws the held-out prompts before and after with plans sampled at the rollout's
+  temperature: greedy plans give a prompt one plan, so only these samples show how varied the
+  policy itself is."""
   num_prompts: int
   train_prompts: int
   batch_size: int
@@ -40,11 +43,15 @@ class EvalSpec:
   grid_prompts: int
   samples_per_prompt: int = 1
   resamples: int = 1000  # bootstrap resamples of the intervals
+  sampled_plans: bool = False
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      if field.type is bool:
+        if not isinstance(value, bool):
+          raise ValueError(f"config.eval.{field.name} must be True or False, got {value!r}")
+      elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"config.eval.{field.name} must be a positive integer, got {value!r}")
 
 

@@ -1,12 +1,18 @@
 """Benchmarks and the entry point keep running (tiny overrides; no timing is asserted)."""
+import functools
 import json
 import shutil
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from helpers import ROOT
+from unigrpo_jax.rl import losses
+from unigrpo_jax.sampling import sde
 
 pytestmark = pytest.mark.slow  # each test runs a script in a subprocess
 
@@ -202,10 +208,30 @@ def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
         "--seeds=0", "--samples_per_prompt=2", f"--out={out}"])
   rows = json.loads(out.with_suffix(".json").read_text())["rows"]
   assert list(rows) == ["joint", "latent_kl"]
+  config = {name: json.loads((root / folder / "config.json").read_text())
+            for name, folder in (("joint", "default_seed0"), ("latent_kl", "latent_kl_seed0"))}
+  beta = config["latent_kl"]["loss"]["latent_kl_weight"]
   assert rows["latent_kl"]["overrides"] == {"loss.velocity_weight": 0.0,
-                                            "loss.latent_kl_weight": 0.01}
-  loss = json.loads((root / "latent_kl_seed0" / "config.json").read_text())["loss"]
-  assert loss["velocity_weight"] == 0.0 and loss["latent_kl_weight"] == 0.01
+                                            "loss.latent_kl_weight": beta}
+  assert config["latent_kl"]["loss"]["velocity_weight"] == 0.0
+  # β penalises a velocity difference as the method's λ_v does, over the trained SDE steps.
+  rollout, lam = config["joint"]["rollout"], config["joint"]["loss"]["velocity_weight"]
+  times = sde.time_grid(rollout["num_steps"], rollout["shift"])
+  x, v, dv = jnp.full((1, 4), 0.3), jnp.full((1, 4), 0.2), jnp.full((1, 4), 0.1)
+  means, ref_means, stds = [], [], []
+  for j in np.flatnonzero(sde.window_mask(rollout["num_steps"], rollout["sde_window"])):
+    step = functools.partial(sde.sde_step, x, t=times[j], t_next=times[j + 1],
+                             noise_level=rollout["noise_level"], key=jax.random.key(0),
+                             t_max=times[1])
+    _, _, mean, std = step(v=v + dv)
+    means.append(mean)
+    ref_means.append(step(v=v)[2])
+    stds.append(jnp.reshape(std, (1, 1)))  # one σ_j for the row
+  mask = jnp.ones((1, len(means)))
+  kl, _ = losses.latent_kl(jnp.stack(means, 1), jnp.stack(ref_means, 1), jnp.stack(stds, 1), mask)
+  mse, _ = losses.velocity_mse(jnp.broadcast_to(v + dv, (1, len(means), 4)),
+                               jnp.broadcast_to(v, (1, len(means), 4)), mask)
+  assert beta * float(kl) == pytest.approx(lam * float(mse), rel=1e-3)
   assert rows["joint"]["runs"][0]["before"] == rows["latent_kl"]["runs"][0]["before"]
   # "joint" has no overrides: its run is the options' "default" run, which a shared root reuses.
   assert (root / "default_seed0" / "results.json").exists() and not (root / "joint_seed0").exists()
@@ -271,14 +297,16 @@ def test_seed_sweep_reads_finished_runs_into_its_table(tmp_path, tiny_main_job):
   assert row["after_sft"] == grpo["before"]["overall"]["geneval_strict"]
   assert row["object_precision"] == [grpo[k]["overall"]["object_precision"]
                                      for k in ("before", "after")]
+  assert row["sampled_plans_gain"] == grpo["gain_sampled_plans"]
   assert result["cpu"] and "| 0 | 0 |" in out.with_suffix(".md").read_text()
 
 
 @pytest.mark.xdist_group("tiny_main_job")
 def test_runs_table_reads_a_finished_run_its_warm_up_and_what_its_config_changes(
     tmp_path, tiny_main_job):
-  """The tiny main job (its SFT and GRPO in one workdir) against its own config changes
-  nothing, and against the default config every field the tiny variant sets."""
+  """The tiny main job (its SFT and GRPO in one workdir) against its own config changes only
+  the override it ran with, and against the default config every field the tiny variant
+  sets."""
   main_workdir, main = tiny_main_job
   assert main.returncode == 0, main.stderr[-4000:]
   out = tmp_path / "table"
@@ -287,7 +315,7 @@ def test_runs_table_reads_a_finished_run_its_warm_up_and_what_its_config_changes
   result = json.loads(out.with_suffix(".json").read_text())
   results = json.loads((main_workdir / "results.json").read_text())
   (run,) = result["runs"]
-  assert run["label"] == "tiny" and run["changes"] == {}
+  assert run["label"] == "tiny" and run["changes"] == {"eval.sampled_plans": True}  # the job's
   assert run["gain"] == results["grpo"]["gain"]
   assert run["after"]["per_family"] == {
       f: v["geneval_strict"] for f, v in results["grpo"]["after"]["per_family"].items()}
@@ -313,3 +341,20 @@ def test_runs_table_reads_a_finished_run_its_warm_up_and_what_its_config_changes
   result = json.loads(out.with_suffix(".json").read_text())
   assert sorted(result["warmups"]) == ["a/job", "b/job"]
   assert [r["warmup_name"] for r in result["runs"]] == ["a/job", "b/job", "a/job"]
+  # With sampled plans: the run's recorded evaluations, and the same computed from its
+  # parameters for a run whose results lack them.
+  recorded = json.loads((main_workdir / "results.json").read_text())["grpo"]
+  stripped = json.loads((tmp_path / "b" / "job" / "results.json").read_text())
+  for key in ("before_sampled_plans", "after_sampled_plans", "gain_sampled_plans",
+              "gain_sampled_plans_interval"):
+    del stripped["grpo"][key]
+  (tmp_path / "b" / "job" / "results.json").write_text(json.dumps(stripped))
+  _run(["experiments/runs_table.py", "--config=configs/shapeworld.py:tiny", "--sampled_plans",
+        f"--run=a={tmp_path / 'a' / 'job'}", f"--run=b={tmp_path / 'b' / 'job'}",
+        f"--out={out}"])
+  a, b = (r["sampled_plans"] for r in json.loads(out.with_suffix(".json").read_text())["runs"])
+  assert a["gain"] == recorded["gain_sampled_plans"]
+  assert a["after"]["geneval_strict"] == recorded["after_sampled_plans"]["overall"][
+      "geneval_strict"]
+  assert b == a
+  assert "## With sampled plans" in out.with_suffix(".md").read_text()

@@ -24,6 +24,12 @@ def test_main_job_runs_sft_then_grpo_and_writes_its_outputs(tiny_main_job):
   assert grpo["geneval_gain_train_prompts"] == (
       grpo["after_train_prompts"]["overall"]["geneval_strict"]
       - grpo["before_train_prompts"]["overall"]["geneval_strict"])
+  # The held-out prompts again with sampled plans, before and after, and their gain.
+  assert grpo["gain_sampled_plans"] == (grpo["after_sampled_plans"]["overall"]["geneval_strict"]
+                                        - grpo["before_sampled_plans"]["overall"]["geneval_strict"])
+  assert grpo["after_sampled_plans"]["n"] == grpo["after"]["n"]
+  low, high = grpo["gain_sampled_plans_interval"]
+  assert low <= grpo["gain_sampled_plans"] <= high
   assert set(results["sft"]["heldout_teacher_forced"]) == {"t2i", "understanding", "interleaved"}
   reliance = results["sft"]["heldout_text_reliance"]
   assert set(reliance) == {"0.5", "0.8", "0.95"}

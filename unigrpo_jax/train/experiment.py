@@ -47,6 +47,10 @@ class Experiment:
   eval: EvalSpec  # config.eval
   eval_rollout: RolloutSpec  # the evaluation's sampler: ODE, greedy text
   sample: Callable[..., Trajectory]  # the jitted ODE rollout of the evaluation
+  # ODE images after plans sampled at the rollout's temperature (`eval.sampled_plans`): what
+  # the policy itself draws, greedy plans aside.
+  policy_rollout: RolloutSpec
+  sample_policy: Callable[..., Trajectory]
   eval_examples: list[dict]
   train_examples: list[dict]  # training-split prompts scored the same way: the generalisation gap
   template: str  # how a prompt is written for the model (`tasks.Task.template`)
@@ -128,14 +132,17 @@ class Experiment:
       return sharding.gathered(params)
     return params
 
-  def evaluate(self, params, split: str = "heldout") -> dict:
-    """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy), on the
-    held-out prompts (or, with split="train", on `eval.train_prompts` training prompts)."""
+  def evaluate(self, params, split: str = "heldout", sampled_plans: bool = False) -> dict:
+    """Mini-GenEval per family and overall, plus the text rewards (ODE, greedy plans; with
+    `sampled_plans`, plans sampled as in training), on the held-out prompts (or, with
+    split="train", on `eval.train_prompts` training prompts)."""
     examples = self.eval_examples if split == "heldout" else self.train_examples
+    spec, sample = ((self.policy_rollout, self.sample_policy) if sampled_plans
+                    else (self.eval_rollout, self.sample))
     return evaluation.score_examples(
-        self.sampling_params(params), examples, model=self.model, spec=self.eval_rollout,
+        self.sampling_params(params), examples, model=self.model, spec=spec,
         tokenizer=self.tokenizer, grid=self.config.data.grid, batch_size=self.eval.batch_size,
-        sample=self.sample, rewards=self.task.eval_rewards,
+        sample=sample, rewards=self.task.eval_rewards,
         step_rewards=self.task.eval_step_rewards, template=self.template, pixels=self.pixels,
         samples_per_prompt=self.eval.samples_per_prompt, resamples=self.eval.resamples,
         mesh=self.mesh)
@@ -172,6 +179,7 @@ def build(config) -> Experiment:
   task = tasks.get(config)
   eval_settings = EvalSpec(**config.eval)
   eval_rollout = task.rollout(config, mode="ode", temperature=0.0)
+  policy_rollout = task.rollout(config, mode="ode")
   eval_rollout.check_model(model_spec)
   mesh = sharding.make_mesh(config.mesh)
   shapes = jax.eval_shape(lambda: init_params(model_spec, jax.random.key(0)))
@@ -198,7 +206,8 @@ def build(config) -> Experiment:
                     data=builder, mesh=mesh, param_shardings=shardings,
                     abstract_params=sharding.with_shardings(shapes, shardings), task=task,
                     eval=eval_settings, eval_rollout=eval_rollout,
-                    sample=make_rollout(model, eval_rollout),
+                    sample=make_rollout(model, eval_rollout), policy_rollout=policy_rollout,
+                    sample_policy=make_rollout(model, policy_rollout),
                     eval_examples=examples["heldout"][:eval_settings.num_prompts],
                     train_examples=examples["train"][:eval_settings.train_prompts],
                     template=template, ae_spec=ae_spec, ae_params=ae_params)

@@ -21,8 +21,9 @@ skipped and counted, and `faults.max_skipped_in_a_row` of them stop the run
 Writes under `<workdir>/grpo/`: `checkpoints/`, `params` (the final parameters only, or their
 average), TensorBoard events + `metrics.jsonl`, `eval_before.json`, `samples_<step>.png` at each
 evaluation, `results.json` (the task's evaluation before and after on held-out and on training
-prompts; `gain` and `gain_train_prompts` of its headline score — for text-to-image also named
-`geneval_gain` and `geneval_gain_train_prompts`).
+prompts, and with `eval.sampled_plans` on held-out prompts with sampled plans; `gain`,
+`gain_train_prompts` and `gain_sampled_plans` of its headline score — for text-to-image also
+named `geneval_gain` and `geneval_gain_train_prompts`).
 """
 import dataclasses
 import functools
@@ -310,13 +311,16 @@ def _update_record(record, i, skips, metrics, combined, adv, log_update, t0, t1,
 
 def evaluate_before(exp: Experiment, params, stage_dir: str, resumed: bool,
                     writer: MetricWriter) -> dict:
-  """The held-out and training-prompt evaluations of the starting parameters: computed and
-  saved on a fresh start, read back on a resume."""
+  """The held-out and training-prompt evaluations of the starting parameters (and, with
+  `eval.sampled_plans`, the held-out one with sampled plans): computed and saved on a fresh
+  start, read back on a resume."""
   path = os.path.join(stage_dir, "eval_before.json")
   if resumed:
     with open(path) as f:
       return json.load(f)
   before = dict(heldout=exp.evaluate(params), train=exp.evaluate(params, "train"))
+  if exp.eval.sampled_plans:
+    before["heldout_sampled_plans"] = exp.evaluate(params, sampled_plans=True)
   write_json(path, before)
   writer.write(0, eval_scalars(before["heldout"], exp.task.headline))
   return before
@@ -384,6 +388,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
               if per_part else None, make_apply(optimizer) if per_part else None)
   before = evaluate_before(exp, step.policy(state.params), stage_dir, begin.resumed, writer)
   results = dict(before=before["heldout"], before_train_prompts=before["train"])
+  if "heldout_sampled_plans" in before:
+    results["before_sampled_plans"] = before["heldout_sampled_plans"]
   total, skips = rl.steps, begin.skips
   clock = TrainClock(begin.host)
   bar = tqdm.tqdm(range(begin.step, total), initial=begin.step, total=total, desc="grpo",
@@ -423,6 +429,8 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
               lora_lib.merge(ref_params, shown(state), lora) if lora else final)
   results["after"] = exp.evaluate(final)
   results["after_train_prompts"] = exp.evaluate(final, "train")
+  if "before_sampled_plans" in results:
+    results["after_sampled_plans"] = exp.evaluate(final, sampled_plans=True)
   writer.write(total, eval_scalars(results["after"], exp.task.headline))
   writer.close()
   exp.save_samples(final, os.path.join(stage_dir, f"samples_{total}.png"))
@@ -442,6 +450,10 @@ def run(exp: Experiment, workdir: str, guard: Guard | None = None) -> dict:
                  gain_train_prompts=gain("after_train_prompts", "before_train_prompts"),
                  gain_train_prompts_interval=interval("after_train_prompts",
                                                       "before_train_prompts"))
+  if "before_sampled_plans" in results:
+    results.update(gain_sampled_plans=gain("after_sampled_plans", "before_sampled_plans"),
+                   gain_sampled_plans_interval=interval("after_sampled_plans",
+                                                        "before_sampled_plans"))
   if headline == "geneval_strict":
     results.update(geneval_gain=results["gain"],
                    geneval_gain_train_prompts=results["gain_train_prompts"])

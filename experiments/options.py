@@ -140,7 +140,9 @@ def figures(grpo: dict, records: list, headline: str) -> dict:
       gap_start=reward(rewarded[:tenth], headline) - before,
       gap_end=reward(rewarded[-tenth:], headline) - after,
       step_s=float(np.median([r["time/step_s"] for r in rewarded[1:]])),
-      diversity_before=diversity(grpo["before"]), diversity_after=diversity(grpo["after"]))
+      diversity_before=diversity(grpo["before"]), diversity_after=diversity(grpo["after"]),
+      sampled_plans_gain=grpo.get("gain_sampled_plans"),
+      sampled_plans_diversity_after=diversity(grpo.get("after_sampled_plans", {})))
 
 
 def summary(runs: list) -> dict:
@@ -151,6 +153,11 @@ def summary(runs: list) -> dict:
   for kind in ("cells", "colors"):
     if all(kind in r["diversity_after"] for r in runs):
       columns[f"{kind}_diversity_after"] = [r["diversity_after"][kind] for r in runs]
+    if all(kind in r.get("sampled_plans_diversity_after", {}) for r in runs):
+      columns[f"sampled_plans_{kind}_diversity_after"] = [
+          r["sampled_plans_diversity_after"][kind] for r in runs]
+  if all(r.get("sampled_plans_gain") is not None for r in runs):
+    columns["sampled_plans_gain"] = [r["sampled_plans_gain"] for r in runs]
   return {key: dict(mean=float(np.mean(values)),
                     std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
           for key, values in columns.items()}
@@ -162,18 +169,22 @@ def markdown(rows: dict, meta: dict) -> str:
   lines = [
       "| option | held-out after | gain, each seed [95 %] | training prompts after | "
       "training reward (last 10 %) | gap start → end | diversity after, cells / colours | "
-      "step s | peak MiB (rollout / update) |",
-      "|" + "---|" * 9]
+      "sampled plans: gain, diversity after | step s | peak MiB (rollout / update) |",
+      "|" + "---|" * 10]
   for name, row in rows.items():
     gains = " ".join(f"{r['gain']:+.3f} [{r['gain_interval'][0]:+.3f}, "
                      f"{r['gain_interval'][1]:+.3f}]" for r in row["runs"])
     s, mib = row["summary"], row["peak_bytes"]
     spread = " / ".join(f"{s[k]['mean']:.2f}" if k in s else "–"
                         for k in ("cells_diversity_after", "colors_diversity_after"))
+    sampled = "–" if "sampled_plans_gain" not in s else (
+        f"{s['sampled_plans_gain']['mean']:+.3f}, " + " / ".join(
+            f"{s[k]['mean']:.2f}" if k in s else "–" for k in (
+                "sampled_plans_cells_diversity_after", "sampled_plans_colors_diversity_after")))
     lines.append(
         f"| {name} | {ms(s['after'])} | {gains} | {ms(s['train_prompts_after'])} | "
         f"{ms(s['train_reward'])} | {s['gap_start']['mean']:+.3f} → "
-        f"{s['gap_end']['mean']:+.3f} | {spread} | {s['step_s']['mean']:.2f} | "
+        f"{s['gap_end']['mean']:+.3f} | {spread} | {sampled} | {s['step_s']['mean']:.2f} | "
         f"{mib['rollout'] / 2**20:.1f} / {mib['update'] / 2**20:.1f} |")
   before = " / ".join(f"{meta['warmup_diversity'][k]:.2f}" if k in meta["warmup_diversity"]
                       else "–" for k in ("cells", "colors"))

@@ -205,7 +205,8 @@ def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
   _run(["experiments/ablations.py", "--config=configs/shapeworld.py:tiny", f"--root={root}",
         f"--config.data.data_dir={main_workdir / 'tfds'}",
         f"--sft_params={main_workdir / 'sft' / 'params'}", "--options=joint,latent_kl",
-        "--seeds=0", "--samples_per_prompt=2", f"--out={out}"])
+        "--seeds=0", "--samples_per_prompt=2", "--config.eval.sampled_plans=True",
+        f"--out={out}"])
   rows = json.loads(out.with_suffix(".json").read_text())["rows"]
   assert list(rows) == ["joint", "latent_kl"]
   config = {name: json.loads((root / folder / "config.json").read_text())
@@ -235,10 +236,17 @@ def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
   assert rows["joint"]["runs"][0]["before"] == rows["latent_kl"]["runs"][0]["before"]
   # "joint" has no overrides: its run is the options' "default" run, which a shared root reuses.
   assert (root / "default_seed0" / "results.json").exists() and not (root / "joint_seed0").exists()
-  for row in rows.values():
+  for name, row in rows.items():
     (r,) = row["runs"]
     low, high = r["gain_interval"]
     assert low <= r["gain"] <= high and r["step_s"] > 0
+    # With sampled plans too: their gain and diversity after, as the run's results say.
+    folder = "default_seed0" if name == "joint" else f"{name}_seed0"
+    grpo = json.loads((root / folder / "results.json").read_text())["grpo"]
+    assert r["sampled_plans_gain"] == row["summary"]["sampled_plans_gain"]["mean"] == grpo[
+        "gain_sampled_plans"]
+    assert r["sampled_plans_diversity_after"] == grpo["after_sampled_plans"]["diversity"][
+        "overall"]
   assert out.with_suffix(".md").read_text().count("| latent_kl |") == 1
 
 

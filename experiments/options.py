@@ -18,8 +18,10 @@ Per option it reports, over seeds: the held-out headline (mini-GenEval strict, O
 greedy plan) after GRPO with each run's 95 % bootstrap interval over prompts and the seeds'
 mean and spread; the gain over the warm-up; the training reward (SDE samples, the last tenth
 of the steps); the gap between that reward and the held-out score at the start and at the end
-(reward hacking shows as a gap that widens); the median step time; and the compiled step's
-peak memory per device (XLA's memory analysis of the rollout and the update, `memory.py`).
+(reward hacking shows as a gap that widens); the diversity after (and, where the runs
+measured it, `eval.sampled_plans`, the gain and the diversity with sampled plans: the
+policy's own); the median step time; and the compiled step's peak memory per device (XLA's
+memory analysis of the rollout and the update, `memory.py`).
 """
 import json
 import os

@@ -35,6 +35,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from unigrpo_jax import lora as lora_lib, memory, metric_writer, sharding
+from unigrpo_jax.evaluation import overall_diversity
 from unigrpo_jax.optim import OptimizerSpec, make_optimizer
 from unigrpo_jax.rl import LossSpec, UpdateSpec, make_update
 from unigrpo_jax.sampling import make_rollout
@@ -119,12 +120,6 @@ def step_memory(config) -> dict:
   return {k: v["peak"] for k, v in found.items()}
 
 
-def diversity(evaluation: dict) -> dict:
-  """An evaluation's overall diversity over each prompt's samples: {"cells": x, "colors": x}
-  (empty for an evaluation that drew one sample a prompt)."""
-  return evaluation.get("diversity", {}).get("overall", {})
-
-
 def figures(grpo: dict, records: list, headline: str) -> dict:
   """One run's figures from its GRPO results and metrics."""
   rewarded = [r for r in records if "reward/combined" in r]
@@ -142,9 +137,10 @@ def figures(grpo: dict, records: list, headline: str) -> dict:
       gap_start=reward(rewarded[:tenth], headline) - before,
       gap_end=reward(rewarded[-tenth:], headline) - after,
       step_s=float(np.median([r["time/step_s"] for r in rewarded[1:]])),
-      diversity_before=diversity(grpo["before"]), diversity_after=diversity(grpo["after"]),
+      diversity_before=overall_diversity(grpo["before"]),
+      diversity_after=overall_diversity(grpo["after"]),
       sampled_plans_gain=grpo.get("gain_sampled_plans"),
-      sampled_plans_diversity_after=diversity(grpo.get("after_sampled_plans", {})))
+      sampled_plans_diversity_after=overall_diversity(grpo.get("after_sampled_plans", {})))
 
 
 def summary(runs: list) -> dict:

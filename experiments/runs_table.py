@@ -25,7 +25,8 @@ from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
 
-from unigrpo_jax import evaluation, metric_writer, validation
+from unigrpo_jax import metric_writer, validation
+from unigrpo_jax.evaluation import gain_interval, overall_diversity
 from unigrpo_jax.checkpoint import load_params
 from unigrpo_jax.timing import cpu_model, matmul_peak_gflops
 from unigrpo_jax.train import experiment, sft_stage
@@ -67,7 +68,7 @@ def read_json(*parts) -> dict:
 def scores(evaluation: dict) -> dict:
   return dict({k: evaluation["overall"][k] for k in _SCORES},
               per_family={f: v["geneval_strict"] for f, v in evaluation["per_family"].items()},
-              diversity=evaluation.get("diversity", {}).get("overall", {}))
+              diversity=overall_diversity(evaluation))
 
 
 def text_reliance(workdir: str, sft: dict, config) -> dict:
@@ -118,7 +119,7 @@ def sampled_plans(workdir: str, grpo: dict, config: dict) -> dict:
   headline = grpo["headline"]
   return dict(before=scores(before), after=scores(after),
               gain=after["overall"][headline] - before["overall"][headline],
-              gain_interval=evaluation.gain_interval(before, after, headline))
+              gain_interval=gain_interval(before, after, headline))
 
 
 def run_row(label: str, workdir: str, reference: dict) -> dict:

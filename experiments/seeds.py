@@ -24,6 +24,7 @@ import numpy as np
 from absl import app, flags
 
 from unigrpo_jax import metric_writer
+from unigrpo_jax.evaluation import overall_diversity
 from unigrpo_jax.timing import cpu_model, matmul_peak_gflops
 
 _CONFIG = flags.DEFINE_string("config", "configs/shapeworld.py:world2", "The job's config.")
@@ -51,8 +52,7 @@ def run(workdir: str, *flags_: str) -> dict:
 def diversity(grpo: dict, before: str, after: str, kind: str) -> tuple:
   """(before, after) of one diversity measure of the run's evaluations `before` and `after`
   (None where not measured)."""
-  return tuple(grpo.get(k, {}).get("diversity", {}).get("overall", {}).get(kind)
-               for k in (before, after))
+  return tuple(overall_diversity(grpo.get(k, {})).get(kind) for k in (before, after))
 
 
 def row(warmup: int, seed: int, sft: dict, grpo: dict) -> dict:

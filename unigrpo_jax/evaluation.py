@@ -164,6 +164,12 @@ def layout_diversity(objects, prompt: Prompt, grid: int) -> dict:
                                                  len(prompt.domain.palette)))
 
 
+def overall_diversity(evaluation: dict) -> dict:
+  """An evaluation's (`score_examples`') overall diversity, {"cells": x, "colors": x}; empty
+  for one drawn with one sample a prompt (or none: {})."""
+  return evaluation.get("diversity", {}).get("overall", {})
+
+
 def _family_means(rows) -> dict:
   """[(family, {measure: value or None})] → per_family and overall (mean of family means)
   of each measure, over the prompts where it applies."""

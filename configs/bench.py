@@ -52,7 +52,7 @@ def get_config(arg: str = ""):
     joint = arg in ("update_joint", "update_overlap")
     c.rl = dict(group_size=4, num_updates=1, num_minibatches=1)
     c.loss = dict(text=True, image=joint, loss_type="grpo", clip_low=0.2, clip_high=0.2,
-                  beta=0.0 if joint else 0.04, kl="k3", clip_image=1e-4,
+                  beta=0.0 if joint else 0.04, kl="k3", entropy_weight=0.0, clip_image=1e-4,
                   velocity_weight=1.5e-5 if joint else 0.0, latent_kl_weight=0.0)
     c.optim = dict(learning_rate=1e-5, schedule="constant", warmup_steps=0, total_steps=1000,
                    b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0)

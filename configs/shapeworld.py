@@ -102,8 +102,8 @@ def get_config(arg: str = ""):
   c.process_rewards = {}
   c.advantages = dict(kind="outcome", scale="group", eps=1e-4, clip=5.0, normalize_each=False)
   c.loss = dict(text=True, image=True, loss_type="grpo", clip_low=0.2, clip_high=0.28,
-                beta=0.0, kl="k3", clip_image=1e-4, velocity_weight=1.5e-5,
-                latent_kl_weight=0.0)
+                beta=0.0, kl="k3", entropy_weight=0.0, clip_image=1e-4,
+                velocity_weight=1.5e-5, latent_kl_weight=0.0)
   # Per expert: the text side slowly (plans stay well formed), the image side 10× faster. A
   # constant rate peaks and then collapses (counting, color_attr); cosine to 0 holds the gain.
   c.rl_optim = dict(learning_rate=1e-5, schedule="cosine", warmup_steps=30, total_steps=rl_steps,

@@ -75,6 +75,10 @@ def options(config) -> dict:
       # MixGRPO: the 6-step window moves 2 steps every eighth of the run, over all 20 steps.
       "sliding_window": {"rollout.slide_every": max(1, steps // 8), "rollout.slide_stride": 2},
       "reference_refresh": {"rl.reference_refresh": max(1, steps // 4)},
+      # A per-token KL to the reference on the text side (k3), against the narrowing of the
+      # plans' colours and cells; or an entropy bonus at PPO's usual coefficient.
+      "text_kl": {"loss.beta": 0.1},
+      "entropy_bonus": {"loss.entropy_weight": 0.01},
   }
 
 

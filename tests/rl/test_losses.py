@@ -57,6 +57,26 @@ def test_clip_higher_and_k3_kl():
   assert float(one[1]["clip_fraction"]) == 1.0
 
 
+ENT = np.array([[0.9, 0.1, 1.7], [0.4, 2.2, 0.6]], np.float32)
+
+
+@pytest.mark.parametrize("loss_type", losses.LOSS_TYPES)
+def test_entropy_bonus_by_hand(loss_type):
+  w = 0.01
+  base = reference_loss(loss_type)
+  masked = [[ENT[i, t] for t in range(3) if MASK[i, t]] for i in range(2)]
+  bonus = {"grpo": sum(sum(r) / len(r) for r in masked) / 2,
+           "bnpo": sum(map(sum, masked)) / sum(map(len, masked)),
+           "dr_grpo": sum(map(sum, masked)) / (2 * 3)}
+  bonus["dapo"] = bonus["bnpo"]
+  loss, metrics = losses.text_policy_loss(LOGP, OLD, ADV, MASK, loss_type=loss_type,
+                                          entropy=ENT, entropy_weight=w)
+  np.testing.assert_allclose(float(loss), base - w * bonus[loss_type], rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["entropy"]), bonus["bnpo"], rtol=1e-6)
+  with pytest.raises(ValueError, match="entropy_weight"):
+    losses.text_policy_loss(LOGP, OLD, ADV, MASK, entropy_weight=w)
+
+
 def test_kl_estimators():
   logp, ref = jnp.array([-1.0]), jnp.array([-1.5])
   np.testing.assert_allclose(float(losses.kl_estimate(logp, ref, "k1")[0]), 0.5)

@@ -118,6 +118,20 @@ def test_text_grpo_raises_a_reward_that_favours_one_token():
   assert np.mean(history[-3:]) > np.mean(history[:3]) + 0.3, history
 
 
+def test_entropy_bonus_alone_raises_the_text_entropy():
+  """Zero advantages and no regulariser: only the bonus moves the text policy, upwards."""
+  rollout = tiny_rollout(rounds=1, max_text_tokens=4, num_steps=4, sde_window=(0, 3))
+  _, params, rollout, sample, update, optimizer = _setup(
+      loss=LossSpec(image=False, velocity_weight=0.0, entropy_weight=1.0), rollout=rollout,
+      update=UpdateSpec(num_updates=4, group_size=4))
+  prompts = jax.random.randint(jax.random.key(0), (8, 6), 4, 48)
+  traj = sample(params, prompts, jnp.ones(prompts.shape, bool), jax.random.key(1))
+  _, metrics = update(init_train_state(params, optimizer), params,
+                      RLBatch(traj=traj, advantages=jnp.zeros((8, 1))))
+  entropy = np.asarray(metrics["text/entropy"])[:, 0]
+  assert np.all(np.diff(entropy) > 0), entropy
+
+
 def test_flow_grpo_raises_a_reward_that_favours_bright_images():
   def reward(traj):
     return np.asarray(traj.images[:, 0]).mean(axis=(1, 2, 3))

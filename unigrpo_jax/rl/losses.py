@@ -70,14 +70,15 @@ def _per_element(advantages, shape):
 def text_policy_loss(logp, old_logp, advantages, mask, *, loss_type: str = "grpo",
                      clip_low: float = 0.2, clip_high: float = 0.2, ref_logp=None,
                      beta: float = 0.0, kl: str = "k3", max_len: int | None = None,
-                     entropy=None):
+                     entropy=None, entropy_weight: float = 0.0):
   """GRPO clipped surrogate over tokens.
 
   logp, old_logp, mask: (B, T); advantages: (B,) per sequence or (B, T) per token.
   loss_type: "grpo" token mean per sequence then batch mean; "bnpo"/"dapo" sum over all tokens
   / number of tokens; "dr_grpo" sum / (B × max_len) (max_len defaults to T).
   ref_logp, beta, kl: per-token KL to the reference added as β·KL (β = 0: off).
-  entropy: optional (B, T) per-token entropy, reported only.
+  entropy: optional (B, T) per-token entropy of π_θ, reported; entropy_weight > 0 also
+  subtracts entropy_weight × entropy per token (an entropy bonus, reduced like the surrogate).
   """
   if loss_type not in LOSS_TYPES:
     raise ValueError(f"loss.loss_type {loss_type!r} is not one of {LOSS_TYPES}")
@@ -90,6 +91,10 @@ def text_policy_loss(logp, old_logp, advantages, mask, *, loss_type: str = "grpo
     kl_tok = kl_estimate(logp, ref_logp, kl)
     per = per + beta * kl_tok
     metrics["kl_ref"] = _masked_mean(kl_tok, mask_f)
+  if entropy_weight:
+    if entropy is None:
+      raise ValueError("text_policy_loss: entropy_weight > 0 needs entropy")
+    per = per - entropy_weight * entropy
   if loss_type == "grpo":
     per_seq = jnp.sum(per * mask_f, axis=1) / jnp.maximum(jnp.sum(mask_f, axis=1), 1.0)
     loss = jnp.mean(per_seq)

@@ -30,7 +30,7 @@ class RLBatch:
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
   """`config.loss`. text/image: switch the policy terms; loss_type, clip_low, clip_high, beta,
-  kl: the text loss (docs/design.md §4); clip_image: ε_img; image_ratio: "plain" or
+  kl, entropy_weight: the text loss (docs/design.md §4); clip_image: ε_img; image_ratio: "plain" or
   "ratio_norm" (GRPO-Guard's RatioNorm of the image ratio, UniRL's choice on Bagel);
   velocity_weight: λ_v of the velocity MSE; latent_kl_weight: β of Flow-GRPO's latent KL
   (ablation; 0 = off)."""
@@ -41,6 +41,7 @@ class LossSpec:
   clip_high: float = 0.2
   beta: float = 0.0
   kl: str = "k3"
+  entropy_weight: float = 0.0
   clip_image: float = 1e-4
   image_ratio: str = "plain"
   velocity_weight: float = 1.5e-5
@@ -53,8 +54,8 @@ class LossSpec:
       raise ValueError(f"loss.image_ratio {self.image_ratio!r} is not one of {IMAGE_RATIOS}")
     if self.kl not in losses.KL_ESTIMATORS:
       raise ValueError(f"loss.kl {self.kl!r} is not one of {losses.KL_ESTIMATORS}")
-    for name in ("clip_low", "clip_high", "clip_image", "beta", "velocity_weight",
-                 "latent_kl_weight"):
+    for name in ("clip_low", "clip_high", "clip_image", "beta", "entropy_weight",
+                 "velocity_weight", "latent_kl_weight"):
       if getattr(self, name) < 0:
         raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
     if not (self.text or self.image):
@@ -94,7 +95,8 @@ def unigrpo_objective(scores, ref_scores, batch: RLBatch, spec: LossSpec):
         _per_round(adv, t), _flatten_rounds(traj.token_mask), loss_type=spec.loss_type,
         clip_low=spec.clip_low, clip_high=spec.clip_high,
         ref_logp=None if not spec.beta else _flatten_rounds(ref_scores["token_logp"]),
-        beta=spec.beta, kl=spec.kl, entropy=_flatten_rounds(scores["token_entropy"]))
+        beta=spec.beta, kl=spec.kl, entropy=_flatten_rounds(scores["token_entropy"]),
+        entropy_weight=spec.entropy_weight)
     total = total + loss
     metrics.update({f"text/{k}": v for k, v in m.items()}, **{"text/loss": loss})
   step_mask = _at_trained(traj.step_mask, traj)

@@ -1,6 +1,7 @@
 r"""The training options measured on ShapeWorld: the default GRPO stage and each option (LoRA,
-EMA, the sampler variants, reference refresh) from one warm-up checkpoint, with the same seeds
-and budget, every held-out prompt sampled several times so each score has its interval:
+EMA, the sampler variants, reference refresh, a text KL, an entropy bonus) from one warm-up
+checkpoint, with the same seeds and budget, every held-out prompt sampled several times so each
+score has its interval:
 
   python experiments/options.py --root=workdir/options --seeds=0,1,2 \
       --config.rl.steps=300 --out=experiments/results/options

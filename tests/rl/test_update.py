@@ -205,6 +205,8 @@ def test_bad_update_inputs_fail_clearly():
     LossSpec(loss_type="ppo")
   with pytest.raises(ValueError, match=r"loss\.clip_image must be >= 0"):
     LossSpec(clip_image=-1.0)
+  with pytest.raises(ValueError, match=r"loss\.beta and loss\.entropy_weight act on the text"):
+    LossSpec(text=False, entropy_weight=0.01)
   with pytest.raises(ValueError, match=r"rl\.num_updates must be >= 1"):
     UpdateSpec(num_updates=0)
   with pytest.raises(ValueError, match=r"optim\.schedule 'linear'"):

@@ -60,6 +60,9 @@ class LossSpec:
         raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
     if not (self.text or self.image):
       raise ValueError("loss.text and loss.image are both off: nothing to train")
+    if (self.beta or self.entropy_weight) and not self.text:
+      raise ValueError("loss.beta and loss.entropy_weight act on the text policy, which "
+                       "loss.text=False leaves untrained")
 
   @property
   def needs_reference(self) -> bool:

@@ -13,6 +13,7 @@ OLD = np.array([[-1.2, -1.5, -0.5], [-0.3, -1.0, -3.0]], np.float32)
 MASK = np.array([[1, 1, 1], [1, 1, 0]], bool)
 ADV = np.array([1.5, -0.7], np.float32)
 REF = np.array([[-1.1, -1.8, -0.6], [-0.5, -1.1, -2.0]], np.float32)
+ENT = np.array([[0.9, 0.1, 1.7], [0.4, 2.2, 0.6]], np.float32)
 
 
 def per_token(logp, old, a, lo, hi):
@@ -24,9 +25,9 @@ def k3(logp, ref):
   return math.exp(ref - logp) - (ref - logp) - 1
 
 
-def reference_loss(loss_type, lo=0.2, hi=0.2, beta=0.0, max_len=None):
+def reference_loss(loss_type, lo=0.2, hi=0.2, beta=0.0, max_len=None, entropy_weight=0.0):
   per = [[per_token(LOGP[i, t], OLD[i, t], ADV[i], lo, hi) + beta * k3(LOGP[i, t], REF[i, t])
-          for t in range(3)] for i in range(2)]
+          - entropy_weight * ENT[i, t] for t in range(3)] for i in range(2)]
   masked = [[per[i][t] for t in range(3) if MASK[i, t]] for i in range(2)]
   if loss_type == "grpo":
     return sum(sum(row) / len(row) for row in masked) / 2
@@ -57,22 +58,16 @@ def test_clip_higher_and_k3_kl():
   assert float(one[1]["clip_fraction"]) == 1.0
 
 
-ENT = np.array([[0.9, 0.1, 1.7], [0.4, 2.2, 0.6]], np.float32)
-
-
 @pytest.mark.parametrize("loss_type", losses.LOSS_TYPES)
 def test_entropy_bonus_by_hand(loss_type):
   w = 0.01
-  base = reference_loss(loss_type)
-  masked = [[ENT[i, t] for t in range(3) if MASK[i, t]] for i in range(2)]
-  bonus = {"grpo": sum(sum(r) / len(r) for r in masked) / 2,
-           "bnpo": sum(map(sum, masked)) / sum(map(len, masked)),
-           "dr_grpo": sum(map(sum, masked)) / (2 * 3)}
-  bonus["dapo"] = bonus["bnpo"]
   loss, metrics = losses.text_policy_loss(LOGP, OLD, ADV, MASK, loss_type=loss_type,
                                           entropy=ENT, entropy_weight=w)
-  np.testing.assert_allclose(float(loss), base - w * bonus[loss_type], rtol=1e-6)
-  np.testing.assert_allclose(float(metrics["entropy"]), bonus["bnpo"], rtol=1e-6)
+  np.testing.assert_allclose(float(loss), reference_loss(loss_type, entropy_weight=w),
+                             rtol=1e-6)
+  entropies = [ENT[i, t] for i in range(2) for t in range(3) if MASK[i, t]]
+  np.testing.assert_allclose(float(metrics["entropy"]), sum(entropies) / len(entropies),
+                             rtol=1e-6)
   with pytest.raises(ValueError, match="entropy_weight"):
     losses.text_policy_loss(LOGP, OLD, ADV, MASK, entropy_weight=w)
 

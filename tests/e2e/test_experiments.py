@@ -1,6 +1,7 @@
 """Benchmarks and the entry point keep running (tiny overrides; no timing is asserted)."""
 import functools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,36 @@ def test_bench_update_prints_its_json():
   assert result["matmul_dtype"] == "bfloat16"
   # The 8-way FSDP mesh holds well under a quarter of the parameters and optimizer state.
   assert result["bytes_per_device"]["8"] < result["bytes_per_device"]["1"] / 4
+
+
+def test_compile_profile_sums_a_sessions_compiles_per_test_and_function(tmp_path):
+  """The plugin in a pytest of its own over two tests, one jitting `f` and one `g` twice over
+  (two shapes): each compile is counted under its test and function; the summary folds the
+  session's file."""
+  (tmp_path / "test_two.py").write_text(
+      "import jax, jax.numpy as jnp\n"
+      "def test_f():\n  jax.jit(lambda x: x + 1)(jnp.ones(3))\n"
+      "def test_g():\n"
+      "  def g(x):\n    return jnp.sin(x)\n"
+      "  jax.jit(g)(jnp.ones(3)); jax.jit(g)(jnp.ones(4))\n")
+  folder = tmp_path / "profile"
+  out = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-c", "/dev/null", f"--rootdir={tmp_path}",
+       "-p", "no:cacheprovider",
+       "-p", "compile_profile", str(tmp_path / "test_two.py")], cwd=tmp_path,
+      env={**os.environ, "COMPILE_PROFILE_DIR": str(folder),
+           "PYTHONPATH": os.path.join(ROOT, "experiments")},
+      capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  result = json.loads(_run(["experiments/compile_profile.py", f"--dir={folder}", "--top=50"]))
+  counts = {(event, fun): n for event, fun, _, n in result["functions"]}
+  assert counts[("backend_compile_duration", "jit(g)")] == 2
+  assert counts[("jaxpr_trace_duration", "g")] == 2
+  assert counts[("backend_compile_duration", "jit(<lambda>)")] == 1
+  tests = dict(result["tests"])
+  assert set(tests) >= {"test_two.py::test_f", "test_two.py::test_g"}
+  assert all(s > 0 for s in result["seconds"].values())
+  assert sum(result["seconds"].values()) == pytest.approx(sum(tests.values()), abs=0.2)
 
 
 def test_main_rollout_stage_writes_outputs(tmp_path):

@@ -10,7 +10,8 @@ then the summary as JSON (the totals, the `--top` functions and tests):
 
   .venv/bin/python experiments/compile_profile.py --dir=/tmp/profile --top=20
 
-Only in-process compiles are seen: a subprocess a test starts is not a pytest worker.
+Only in-process compiles are seen: a subprocess a test starts is not a pytest worker. A shared
+fixture's compiles count for the test that first builds it.
 """
 import collections
 import glob

@@ -60,8 +60,8 @@ def test_bench_update_prints_its_json():
 
 
 def test_compile_profile_sums_a_sessions_compiles_per_test_and_function(tmp_path):
-  """The plugin in a pytest of its own over two tests, one jitting `f` and one `g` twice over
-  (two shapes): each compile is counted under its test and function; the summary folds the
+  """The plugin in a pytest of its own over two tests, one jitting a lambda and one `g` at two
+  shapes: each compile is counted under its test and function; the summary folds the
   session's file."""
   (tmp_path / "test_two.py").write_text(
       "import jax, jax.numpy as jnp\n"
@@ -72,8 +72,8 @@ def test_compile_profile_sums_a_sessions_compiles_per_test_and_function(tmp_path
   folder = tmp_path / "profile"
   out = subprocess.run(
       [sys.executable, "-m", "pytest", "-q", "-c", "/dev/null", f"--rootdir={tmp_path}",
-       "-p", "no:cacheprovider",
-       "-p", "compile_profile", str(tmp_path / "test_two.py")], cwd=tmp_path,
+       "-p", "no:cacheprovider", "-p", "compile_profile", str(tmp_path / "test_two.py")],
+      cwd=tmp_path,
       env={**os.environ, "COMPILE_PROFILE_DIR": str(folder),
            "PYTHONPATH": os.path.join(ROOT, "experiments")},
       capture_output=True, text=True, timeout=600, check=False)

@@ -37,6 +37,8 @@ def _listener(event: str, duration: float, fun_name: str = "?", **_):
 
 def pytest_configure(config):
   del config
+  if not os.environ.get("COMPILE_PROFILE_DIR"):  # before the session runs, not after
+    raise RuntimeError("compile_profile: set COMPILE_PROFILE_DIR to the folder for its files")
   from jax._src import monitoring  # the duration events have no public listener API
   monitoring.register_event_duration_secs_listener(_listener)
 
@@ -53,9 +55,7 @@ def pytest_runtest_setup(item):
 
 def pytest_sessionfinish(session):
   del session
-  folder = os.environ.get("COMPILE_PROFILE_DIR")
-  if not folder:
-    raise RuntimeError("compile_profile: set COMPILE_PROFILE_DIR to the folder for its files")
+  folder = os.environ["COMPILE_PROFILE_DIR"]
   os.makedirs(folder, exist_ok=True)
   with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as f:
     json.dump([[test, event, fun, seconds, count]

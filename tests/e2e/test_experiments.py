@@ -318,7 +318,8 @@ def test_main_job_table_reads_the_finished_job(tmp_path, tiny_main_job):
 @pytest.mark.xdist_group("tiny_main_job")
 def test_seed_sweep_reads_finished_runs_into_its_table(tmp_path, tiny_main_job):
   """The sweep reads a run that already finished instead of running it again: the tiny main
-  job stands for warm-up 0 and its GRPO seed 0; the table and the bar come from its results."""
+  job stands for warm-up 0 and its GRPO seed 0; the table and the bar come from its results, and
+  its wall time counts once."""
   main_workdir, main = tiny_main_job
   assert main.returncode == 0, main.stderr[-4000:]
   root = tmp_path / "seeds"
@@ -337,6 +338,8 @@ def test_seed_sweep_reads_finished_runs_into_its_table(tmp_path, tiny_main_job):
   assert row["object_precision"] == [grpo[k]["overall"]["object_precision"]
                                      for k in ("before", "after")]
   assert row["sampled_plans_gain"] == grpo["gain_sampled_plans"]
+  wall_s = json.loads((main_workdir / "results.json").read_text())["wall_s"]
+  assert row["wall_min"] == pytest.approx(wall_s / 60)  # one job: its wall time counts once
   assert result["cpu"] and "| 0 | 0 |" in out.with_suffix(".md").read_text()
 
 

@@ -16,6 +16,7 @@ checkpointed. The job ends with `<workdir>/results.json` (every stage's results;
 evaluation table and `geneval_gain`). Overrides: `--config.rl.group_size=8` and the like
 (ml_collections flags).
 """
+import functools
 import json
 import os
 import sys
@@ -40,9 +41,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and outputs g
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def rollout_stage(config, workdir: str, guard: Guard) -> dict:
+def rollout_stage(config, workdir: str, guard: Guard, build) -> dict:
   """Samples a batch of trajectories from a freshly initialised model; checks ratio = 1."""
-  del guard  # two rollouts: nothing to checkpoint
+  del guard, build  # two rollouts: nothing to checkpoint, no data or evaluation
   model_spec = ModelSpec(**config.model)
   spec = RolloutSpec.from_config(config.rollout, config.tokens)
   model = UnifiedTransformer(model_spec)
@@ -82,8 +83,8 @@ def rollout_stage(config, workdir: str, guard: Guard) -> dict:
 
 
 def training_stage(module):
-  def run(config, workdir, guard):
-    return module.run(experiment.build(config), workdir, guard)
+  def run(config, workdir, guard, build):
+    return module.run(build(), workdir, guard)
   return run
 
 
@@ -113,6 +114,9 @@ def main(argv):
   except (ValueError, OSError) as e:  # every check names its field; no traceback needed
     sys.exit(f"config error: {e}")
   results, t0 = {}, time.time()
+  # One Experiment for every stage of the job: the stages share its compiled programs (the
+  # evaluation's rollouts), not only its data.
+  build = functools.cache(lambda: experiment.build(config))
   with Guard() as guard:
     for stage in config.stages:
       # A signal (to any process) after the last stage's final checkpoint.
@@ -124,7 +128,7 @@ def main(argv):
       if distributed.is_primary():
         print(f"== stage {stage} ({workdir})", flush=True)
       try:
-        results[stage] = STAGES[stage](config, workdir, guard)
+        results[stage] = STAGES[stage](config, workdir, guard, build)
       except Preempted as e:
         print(e, file=sys.stderr, flush=True)
         sys.exit(e.exit_code)

@@ -170,9 +170,12 @@ def make_sft_step(model: UnifiedTransformer, rollout: RolloutSpec, sft: SFTSpec,
   if rollout.markers is not None:
     raise ValueError("SFT in Bagel's image blocks (rollout.image_block 'bagel') is not "
                      "supported: warm up in the plain layout")
+  # Pinned at the output too: on a one-device mesh the constraint alone hands back
+  # replicated arrays, and the evaluation's rollout would compile again for GRPO's layout.
   return jax.jit(functools.partial(sft_step, model=model, rollout=rollout, sft=sft,
                                    optimizer=optimizer, state_shardings=state_shardings),
-                 donate_argnums=(0,))
+                 donate_argnums=(0,),
+                 out_shardings=None if state_shardings is None else (state_shardings, None))
 
 
 def _pad_text(ids, length: int, pad_id: int, what: str, field: str):

@@ -13,9 +13,9 @@ Extra `--override=--config.x=y` flags go to every run. A run whose `results.json
 read, not run again, so a stopped sweep resumes where it stopped (and each run resumes from
 its own checkpoints). A finished main job (both stages in one workdir: the README's first
 command is warm-up seed 0 with GRPO seed 0) joins as `sft0` and `sft0_grpo0`, both links to
-its workdir; its wall time then counts once. The summary says whether the sweep meets the bar the default job is held
-to (`--bar_mean`, `--bar_each`: the mean gain and every gain at least that), and on which CPU it
-ran.
+its workdir; its wall time then counts once. The summary says whether the sweep meets the bar
+the default job is held to (`--bar_mean`, `--bar_each`: the mean gain and every gain at least
+that), and on which CPU it ran.
 """
 import json
 import os

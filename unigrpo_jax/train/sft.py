@@ -147,15 +147,12 @@ def text_reliance(params, batch: SFTBatch, times, *, model: UnifiedTransformer,
   return out
 
 
-def sft_step(state: TrainState, batch: SFTBatch, key, *, model, rollout, sft, optimizer,
-             state_shardings=None):
+def sft_step(state: TrainState, batch: SFTBatch, key, *, model, rollout, sft, optimizer):
   (loss, metrics), grads = jax.value_and_grad(sft_loss, has_aux=True)(
       state.params, batch, jax.random.fold_in(key, state.step), model=model, rollout=rollout,
       sft=sft)
   state, step_metrics = apply_if_finite(state, grads, loss, optimizer)
   metrics.update(step_metrics)
-  if state_shardings is not None:
-    state = jax.lax.with_sharding_constraint(state, state_shardings)
   return state, metrics
 
 
@@ -170,10 +167,11 @@ def make_sft_step(model: UnifiedTransformer, rollout: RolloutSpec, sft: SFTSpec,
   if rollout.markers is not None:
     raise ValueError("SFT in Bagel's image blocks (rollout.image_block 'bagel') is not "
                      "supported: warm up in the plain layout")
-  # Pinned at the output too: on a one-device mesh the constraint alone hands back
-  # replicated arrays, and the evaluation's rollout would compile again for GRPO's layout.
+  # Pinned as the jit's output layout, not by a constraint inside: on a one-device mesh the
+  # constraint hands back replicated arrays, and the evaluation's rollout would compile again
+  # for GRPO's layout.
   return jax.jit(functools.partial(sft_step, model=model, rollout=rollout, sft=sft,
-                                   optimizer=optimizer, state_shardings=state_shardings),
+                                   optimizer=optimizer),
                  donate_argnums=(0,),
                  out_shardings=None if state_shardings is None else (state_shardings, None))
 

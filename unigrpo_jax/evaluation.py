@@ -21,7 +21,7 @@ from unigrpo_jax import distributed, sharding
 from unigrpo_jax.data.pipeline import PROMPT, as_prompt, encode_prompts
 from unigrpo_jax.data.prompts import Prompt
 from unigrpo_jax.rewards import score_batch
-from unigrpo_jax.rewards.geneval import detections
+from unigrpo_jax.rewards.geneval import final_detections
 from unigrpo_jax.sampling import make_rollout
 
 REWARDS = ("geneval_strict", "geneval_partial", "object_precision", "structure",
@@ -103,9 +103,8 @@ def score_examples(params, examples, *, model, spec, tokenizer, grid: int, batch
     meta = [dict(prompt=json.loads(ex["metadata"]), grid=grid) for ex in chunk][rows]
     images = sharding.host_rows(traj.images) if pixels is None else pixels(traj.images)
     _, scores = score_batch({name: 1.0 for name in rewards}, images, texts, meta)
-    found = [[(d.cell(images.shape[2], grid), d.color)
-              for d in detections(images[row, -1], meta[row])]
-             for row in range(len(meta))] if samples_per_prompt > 1 else []
+    found = [[(d.cell(images.shape[2], grid), d.color) for d in row]
+             for row in final_detections(images, meta)] if samples_per_prompt > 1 else []
     if step_rewards:
       _, per_step = score_batch({name: 1.0 for name in step_rewards}, images, texts, meta,
                                 per_step=True)

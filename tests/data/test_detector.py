@@ -6,7 +6,7 @@ import pytest
 
 from unigrpo_jax.data import detector, geneval, prompts, shapeworld
 from unigrpo_jax.data.detector import detect
-from tests.data.test_shapeworld import degrade
+from unigrpo_jax.data.shapeworld import degrade
 
 V1, V2 = shapeworld.WORLDS[1], shapeworld.WORLDS[2]
 O = shapeworld.Object
@@ -210,3 +210,23 @@ def test_component_peaks_equal_numpy_percentile():
         if (labels == label).any():
           expected = np.percentile(values[labels == label], 90)
           assert peaks[label - 1] == expected and peaks.dtype == expected.dtype
+
+
+def test_detect_all_equals_one_image_at_a_time():
+  # A batch detected in threads, across worlds, with repeats and images already cached, finds
+  # what each image's own detection finds, in the batch's order.
+  rng = np.random.default_rng(2)
+  worlds = [V2, V1, V2, V2, V1, V2]
+  images = [degrade(shapeworld.render(shapeworld.sample_scene(
+      rng, num_objects=int(rng.integers(1, 6)), large_prob=0.3, world=world)), rng,
+      blur=0.8, noise=0.08) for world in worlds]
+  images.append(images[0])
+  worlds.append(V2)
+  expected = [detector._detect(np.asarray(image, np.float32), world,
+                               world.size // world.grid, 0.75, 0.75)
+              for image, world in zip(images, worlds)]
+  detector._cache.clear()
+  detect(images[2], world=V2)
+  found = detector.detect_all(images, worlds=worlds, grids=[None] * len(images))
+  assert found == expected and any(found)
+  assert detector.detect_all(images, worlds=worlds, grids=[None] * len(images)) == expected

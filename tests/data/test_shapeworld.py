@@ -1,7 +1,6 @@
 """ShapeWorld: scenes render and the detector recovers them, clean and degraded, in both worlds."""
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from unigrpo_jax.data import shapeworld
 from unigrpo_jax.data.detector import as_drawn, colors_and_coverage, detect
@@ -28,17 +27,6 @@ def _degrade_v1(image, rng):
   return np.clip(blurred * (1 + rng.uniform(-0.1, 0.1, (1, 1, 3))), -1, 1)
 
 
-def degrade(image, rng, *, blur=0.0, noise=0.0, dark=1.0):
-  """A Gaussian blur of `blur` pixels, the colours pulled towards the background by `dark`, and
-  Gaussian pixel noise of std `noise` (in [−1, 1] units)."""
-  rgb = (np.asarray(image, np.float64) + 1.0) * 127.5
-  if blur:
-    rgb = ndimage.gaussian_filter(rgb, (blur, blur, 0))
-  background = np.array(shapeworld.BACKGROUND, np.float64)
-  rgb = background + (rgb - background) * dark + rng.normal(0.0, noise * 127.5, rgb.shape)
-  return np.clip(rgb / 127.5 - 1.0, -1.0, 1.0)
-
-
 @pytest.mark.parametrize("world, degradation", [
     (V1, None), (V1, "v1"),
     (V2, None), (V2, dict(blur=0.6)), (V2, dict(blur=1.0)), (V2, dict(noise=0.15)),
@@ -52,7 +40,7 @@ def test_detector_recovers_random_scenes(world, degradation):
     if degradation == "v1":
       image = _degrade_v1(image, rng)
     elif degradation:
-      image = degrade(image, rng, **degradation)
+      image = shapeworld.degrade(image, rng, **degradation)
     assert _detected(image, world) == _as_set(scene), scene
 
 

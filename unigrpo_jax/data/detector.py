@@ -21,8 +21,11 @@ step is made hard to fool and tolerant of blur, noise and darkening:
   6. each object reports its centroid, bounding box (x0, y0, x1, y1, inclusive), area and how
      well its shape matched.
 Detections are cached by image content: the rewards of one batch detect each image once.
+`detect_all` detects a batch's images in `THREADS` threads (NumPy and SciPy release the GIL for
+part of each image's work).
 """
 import collections
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -38,6 +41,9 @@ COARSE_COVERAGE = 0.3  # well above the background's 0 and the noise on it
 BLURS = (0.0, 0.05, 0.09)  # Gaussian σ as a share of the cell: the blurs templates are seen under
 MAX_HUE_GAP = 20.0  # degrees: a pixel further in hue from every palette colour has no colour
 CACHE_SIZE = 4096
+# A batch's images are detected in this many threads: the rest of each image's work holds the
+# GIL, so more threads than two add little (docs/benchmarks.md).
+THREADS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,19 +224,43 @@ def detect(image, *, world: World = LATEST, grid: int | None = None, min_match: 
     min_match: the IoU with a template below which an object has no shape.
     min_share: the share of an object's pixels one colour must have to name its colour.
   """
-  image = np.ascontiguousarray(image, np.float32)
-  key = (hashlib.blake2b(image.tobytes(), digest_size=16).digest(), image.shape, world, grid,
-         min_match, min_share)
+  return detect_all([image], worlds=[world], grids=[grid], min_match=min_match,
+                    min_share=min_share)[0]
+
+
+def detect_all(images, *, worlds, grids, min_match: float = 0.75,
+               min_share: float = 0.75) -> list[list[Detection]]:
+  """`detect` of each image: images[i] (S, S, 3) drawn in worlds[i] on grids[i] cells a side
+  (None: the world's). The images not in the cache are detected in `THREADS` threads; the
+  detections are the same as one at a time."""
+  images = [np.ascontiguousarray(image, np.float32) for image in images]
+  keys = [(hashlib.blake2b(image.tobytes(), digest_size=16).digest(), image.shape, world, grid,
+           min_match, min_share) for image, world, grid in zip(images, worlds, grids)]
+  found = {}
   with _cache_lock:
-    if key in _cache:
-      _cache.move_to_end(key)
-      return list(_cache[key])
-  found = _detect(image, world, image.shape[0] // (grid or world.grid), min_match, min_share)
+    for key in keys:
+      if key in _cache:
+        _cache.move_to_end(key)
+        found[key] = _cache[key]
+  todo = {key: (image, world, grid) for key, image, world, grid
+          in zip(keys, images, worlds, grids) if key not in found}
+
+  def run(item):
+    key, (image, world, grid) = item
+    cell = image.shape[0] // (grid or world.grid)
+    return key, tuple(_detect(image, world, cell, min_match, min_share))
+
+  if len(todo) > 1:
+    with concurrent.futures.ThreadPoolExecutor(min(THREADS, len(todo))) as pool:
+      done = list(pool.map(run, todo.items()))
+  else:
+    done = list(map(run, todo.items()))
   with _cache_lock:
-    _cache[key] = tuple(found)
+    for key, detections in done:
+      _cache[key] = found[key] = detections
     while len(_cache) > CACHE_SIZE:
       _cache.popitem(last=False)
-  return found
+  return [list(found[key]) for key in keys]
 
 
 def _detect(image, world: World, cell: int, min_match: float, min_share: float):

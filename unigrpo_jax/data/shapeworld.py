@@ -14,6 +14,7 @@ cells) is the one whose shapes stay distinguishable under the blur and noise a g
 import dataclasses
 
 import numpy as np
+from scipy import ndimage
 
 BACKGROUND = (30, 30, 30)  # a dark grey: every palette colour is bright and saturated
 
@@ -215,3 +216,16 @@ def render(scene: Scene) -> np.ndarray:
     block = pixels[obj.row * cell:obj.row * cell + side, obj.col * cell:obj.col * cell + side]
     block[mask] = scene.world.rgb(obj.color)
   return pixels / 127.5 - 1.0
+
+
+def degrade(image, rng: np.random.Generator, *, blur: float = 0.0, noise: float = 0.0,
+            dark: float = 1.0) -> np.ndarray:
+  """An image as a generator might draw it: a Gaussian blur of `blur` pixels, the colours
+  pulled towards the background by `dark`, and Gaussian pixel noise of std `noise` (in
+  [−1, 1] units). (S, S, 3) in [−1, 1] → the same, float64."""
+  rgb = (np.asarray(image, np.float64) + 1.0) * 127.5
+  if blur:
+    rgb = ndimage.gaussian_filter(rgb, (blur, blur, 0))
+  background = np.array(BACKGROUND, np.float64)
+  rgb = background + (rgb - background) * dark + rng.normal(0.0, noise * 127.5, rgb.shape)
+  return np.clip(rgb / 127.5 - 1.0, -1.0, 1.0)

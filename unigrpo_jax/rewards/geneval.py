@@ -5,7 +5,7 @@ side; images are (B, R, S, S, C) in [−1, 1]."""
 import numpy as np
 
 from unigrpo_jax.data import geneval
-from unigrpo_jax.data.detector import Detection, detect
+from unigrpo_jax.data.detector import Detection, detect, detect_all
 from unigrpo_jax.data.prompts import Prompt
 from unigrpo_jax.rewards.registry import register
 
@@ -16,11 +16,19 @@ def detections(image, meta: dict) -> list[Detection]:
   return detect(image, world=Prompt.from_json(meta["prompt"]).domain, grid=meta.get("grid"))
 
 
-def _score(images, metadata, rule):
+def final_detections(images, metadata) -> list[list[Detection]]:
+  """The objects of each row's final image (images (B, R, S, S, C)), detected as `detections`
+  does, the batch at once (`detect_all`)."""
   images = np.asarray(images)
-  return np.array([rule(detections(images[i, -1], metadata[i]),
-                        Prompt.from_json(metadata[i]["prompt"]))
-                   for i in range(images.shape[0])], np.float32)
+  return detect_all(images[:, -1],
+                    worlds=[Prompt.from_json(meta["prompt"]).domain for meta in metadata],
+                    grids=[meta.get("grid") for meta in metadata])
+
+
+def _score(images, metadata, rule):
+  return np.array([rule(found, Prompt.from_json(meta["prompt"]))
+                   for found, meta in zip(final_detections(images, metadata), metadata)],
+                  np.float32)
 
 
 @register("geneval_strict")

@@ -17,7 +17,7 @@ import numpy as np
 from unigrpo_jax.data import geneval
 from unigrpo_jax.data.detector import as_drawn
 from unigrpo_jax.data.prompts import Prompt, parse_plan
-from unigrpo_jax.rewards.geneval import detections
+from unigrpo_jax.rewards.geneval import final_detections
 from unigrpo_jax.rewards.registry import register
 
 _SEGMENT = re.compile(r"^\s*<plan>(.*)</plan>\s*<img>\s*$")
@@ -62,8 +62,7 @@ def cell_f1(planned, detections, cell: int) -> float:
 def visual_text_alignment(images, texts, metadata):
   images = np.asarray(images)
   scores = []
-  for i, (text, meta) in enumerate(zip(texts, metadata)):
+  for text, meta, found in zip(texts, metadata, final_detections(images, metadata)):
     plan = plan_of(text, meta)
-    scores.append(cell_f1(plan, detections(images[i, -1], meta), images.shape[2] // meta["grid"])
-                  if plan else 0.0)
+    scores.append(cell_f1(plan, found, images.shape[2] // meta["grid"]) if plan else 0.0)
   return np.array(scores, np.float32)

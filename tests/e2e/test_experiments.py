@@ -59,6 +59,14 @@ def test_bench_update_prints_its_json():
   assert result["bytes_per_device"]["8"] < result["bytes_per_device"]["1"] / 4
 
 
+def test_bench_detector_prints_its_json():
+  # The script itself fails when threaded detection finds other objects than one at a time.
+  stdout = _run(["experiments/bench_detector.py", "--batch=6", "--batches=2", "--threads=1,2"])
+  result = json.loads(stdout[stdout.index("{"):])
+  assert set(result["batch_ms"]) == {"1", "2"} and all(v > 0 for v in result["batch_ms"].values())
+  assert result["objects_per_image"] > 0 and result["default_threads"] >= 1
+
+
 def test_compile_profile_sums_a_sessions_compiles_per_test_and_function(tmp_path):
   """The plugin in a pytest of its own over two tests, one jitting a lambda and one `g` at two
   shapes: each compile is counted under its test and function; the summary folds the

@@ -230,3 +230,5 @@ def test_detect_all_equals_one_image_at_a_time():
   found = detector.detect_all(images, worlds=worlds, grids=[None] * len(images))
   assert found == expected and any(found)
   assert detector.detect_all(images, worlds=worlds, grids=[None] * len(images)) == expected
+  with pytest.raises(ValueError, match="2 images, 1 worlds and 2 grids"):
+    detector.detect_all(images[:2], worlds=worlds[:1], grids=[None, None])

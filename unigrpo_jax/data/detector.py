@@ -233,6 +233,9 @@ def detect_all(images, *, worlds, grids, min_match: float = 0.75,
   """`detect` of each image: images[i] (S, S, 3) drawn in worlds[i] on grids[i] cells a side
   (None: the world's). The images not in the cache are detected in `THREADS` threads; the
   detections are the same as one at a time."""
+  if not len(worlds) == len(grids) == len(images):
+    raise ValueError(f"detect_all: {len(images)} images, {len(worlds)} worlds and "
+                     f"{len(grids)} grids; give one world and one grid an image")
   images = [np.ascontiguousarray(image, np.float32) for image in images]
   keys = [(hashlib.blake2b(image.tobytes(), digest_size=16).digest(), image.shape, world, grid,
            min_match, min_share) for image, world, grid in zip(images, worlds, grids)]

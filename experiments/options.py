@@ -199,7 +199,8 @@ def markdown(rows: dict, meta: dict) -> str:
 
 
 def memory_of(name: str, config) -> dict:
-  """`step_memory` of an option, kept in `<root>/memory.json` (a resumed sweep reads it)."""
+  """`step_memory` of the option whose runs are `<root>/<name>_seed<n>`, kept in
+  `<root>/memory.json` (a resumed sweep, or another sweep in the same root, reads it)."""
   path = os.path.join(_ROOT.value, "memory.json")
   known = {}
   if os.path.exists(path):
@@ -261,10 +262,11 @@ def sweep(variants) -> None:
   headline, rows = "geneval_strict", {}
   for name in names:
     runs = []
+    # Variants without overrides are the configured method: one run a seed, whatever their
+    # name, so the options and the ablations given one root share it.
+    folder = name if table[name] else "default"
     for seed in seeds:
-      # Variants without overrides are the configured method: one run a seed, whatever their
-      # name, so the options and the ablations given one root share it.
-      workdir = os.path.join(_ROOT.value, f"{name if table[name] else 'default'}_seed{seed}")
+      workdir = os.path.join(_ROOT.value, f"{folder}_seed{seed}")
       results = run(workdir, *common, f"--config.seed={seed}",
                     *[flag(k, v) for k, v in table[name].items()])
       runs.append(figures(results["grpo"], metric_writer.read(os.path.join(workdir, "grpo")),
@@ -272,7 +274,7 @@ def sweep(variants) -> None:
       if not rows and len(runs) == 1:
         check_comparable(earlier, warmup_before=runs[0]["before"])
     rows[name] = dict(overrides=table[name], runs=runs, summary=summary(runs),
-                      peak_bytes=memory_of(name, experiment.with_overrides(base, table[name])))
+                      peak_bytes=memory_of(folder, experiment.with_overrides(base, table[name])))
     print(f"{name}: held-out {rows[name]['summary']['after']}", flush=True)
   meta = dict(steps=steps, seeds=seeds,
               samples_per_prompt=_SAMPLES.value, sft_params=os.path.abspath(sft),

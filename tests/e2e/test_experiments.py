@@ -104,11 +104,13 @@ def test_main_rollout_stage_writes_outputs(tmp_path):
   assert (tmp_path / "rollout.png").stat().st_size > 0
 
 
-@pytest.mark.xdist_group("tiny_main_job")  # the tiny SFT steps: compiled once for both
-def test_sft_warmup_experiment_runs(tmp_path):
+@pytest.mark.xdist_group("tiny_main_job")  # the tiny SFT steps and data: made once for both
+def test_sft_warmup_experiment_runs(tmp_path, tiny_main_job):
+  main_workdir, main = tiny_main_job
+  assert main.returncode == 0, main.stderr[-4000:]
   out = tmp_path / "sft"
   _run(["experiments/sft_warmup.py", "--config=configs/shapeworld.py:tiny",
-        f"--config.data.data_dir={tmp_path / 'tfds'}", f"--out={out}"])
+        f"--config.data.data_dir={main_workdir / 'tfds'}", f"--out={out}"])
   result = json.loads(out.with_suffix(".json").read_text())
   text_ce = [r["sft/t2i/text_ce"] for r in result["curve"] if "sft/t2i/text_ce" in r]
   assert text_ce[-1] < text_ce[0]
@@ -180,30 +182,40 @@ def test_dry_run_with_lora_holds_adapters_and_no_reference():
   assert lora["gib_per_device"]["total"] < full["gib_per_device"]["total"] / 3
 
 
-@pytest.mark.xdist_group("tiny_main_job")
-def test_options_script_writes_its_table(tmp_path, tiny_main_job):
-  """Two options from the tiny main job's SFT checkpoint, one seed: each a resumable run,
-  the same deterministic evaluation before, and the compiled step's memory per option."""
+@pytest.fixture(scope="module")
+def sweep_root(tmp_path_factory, tiny_main_job):
+  """The root the options and the ablation sweeps share, and their flags but `--options`:
+  one seed from the tiny main job's SFT checkpoint, as `ablations.py`'s "joint" reads the
+  options' "default" (its run and its memory figures) from a shared root."""
   main_workdir, main = tiny_main_job
   assert main.returncode == 0, main.stderr[-4000:]
-  out, root = tmp_path / "options", tmp_path / "runs"
-  args = ["experiments/options.py", "--config=configs/shapeworld.py:tiny", f"--root={root}",
-          f"--config.data.data_dir={main_workdir / 'tfds'}",
-          f"--sft_params={main_workdir / 'sft' / 'params'}", "--options=default,lora",
-          "--seeds=1", "--samples_per_prompt=2", f"--out={out}"]
+  root = tmp_path_factory.mktemp("sweep") / "runs"
+  return root, ["--config=configs/shapeworld.py:tiny", f"--root={root}",
+                f"--config.data.data_dir={main_workdir / 'tfds'}",
+                f"--sft_params={main_workdir / 'sft' / 'params'}", "--seeds=0",
+                "--samples_per_prompt=2", "--config.eval.sampled_plans=True"]
+
+
+@pytest.mark.xdist_group("tiny_main_job")
+def test_options_script_writes_its_table(tmp_path, sweep_root):
+  """Two options from the tiny main job's SFT checkpoint, one seed: each a resumable run,
+  the same deterministic evaluation before, and the compiled step's memory per option."""
+  root, common = sweep_root
+  out = tmp_path / "options"
+  args = ["experiments/options.py", *common, "--options=default,lora", f"--out={out}"]
   _run(args)
   result = json.loads(out.with_suffix(".json").read_text())
-  assert list(result["rows"]) == ["default", "lora"] and result["seeds"] == [1]
+  assert list(result["rows"]) == ["default", "lora"] and result["seeds"] == [0]
   rows = result["rows"]
   befores = {r["before"] for row in rows.values() for r in row["runs"]}
   assert len(befores) == 1  # one warm-up, one deterministic evaluation before
   for name, row in rows.items():
-    assert [r["seed"] for r in row["runs"]] == [1]
+    assert [r["seed"] for r in row["runs"]] == [0]
     for r in row["runs"]:
       low, high = r["after_interval"]
       assert low <= r["after"] <= high and r["step_s"] > 0
       # Two samples a prompt: the diversity of cells and colours, as the run's results say.
-      grpo = json.loads((root / f"{name}_seed1" / "results.json").read_text())["grpo"]
+      grpo = json.loads((root / f"{name}_seed0" / "results.json").read_text())["grpo"]
       assert r["diversity_after"] == grpo["after"]["diversity"]["overall"]
       assert set(r["diversity_after"]) == {"cells", "colors"}
     assert row["summary"]["colors_diversity_after"]["mean"] == row["runs"][0][
@@ -211,14 +223,14 @@ def test_options_script_writes_its_table(tmp_path, tiny_main_job):
     assert row["peak_bytes"]["rollout"] > 0 and row["peak_bytes"]["update"] > 0
   assert out.with_suffix(".md").read_text().count("| lora |") == 1
   # LoRA's rates are 10× the configured ones, the image side keeping its scale.
-  optim = {name: json.loads((root / f"{name}_seed1" / "config.json").read_text())["rl_optim"]
+  optim = {name: json.loads((root / f"{name}_seed0" / "config.json").read_text())["rl_optim"]
            for name in rows}
   assert optim["lora"]["learning_rate"] == pytest.approx(10 * optim["default"]["learning_rate"])
   assert optim["lora"]["image_lr_scale"] == optim["default"]["image_lr_scale"]
   # A second call reads the finished runs back instead of running them again.
-  finished = (root / "lora_seed1" / "results.json").stat().st_mtime_ns
+  finished = (root / "lora_seed0" / "results.json").stat().st_mtime_ns
   _run(args)
-  assert (root / "lora_seed1" / "results.json").stat().st_mtime_ns == finished
+  assert (root / "lora_seed0" / "results.json").stat().st_mtime_ns == finished
   assert json.loads(out.with_suffix(".json").read_text())["rows"] == rows
   # `--extend` with one option keeps the other's row from the table, in the options' order...
   only_default = [a for a in args if not a.startswith("--options")] + ["--options=default"]
@@ -234,20 +246,18 @@ def test_options_script_writes_its_table(tmp_path, tiny_main_job):
 
 
 @pytest.mark.xdist_group("tiny_main_job")
-def test_ablation_script_writes_its_table(tmp_path, tiny_main_job):
+def test_ablation_script_writes_its_table(tmp_path, sweep_root):
   """Two of the method's variants through the options sweep, from the tiny main job's SFT
   checkpoint: each run's config holds its variant, both start from one evaluation, and the
-  method as configured runs in the options' default folder."""
-  main_workdir, main = tiny_main_job
-  assert main.returncode == 0, main.stderr[-4000:]
-  out, root = tmp_path / "ablations", tmp_path / "runs"
-  _run(["experiments/ablations.py", "--config=configs/shapeworld.py:tiny", f"--root={root}",
-        f"--config.data.data_dir={main_workdir / 'tfds'}",
-        f"--sft_params={main_workdir / 'sft' / 'params'}", "--options=joint,latent_kl",
-        "--seeds=0", "--samples_per_prompt=2", "--config.eval.sampled_plans=True",
-        f"--out={out}"])
+  method as configured runs in the options' default folder (and is read, with its memory
+  figures, where the options sweep ran it first)."""
+  root, common = sweep_root
+  out = tmp_path / "ablations"
+  _run(["experiments/ablations.py", *common, "--options=joint,latent_kl", f"--out={out}"])
   rows = json.loads(out.with_suffix(".json").read_text())["rows"]
   assert list(rows) == ["joint", "latent_kl"]
+  memory = json.loads((root / "memory.json").read_text())
+  assert rows["joint"]["peak_bytes"] == memory["default"] and "joint" not in memory
   config = {name: json.loads((root / folder / "config.json").read_text())
             for name, folder in (("joint", "default_seed0"), ("latent_kl", "latent_kl_seed0"))}
   beta = config["latent_kl"]["loss"]["latent_kl_weight"]

@@ -141,6 +141,11 @@ def test_unknown_stage_sft_kind_and_family():
 def test_evaluation_settings_are_named():
   fails(config(eval__every=0), r"config\.eval\.every must be a positive integer, got 0")
   fails(config(eval__grid_prompts=-1), r"config\.eval\.grid_prompts must be a positive integer")
+  # The warm-up's held-out metrics read whole batches: fewer examples than one is refused.
+  fails(config(eval__num_prompts=4), r"config\.eval\.batch_size = 8 is above the 4 held-out")
+  fails(config(data__num_heldout=4), r"config\.eval\.batch_size = 8 is above the 4 held-out")
+  validation.validate(config(eval__num_prompts=4, stages=("grpo",),
+                             rl__init_params="unused"), 1)
 
 
 def test_optimizer_settings_are_named():

@@ -2,9 +2,9 @@
 compiles. Every failure is a ConfigError (a ValueError) whose message names the config field:
 
   * each section a stage uses builds its spec — `model` (image size vs patch size, heads vs KV
-    heads, dtypes), `rollout` + `tokens`, and for training `eval`, `loss` (loss and KL names,
-    listing the known ones), `advantages`, the optimizers, the update passes; unknown fields
-    are named;
+    heads, dtypes), `rollout` + `tokens`, and for training `eval` (with the warm-up SFT, one
+    whole batch of held-out examples), `loss` (loss and KL names, listing the known ones),
+    `advantages`, the optimizers, the update passes; unknown fields are named;
   * `mesh` fits the devices (`gather_rollout_params` is a bool); the RL batch
     (`rl.prompts_per_batch × rl.group_size`) holds whole groups and, like
     `sft_data.batch_size`, divides over the data axes;
@@ -154,6 +154,12 @@ def validate(config, num_devices: int | None = None, *,
       raise ConfigError(f"config.{name}: {e}") from e
   _check_fields(EvalSpec, config.eval, "eval")
   EvalSpec(**config.eval)
+  heldout = min(config.eval.num_prompts, config.data.get("num_heldout", config.eval.num_prompts))
+  if "sft" in training and heldout < config.eval.batch_size:
+    raise ConfigError(
+        f"config.eval.batch_size = {config.eval.batch_size} is above the {heldout} held-out "
+        "examples evaluated (eval.num_prompts, data.num_heldout): the warm-up SFT's held-out "
+        "metrics read whole batches")
   if "grpo" in training:
     _check_fields(LossSpec, config.loss, "loss")
     LossSpec(**config.loss)

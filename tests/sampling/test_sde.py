@@ -68,6 +68,25 @@ def test_zero_noise_is_exactly_the_euler_step_through_jit():
   assert out.returncode == 0, out.stderr[-3000:]
 
 
+def test_a_noisy_row_draws_the_keys_normal_and_a_step_without_one_draws_none():
+  """Per-row noise levels, jitted: a noisy row's next x is its mean plus std times `key`'s
+  standard normal, a noiseless row's its Euler step; with no noisy row (the step skips the
+  draw) every row's is the Euler step, with no density."""
+  kx, kv = jax.random.split(jax.random.key(0))
+  x, v = jax.random.normal(kx, (3, 4, 4, 3)), jax.random.normal(kv, (3, 4, 4, 3))
+  grid, key = sde.time_grid(10), jax.random.key(5)
+  step = jax.jit(lambda level: sde.sde_step(x, v, grid[2], grid[3], level, key=key,
+                                            t_max=grid[1]))
+  nxt, _, mean, std = step(jnp.array([0.7, 0.0, 0.7]))
+  z = jax.random.normal(key, x.shape, jnp.float32)
+  np.testing.assert_allclose(np.asarray(nxt), np.asarray(mean + std * z), rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(nxt[1]),
+                                np.asarray(sde.ode_step(x, v, grid[2], grid[3])[1]))
+  nxt, logp, _, _ = step(jnp.zeros(3))
+  np.testing.assert_array_equal(np.asarray(nxt), np.asarray(sde.ode_step(x, v, grid[2], grid[3])))
+  np.testing.assert_array_equal(np.asarray(logp), 0.0)
+
+
 @pytest.mark.parametrize("j", [0, 3, 8])
 def test_sampled_step_has_stated_mean_and_std(j):
   grid = np.asarray(sde.time_grid(10, 3.0), np.float64)

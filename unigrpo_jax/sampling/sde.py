@@ -60,7 +60,12 @@ def _gaussian_step(mean, std, key, prev_sample, caller: str):
   if prev_sample is None:
     if key is None:
       raise ValueError(f"{caller} needs a PRNG key to sample (or prev_sample to score)")
-    next_x = mean + std * jax.random.normal(key, mean.shape, jnp.float32)
+    # A step no row takes stochastically (an ODE step) draws no noise: on a CPU the draw
+    # costs more than the step's arithmetic, and std · 0 leaves the same next_x.
+    noise = jax.lax.cond(jnp.any(std > 0),
+                         lambda: jax.random.normal(key, mean.shape, jnp.float32),
+                         lambda: jnp.zeros(mean.shape, jnp.float32))
+    next_x = mean + std * noise
   else:
     next_x = prev_sample.astype(jnp.float32)
   stochastic = std > 0

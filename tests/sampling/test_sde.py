@@ -68,10 +68,10 @@ def test_zero_noise_is_exactly_the_euler_step_through_jit():
   assert out.returncode == 0, out.stderr[-3000:]
 
 
-def test_a_noisy_row_draws_the_keys_normal_and_a_step_without_one_draws_none():
+def test_a_noisy_row_draws_the_keys_normal_and_a_noiseless_step_is_euler_for_every_row():
   """Per-row noise levels, jitted: a noisy row's next x is its mean plus std times `key`'s
-  standard normal, a noiseless row's its Euler step; with no noisy row (the step skips the
-  draw) every row's is the Euler step, with no density."""
+  standard normal, a noiseless row's its Euler step; with no noisy row (the branch that draws
+  nothing) every row's is the Euler step, with no density."""
   kx, kv = jax.random.split(jax.random.key(0))
   x, v = jax.random.normal(kx, (3, 4, 4, 3)), jax.random.normal(kv, (3, 4, 4, 3))
   grid, key = sde.time_grid(10), jax.random.key(5)
